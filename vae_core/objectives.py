@@ -121,7 +121,7 @@ def iwae_log_likelihood(
             m = min(per_chunk, k - done)
             # For very large batches process examples in slices too.
             ex_step = max(1, chunk_elements // max(1, m * d_x))
-            part = torch.empty(m, n, device=x.device)
+            part = torch.empty(m, n, device=x.device, dtype=mu.dtype)
             for s in range(0, n, ex_step):
                 e = min(n, s + ex_step)
                 mu_s, lv_s, x_s = mu[s:e], logvar[s:e], x[s:e]
