@@ -1,0 +1,777 @@
+"""The left-hand control panel: dataset, model and training settings, and the
+Train / Pause / Stop / Reset buttons with a progress read-out.
+
+The panel holds no logic beyond input validation and enabling/disabling its
+own widgets.  It reports what the user asked for through signals and gives
+its settings as plain dicts; the main window turns those into configs.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from typing import Any
+
+from PySide6 import QtCore, QtGui, QtWidgets
+
+BUILTIN_DATASETS = (
+    ("MNIST (5,000 digits)", "mnist"),
+    ("Digits (1,797 8x8)", "digits"),
+    ("Shapes (dSprites-style)", "shapes"),
+)
+ARCHITECTURES = (("MLP", "mlp"), ("Convolutional", "conv"))
+LIKELIHOODS = (
+    ("Bernoulli", "bernoulli"),
+    ("Continuous Bernoulli", "continuous_bernoulli"),
+    ("Gaussian", "gaussian"),
+)
+BINARIZE = (("None", "none"), ("Static", "static"), ("Dynamic", "dynamic"))
+WARMUPS = (("None", "none"), ("Linear", "linear"), ("Cyclical", "cyclical"))
+STATES = ("idle", "training", "paused", "trained", "busy")
+LIVE_SETTINGS = ("beta", "lr", "warmup", "warmup_epochs", "free_bits")
+
+FILE_FILTER = "Image arrays: NumPy, MNIST IDX (*.npy *.npz *.gz *ubyte *idx*);;All files (*)"
+
+# Default hidden sizes per architecture: layer widths for the MLP, channel
+# counts of the stride-2 convolutions for the conv net.
+DEFAULT_HIDDEN = {"mlp": "512,256", "conv": "32,64"}
+MAX_HIDDEN_WIDTH = 16384
+
+_INVALID_STYLE = "QLineEdit { color: #c62828; border: 1px solid #c62828; }"
+
+
+class ScientificSpinBox(QtWidgets.QDoubleSpinBox):
+    """A double spin box for quantities spanning decades, such as a learning rate.
+
+    Shows values like ``1e-3`` or ``3e-4``, parses plain or scientific text,
+    clamps out-of-range input to the nearest bound, and steps along the
+    1-2-5 sequence (1e-4, 2e-4, 5e-4, 1e-3, ...).
+    """
+
+    _PARTIAL = re.compile(r"^\s*(\d+\.?\d*|\.\d*)?([eE][+-]?\d*)?\s*$")
+
+    def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(parent)
+        # Enough decimals that QDoubleSpinBox's rounding never touches values
+        # down to the 1e-6 minimum.
+        self.setDecimals(12)
+        self.setCorrectionMode(QtWidgets.QAbstractSpinBox.CorrectionMode.CorrectToNearestValue)
+
+    @staticmethod
+    def format_value(value: float) -> str:
+        if value == 0 or not math.isfinite(value):
+            return f"{value:g}"
+        if 0.1 <= abs(value) < 10:
+            return f"{value:.4g}"
+        mantissa, exponent = f"{value:.3e}".split("e")
+        mantissa = mantissa.rstrip("0").rstrip(".")
+        return f"{mantissa}e{int(exponent)}"
+
+    @staticmethod
+    def _parse(text: str) -> float | None:
+        try:
+            value = float(text.strip())
+        except ValueError:
+            return None
+        return value if math.isfinite(value) else None
+
+    def textFromValue(self, value: float) -> str:  # noqa: N802 (Qt override)
+        return self.format_value(value)
+
+    def valueFromText(self, text: str) -> float:  # noqa: N802 (Qt override)
+        value = self._parse(text)
+        if value is None:
+            return self.value()
+        return min(max(value, self.minimum()), self.maximum())
+
+    def validate(self, text: str, pos: int) -> QtGui.QValidator.State:
+        if not self._PARTIAL.match(text):
+            return QtGui.QValidator.State.Invalid
+        value = self._parse(text)
+        if value is None:
+            return QtGui.QValidator.State.Intermediate
+        if self.minimum() <= value <= self.maximum():
+            return QtGui.QValidator.State.Acceptable
+        return QtGui.QValidator.State.Intermediate
+
+    def fixup(self, text: str) -> str:
+        value = self._parse(text)
+        if value is None:
+            return text
+        return self.format_value(min(max(value, self.minimum()), self.maximum()))
+
+    def stepBy(self, steps: int) -> None:  # noqa: N802 (Qt override)
+        value = self.value()
+        for _ in range(abs(steps)):
+            value = self._next_125(value, up=steps > 0)
+        self.setValue(min(max(value, self.minimum()), self.maximum()))
+        self.selectAll()
+
+    @staticmethod
+    def _next_125(value: float, up: bool) -> float:
+        if value <= 0:
+            return value
+        exponent = math.floor(math.log10(value))
+        candidates = [m * 10.0**e for e in (exponent - 1, exponent, exponent + 1) for m in (1, 2, 5)]
+        if up:
+            above = [c for c in candidates if c > value * (1 + 1e-9)]
+            return float(f"{min(above):.6g}")
+        below = [c for c in candidates if c < value * (1 - 1e-9)]
+        return float(f"{max(below):.6g}")
+
+
+class ImageSizeSpinBox(QtWidgets.QSpinBox):
+    """Image side length: 0 means the dataset's native size, otherwise 8..128.
+
+    Sizes 1..7 are refused: typed, they round up to 8; stepping jumps
+    between "native" and 8.
+    """
+
+    MIN_SIZE = 8
+
+    def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setRange(0, 128)
+        self.setSpecialValueText("native")
+        self.setCorrectionMode(QtWidgets.QAbstractSpinBox.CorrectionMode.CorrectToNearestValue)
+
+    def _number(self, text: str) -> int | None:
+        core = text.strip()
+        suffix = self.suffix().strip()
+        if suffix and core.endswith(suffix):
+            core = core[: -len(suffix)].strip()
+        return int(core) if core.isdigit() else None
+
+    def validate(self, text: str, pos: int) -> QtGui.QValidator.State:
+        state = super().validate(text, pos)
+        if isinstance(state, tuple):  # the binding may hand back (state, text, pos)
+            state = state[0]
+        number = self._number(text)
+        if state == QtGui.QValidator.State.Acceptable and number is not None and 0 < number < self.MIN_SIZE:
+            return QtGui.QValidator.State.Intermediate
+        return state
+
+    def fixup(self, text: str) -> str:
+        number = self._number(text)
+        if number is not None and 0 < number < self.MIN_SIZE:
+            return self.textFromValue(self.MIN_SIZE) + self.suffix()
+        return text
+
+    def stepBy(self, steps: int) -> None:  # noqa: N802 (Qt override)
+        value = self.value()
+        if steps > 0 and value == 0:
+            self.setValue(self.MIN_SIZE + (steps - 1) * self.singleStep())
+        elif steps < 0 and value + steps * self.singleStep() < self.MIN_SIZE:
+            self.setValue(0)
+        else:
+            super().stepBy(steps)
+
+    def setValue(self, value: int) -> None:  # noqa: N802 (Qt override)
+        value = int(value)
+        if 0 < value < self.MIN_SIZE:
+            value = self.MIN_SIZE
+        super().setValue(value)
+
+
+class HiddenSizesValidator(QtGui.QValidator):
+    """Comma-separated positive layer widths; empty text means no hidden layer.
+
+    Characters other than digits, commas and spaces are refused outright;
+    incomplete lists (a trailing comma, a zero width) are intermediate.
+    """
+
+    def __init__(self, parent: QtCore.QObject | None = None, allow_empty: bool = True) -> None:
+        super().__init__(parent)
+        self.allow_empty = allow_empty
+
+    def validate(self, text: str, pos: int) -> QtGui.QValidator.State:
+        return self.check(text, self.allow_empty)
+
+    @staticmethod
+    def check(text: str, allow_empty: bool = True) -> QtGui.QValidator.State:
+        if not re.fullmatch(r"[\d,\s]*", text):
+            return QtGui.QValidator.State.Invalid
+        stripped = text.strip()
+        if not stripped:
+            return QtGui.QValidator.State.Acceptable if allow_empty else QtGui.QValidator.State.Intermediate
+        tokens = [t.strip() for t in stripped.split(",")]
+        state = QtGui.QValidator.State.Acceptable
+        for token in tokens:
+            if not token:
+                state = QtGui.QValidator.State.Intermediate
+                continue
+            if " " in token or "\t" in token:  # "12 34": two numbers without a comma
+                return QtGui.QValidator.State.Invalid
+            width = int(token)
+            if width > MAX_HIDDEN_WIDTH:
+                return QtGui.QValidator.State.Invalid
+            if width < 1:
+                state = QtGui.QValidator.State.Intermediate
+        return state
+
+
+def parse_hidden_sizes(text: str) -> tuple[int, ...]:
+    """The positive integers in a comma-separated list, skipping blanks."""
+    out = []
+    for token in text.split(","):
+        token = token.strip()
+        if token.isdigit() and int(token) > 0:
+            out.append(int(token))
+    return tuple(out)
+
+
+def format_duration(seconds: float) -> str:
+    """``0:42``, ``12:05``, ``1:02:03``."""
+    seconds = max(0, int(round(seconds)))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}:{minutes:02d}:{secs:02d}"
+    return f"{minutes}:{secs:02d}"
+
+
+def format_progress(
+    epoch: int,
+    n_epochs: int,
+    batch: int,
+    n_batches: int,
+    samples_per_s: float | None,
+    eta_s: float | None,
+) -> str:
+    parts = [f"Epoch {epoch}/{n_epochs}", f"batch {batch}/{n_batches}"]
+    if samples_per_s is not None and math.isfinite(samples_per_s):
+        parts.append(f"{samples_per_s:,.0f} samples/s")
+    if eta_s is not None and math.isfinite(eta_s):
+        parts.append(f"ETA {format_duration(eta_s)}")
+    else:
+        parts.append("ETA –")
+    return " · ".join(parts)
+
+
+class TrainingPanel(QtWidgets.QWidget):
+    """Settings and run controls for training a VAE."""
+
+    datasetChanged = QtCore.Signal(str)
+    openPathRequested = QtCore.Signal(str)
+    trainRequested = QtCore.Signal()
+    pauseToggled = QtCore.Signal()
+    stopRequested = QtCore.Signal()
+    resetRequested = QtCore.Signal()
+    liveSettingChanged = QtCore.Signal(str, object)
+
+    PROGRESS_STEPS = 1000
+
+    def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("trainingPanel")
+        self._state = "idle"
+        self._suppress = False  # set while the panel fills itself programmatically
+        self._last_dir = ""
+        self._committed: dict[str, Any] = {}
+
+        layout = QtWidgets.QVBoxLayout(self)
+        layout.setContentsMargins(6, 6, 6, 6)
+        layout.setSpacing(6)
+        self.datasetGroup = self._build_dataset_group()
+        self.modelGroup = self._build_model_group()
+        self.trainingGroup = self._build_training_group()
+        layout.addWidget(self.datasetGroup)
+        layout.addWidget(self.modelGroup)
+        layout.addWidget(self.trainingGroup)
+        layout.addLayout(self._build_buttons())
+        layout.addWidget(self._build_progress())
+        layout.addStretch(1)
+
+        self._install_wheel_guard()
+        self._committed = self._live_values()
+        self._update_dependent_widgets()
+        self.set_state("idle")
+
+    # ------------------------------------------------------------------ build
+
+    @staticmethod
+    def _form(group: QtWidgets.QGroupBox) -> QtWidgets.QFormLayout:
+        form = QtWidgets.QFormLayout(group)
+        form.setFieldGrowthPolicy(QtWidgets.QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        # When the panel is narrow a label moves above its field instead of clipping.
+        form.setRowWrapPolicy(QtWidgets.QFormLayout.RowWrapPolicy.WrapLongRows)
+        form.setLabelAlignment(QtCore.Qt.AlignmentFlag.AlignLeft | QtCore.Qt.AlignmentFlag.AlignVCenter)
+        form.setContentsMargins(6, 6, 6, 6)
+        form.setVerticalSpacing(4)
+        return form
+
+    @staticmethod
+    def _add_row(form: QtWidgets.QFormLayout, label: str, field: QtWidgets.QWidget | QtWidgets.QLayout, tip: str) -> QtWidgets.QLabel:
+        lab = QtWidgets.QLabel(label)
+        lab.setToolTip(tip)
+        if isinstance(field, QtWidgets.QWidget):
+            field.setToolTip(tip)
+            lab.setBuddy(field)
+        form.addRow(lab, field)
+        return lab
+
+    @staticmethod
+    def _combo(name: str, items: tuple[tuple[str, str], ...]) -> QtWidgets.QComboBox:
+        combo = QtWidgets.QComboBox()
+        combo.setObjectName(name)
+        for label, key in items:
+            combo.addItem(label, key)
+        combo.setSizeAdjustPolicy(QtWidgets.QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        combo.setMinimumContentsLength(8)
+        return combo
+
+    @staticmethod
+    def _spin(name: str, lo: int, hi: int, value: int) -> QtWidgets.QSpinBox:
+        spin = QtWidgets.QSpinBox()
+        spin.setObjectName(name)
+        spin.setRange(lo, hi)
+        spin.setValue(value)
+        spin.setGroupSeparatorShown(hi >= 10000)
+        spin.setKeyboardTracking(False)
+        spin.setCorrectionMode(QtWidgets.QAbstractSpinBox.CorrectionMode.CorrectToNearestValue)
+        return spin
+
+    @staticmethod
+    def _dspin(name: str, lo: float, hi: float, step: float, decimals: int, value: float) -> QtWidgets.QDoubleSpinBox:
+        spin = QtWidgets.QDoubleSpinBox()
+        spin.setObjectName(name)
+        spin.setDecimals(decimals)
+        spin.setRange(lo, hi)
+        spin.setSingleStep(step)
+        spin.setValue(value)
+        spin.setKeyboardTracking(False)
+        spin.setCorrectionMode(QtWidgets.QAbstractSpinBox.CorrectionMode.CorrectToNearestValue)
+        return spin
+
+    def _build_dataset_group(self) -> QtWidgets.QGroupBox:
+        group = QtWidgets.QGroupBox("Dataset")
+        group.setObjectName("datasetGroup")
+        form = self._form(group)
+
+        self.datasetCombo = self._combo("datasetCombo", BUILTIN_DATASETS)
+        self.datasetCombo.setMinimumContentsLength(20)  # room for the built-in names
+        self._add_row(form, "Data", self.datasetCombo, "The images to train on: a built-in set or one you opened")
+
+        self.openFolderButton = QtWidgets.QPushButton("Open folder…")
+        self.openFolderButton.setObjectName("openFolderButton")
+        self.openFolderButton.setToolTip("Use a folder of images (PNG, JPEG, ...) as the dataset")
+        self.openFileButton = QtWidgets.QPushButton("Open file…")
+        self.openFileButton.setObjectName("openFileButton")
+        self.openFileButton.setToolTip("Use an image array file as the dataset: .npy, .npz or MNIST-style IDX")
+        row = QtWidgets.QHBoxLayout()
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.openFolderButton)
+        row.addWidget(self.openFileButton)
+        form.addRow(row)
+
+        self.sizeSpin = ImageSizeSpinBox()
+        self.sizeSpin.setObjectName("sizeSpin")
+        self.sizeSpin.setKeyboardTracking(False)
+        self.sizeSpin.setSuffix(" px")
+        self._add_row(form, "Image size", self.sizeSpin, "Resize images to this many pixels a side (native = keep their size)")
+
+        self.binarizeCombo = self._combo("binarizeCombo", BINARIZE)
+        self._add_row(
+            form,
+            "Binarize",
+            self.binarizeCombo,
+            "Turn grey levels into 0/1 pixels: static = once at load, dynamic = resampled each time a batch is drawn",
+        )
+
+        self.shapesCountSpin = self._spin("shapesCountSpin", 100, 200_000, 20_000)
+        self.shapesCountSpin.setSingleStep(1000)
+        self._add_row(form, "Shapes count", self.shapesCountSpin, "How many shape images to generate (Shapes dataset only)")
+
+        self.datasetCombo.currentIndexChanged.connect(self._on_dataset_index)
+        self.openFolderButton.clicked.connect(self._ask_folder)
+        self.openFileButton.clicked.connect(self._ask_file)
+        return group
+
+    def _build_model_group(self) -> QtWidgets.QGroupBox:
+        group = QtWidgets.QGroupBox("Model")
+        group.setObjectName("modelGroup")
+        form = self._form(group)
+
+        self.archCombo = self._combo("archCombo", ARCHITECTURES)
+        self._add_row(form, "Architecture", self.archCombo, "MLP = fully connected layers; Convolutional = stride-2 conv layers (28 to 64 px images)")
+
+        self.latentDimSpin = self._spin("latentDimSpin", 1, 256, 2)
+        self._add_row(form, "Latent dims", self.latentDimSpin, "Size of the latent code z; 2 can be viewed directly without a projection")
+
+        self.hiddenEdit = QtWidgets.QLineEdit(DEFAULT_HIDDEN["mlp"])
+        self.hiddenEdit.setObjectName("hiddenEdit")
+        self.hiddenEdit.setPlaceholderText("e.g. 512,256 (empty = linear)")
+        self._hidden_validator = HiddenSizesValidator(self.hiddenEdit)
+        self.hiddenEdit.setValidator(self._hidden_validator)
+        self._hidden_tip = "Hidden layer widths, comma-separated (MLP); empty = a linear encoder and decoder"
+        self._add_row(form, "Hidden sizes", self.hiddenEdit, self._hidden_tip)
+
+        self.likelihoodCombo = self._combo("likelihoodCombo", LIKELIHOODS)
+        self._add_row(
+            form,
+            "Likelihood",
+            self.likelihoodCombo,
+            "p(x|z): Bernoulli is exact for binary pixels, Continuous Bernoulli is a density on [0, 1], Gaussian has std sigma",
+        )
+
+        self.sigmaSpin = self._dspin("sigmaSpin", 0.001, 10.0, 0.01, 3, 0.1)
+        self._add_row(form, "Sigma", self.sigmaSpin, "Standard deviation of the Gaussian likelihood (its initial value if learned)")
+
+        self.learnSigmaCheck = QtWidgets.QCheckBox("Learn sigma")
+        self.learnSigmaCheck.setObjectName("learnSigmaCheck")
+        self.learnSigmaCheck.setToolTip("Train sigma as a parameter instead of keeping it fixed (Gaussian only)")
+        form.addRow("", self.learnSigmaCheck)
+
+        self.archCombo.currentIndexChanged.connect(self._on_arch_changed)
+        self.likelihoodCombo.currentIndexChanged.connect(self._update_dependent_widgets)
+        self.hiddenEdit.textChanged.connect(self._update_hidden_feedback)
+        return group
+
+    def _build_training_group(self) -> QtWidgets.QGroupBox:
+        group = QtWidgets.QGroupBox("Training")
+        group.setObjectName("trainingGroup")
+        form = self._form(group)
+
+        self.epochsSpin = self._spin("epochsSpin", 1, 100_000, 20)
+        self._add_row(form, "Epochs", self.epochsSpin, "Passes over the dataset in one run")
+
+        self.batchSizeSpin = self._spin("batchSizeSpin", 1, 65_536, 128)
+        self._add_row(form, "Batch size", self.batchSizeSpin, "Examples per gradient step")
+
+        self.lrSpin = ScientificSpinBox()
+        self.lrSpin.setObjectName("lrSpin")
+        # The maximum is deliberately far above sensible values so that
+        # divergence can be provoked and watched; zero and negatives never pass.
+        self.lrSpin.setRange(1e-6, 10.0)
+        self.lrSpin.setValue(1e-3)
+        self.lrSpin.setKeyboardTracking(False)
+        self._add_row(form, "Learning rate", self.lrSpin, "Adam step size; accepts 1e-3 notation; arrows step 1, 2, 5, 10, ... (changes apply live)")
+
+        self.betaSpin = self._dspin("betaSpin", 0.0, 100.0, 0.1, 3, 1.0)
+        self._add_row(
+            form,
+            "Beta",
+            self.betaSpin,
+            "Weight of the KL term: 1 = the true ELBO, 0 = a plain autoencoder with noise, >1 = beta-VAE",
+        )
+
+        self.warmupCombo = self._combo("warmupCombo", WARMUPS)
+        self._add_row(
+            form,
+            "KL warm-up",
+            self.warmupCombo,
+            "Ramp the KL weight from 0 to beta: linear = once, cyclical = repeated every warm-up period",
+        )
+
+        self.warmupEpochsSpin = self._spin("warmupEpochsSpin", 1, 1000, 10)
+        self._add_row(form, "Warm-up epochs", self.warmupEpochsSpin, "Length of the KL ramp (or of one cycle), in epochs")
+
+        self.freeBitsSpin = self._dspin("freeBitsSpin", 0.0, 10.0, 0.05, 2, 0.0)
+        self._add_row(
+            form,
+            "Free bits",
+            self.freeBitsSpin,
+            "Minimum KL in nats charged per latent dimension, against posterior collapse (0 = off)",
+        )
+
+        # Live settings are committed on Enter / focus-out / arrow steps
+        # (keyboard tracking is off), never on each keystroke.
+        for name, spin in (
+            ("beta", self.betaSpin),
+            ("lr", self.lrSpin),
+            ("warmup_epochs", self.warmupEpochsSpin),
+            ("free_bits", self.freeBitsSpin),
+        ):
+            spin.valueChanged.connect(lambda _v, n=name: self._commit_live(n))
+            spin.editingFinished.connect(lambda n=name: self._commit_live(n))
+        self.warmupCombo.activated.connect(lambda _i: self._commit_live("warmup"))
+        self.warmupCombo.currentIndexChanged.connect(self._update_dependent_widgets)
+        return group
+
+    def _build_buttons(self) -> QtWidgets.QGridLayout:
+        self.trainButton = QtWidgets.QPushButton("Train")
+        self.trainButton.setObjectName("trainButton")
+        self.trainButton.setToolTip("Start training with these settings (or continue training the current model)")
+        self.pauseButton = QtWidgets.QPushButton("Pause")
+        self.pauseButton.setObjectName("pauseButton")
+        self.pauseButton.setToolTip("Pause or resume training between batches")
+        self.stopButton = QtWidgets.QPushButton("Stop")
+        self.stopButton.setObjectName("stopButton")
+        self.stopButton.setToolTip("Stop training and keep the model as it is now")
+        self.resetButton = QtWidgets.QPushButton("Reset")
+        self.resetButton.setObjectName("resetButton")
+        self.resetButton.setToolTip("Forget the model and start fresh (unlocks the dataset and model settings)")
+
+        self.trainButton.clicked.connect(self.trainRequested)
+        self.pauseButton.clicked.connect(self.pauseToggled)
+        self.stopButton.clicked.connect(self.stopRequested)
+        self.resetButton.clicked.connect(self.resetRequested)
+
+        grid = QtWidgets.QGridLayout()
+        grid.setContentsMargins(0, 0, 0, 0)
+        grid.addWidget(self.trainButton, 0, 0)
+        grid.addWidget(self.pauseButton, 0, 1)
+        grid.addWidget(self.stopButton, 1, 0)
+        grid.addWidget(self.resetButton, 1, 1)
+        return grid
+
+    def _build_progress(self) -> QtWidgets.QWidget:
+        box = QtWidgets.QWidget()
+        layout = QtWidgets.QVBoxLayout(box)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(2)
+        self.progressBar = QtWidgets.QProgressBar()
+        self.progressBar.setObjectName("progressBar")
+        self.progressBar.setRange(0, self.PROGRESS_STEPS)
+        self.progressBar.setValue(0)
+        self.progressBar.setTextVisible(False)
+        self.progressLabel = QtWidgets.QLabel("Not trained yet")
+        self.progressLabel.setObjectName("progressLabel")
+        self.progressLabel.setWordWrap(True)
+        self.progressLabel.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
+        layout.addWidget(self.progressBar)
+        layout.addWidget(self.progressLabel)
+        return box
+
+    def _install_wheel_guard(self) -> None:
+        for widget in self.findChildren(QtWidgets.QAbstractSpinBox) + self.findChildren(QtWidgets.QComboBox):
+            widget.setFocusPolicy(QtCore.Qt.FocusPolicy.StrongFocus)
+            widget.installEventFilter(self)
+
+    def eventFilter(self, obj: QtCore.QObject, event: QtCore.QEvent) -> bool:  # noqa: N802 (Qt override)
+        # A wheel over an unfocused field scrolls the surrounding scroll area
+        # instead of silently changing a setting.
+        if event.type() == QtCore.QEvent.Type.Wheel and isinstance(obj, QtWidgets.QWidget) and not obj.hasFocus():
+            event.ignore()
+            return True
+        return super().eventFilter(obj, event)
+
+    # -------------------------------------------------------------- behaviour
+
+    def _on_dataset_index(self, _index: int) -> None:
+        self._update_dependent_widgets()
+        if not self._suppress:
+            self.datasetChanged.emit(self.current_dataset_key())
+
+    def _on_arch_changed(self, _index: int) -> None:
+        arch = self.archCombo.currentData()
+        other = "mlp" if arch == "conv" else "conv"
+        # Swap in sensible defaults only if the user has not typed their own.
+        if not self._suppress and self.hiddenEdit.text().replace(" ", "") == DEFAULT_HIDDEN[other]:
+            self.hiddenEdit.setText(DEFAULT_HIDDEN[arch])
+        self._update_hidden_feedback()
+
+    def _update_hidden_feedback(self, *_args: Any) -> None:
+        valid = self.hidden_valid()
+        self.hiddenEdit.setStyleSheet("" if valid else _INVALID_STYLE)
+        if valid:
+            self.hiddenEdit.setToolTip(self._hidden_tip)
+        elif self.archCombo.currentData() == "conv" and not self.hiddenEdit.text().strip():
+            self.hiddenEdit.setToolTip("The convolutional architecture needs at least one channel count, e.g. 32,64")
+        else:
+            self.hiddenEdit.setToolTip("Enter positive whole numbers separated by commas, e.g. 512,256")
+        self._update_train_button()
+
+    def _update_dependent_widgets(self, *_args: Any) -> None:
+        self.shapesCountSpin.setEnabled(self.current_dataset_key() == "shapes")
+        gaussian = self.likelihoodCombo.currentData() == "gaussian"
+        self.sigmaSpin.setEnabled(gaussian)
+        self.learnSigmaCheck.setEnabled(gaussian)
+        self.warmupEpochsSpin.setEnabled(self.warmupCombo.currentData() != "none")
+
+    def _update_train_button(self) -> None:
+        self.trainButton.setEnabled(self._state in ("idle", "trained") and self.hidden_valid())
+
+    def _live_values(self) -> dict[str, Any]:
+        return {
+            "beta": float(self.betaSpin.value()),
+            "lr": float(self.lrSpin.value()),
+            "warmup": str(self.warmupCombo.currentData()),
+            "warmup_epochs": int(self.warmupEpochsSpin.value()),
+            "free_bits": float(self.freeBitsSpin.value()),
+        }
+
+    def _commit_live(self, name: str) -> None:
+        value = self._live_values()[name]
+        if self._committed.get(name) == value:
+            return
+        self._committed[name] = value
+        if not self._suppress:
+            self.liveSettingChanged.emit(name, value)
+
+    def _ask_folder(self) -> None:
+        path = QtWidgets.QFileDialog.getExistingDirectory(self, "Open a folder of images", self._last_dir)
+        if path:
+            self._last_dir = path
+            self.openPathRequested.emit(path)
+
+    def _ask_file(self) -> None:
+        path, _filter = QtWidgets.QFileDialog.getOpenFileName(self, "Open an image array file", self._last_dir, FILE_FILTER)
+        if path:
+            self._last_dir = os.path.dirname(path)
+            self.openPathRequested.emit(path)
+
+    # -------------------------------------------------------------------- API
+
+    def current_dataset_key(self) -> str:
+        key = self.datasetCombo.currentData()
+        return "" if key is None else str(key)
+
+    def add_dataset_entry(self, label: str, key: str) -> None:
+        """Add a user dataset (key = its path) if new, and select it."""
+        index = self.datasetCombo.findData(key)
+        if index < 0:
+            self.datasetCombo.addItem(label, key)
+            index = self.datasetCombo.count() - 1
+            self.datasetCombo.setItemData(index, key, QtCore.Qt.ItemDataRole.ToolTipRole)
+        self.datasetCombo.setCurrentIndex(index)
+
+    def hidden_valid(self) -> bool:
+        text = self.hiddenEdit.text()
+        allow_empty = self.archCombo.currentData() != "conv"
+        return HiddenSizesValidator.check(text, allow_empty) == QtGui.QValidator.State.Acceptable
+
+    def dataset_settings(self) -> dict[str, Any]:
+        size = int(self.sizeSpin.value())
+        return {
+            "source": self.current_dataset_key(),
+            "size": size if size > 0 else None,
+            "binarize": str(self.binarizeCombo.currentData()),
+            "n": int(self.shapesCountSpin.value()),
+        }
+
+    def model_settings(self) -> dict[str, Any]:
+        return {
+            "latent_dim": int(self.latentDimSpin.value()),
+            "architecture": str(self.archCombo.currentData()),
+            "hidden_dims": parse_hidden_sizes(self.hiddenEdit.text()),
+            "likelihood": str(self.likelihoodCombo.currentData()),
+            "sigma": float(self.sigmaSpin.value()),
+            "learn_sigma": bool(self.learnSigmaCheck.isChecked()),
+        }
+
+    def train_settings(self) -> dict[str, Any]:
+        return {
+            "epochs": int(self.epochsSpin.value()),
+            "batch_size": int(self.batchSizeSpin.value()),
+            **self._live_values(),
+        }
+
+    @staticmethod
+    def _select(combo: QtWidgets.QComboBox, key: Any) -> None:
+        index = combo.findData(key)
+        if index >= 0:
+            combo.setCurrentIndex(index)
+
+    def apply_settings(
+        self,
+        model: dict[str, Any] | None = None,
+        train: dict[str, Any] | None = None,
+        dataset: dict[str, Any] | None = None,
+    ) -> None:
+        """Fill the widgets from settings dicts (e.g. a loaded checkpoint).
+
+        Unknown keys are ignored and values are clamped to the widgets'
+        ranges.  No panel signal (liveSettingChanged, datasetChanged) is
+        emitted: the caller already knows what it applied.
+        """
+        self._suppress = True
+        try:
+            if dataset:
+                source = dataset.get("source")
+                if source:
+                    if self.datasetCombo.findData(source) < 0:
+                        self.add_dataset_entry(os.path.basename(str(source).rstrip("/\\")) or str(source), str(source))
+                    self._select(self.datasetCombo, source)
+                if "size" in dataset:
+                    self.sizeSpin.setValue(int(dataset["size"] or 0))
+                if "binarize" in dataset:
+                    self._select(self.binarizeCombo, dataset["binarize"])
+                if dataset.get("n") is not None:
+                    self.shapesCountSpin.setValue(int(dataset["n"]))
+            if model:
+                if "architecture" in model:
+                    self._select(self.archCombo, model["architecture"])
+                if "latent_dim" in model:
+                    self.latentDimSpin.setValue(int(model["latent_dim"]))
+                if "hidden_dims" in model:
+                    self.hiddenEdit.setText(",".join(str(int(h)) for h in model["hidden_dims"]))
+                if "likelihood" in model:
+                    self._select(self.likelihoodCombo, model["likelihood"])
+                if "sigma" in model:
+                    self.sigmaSpin.setValue(float(model["sigma"]))
+                if "learn_sigma" in model:
+                    self.learnSigmaCheck.setChecked(bool(model["learn_sigma"]))
+            if train:
+                if "epochs" in train:
+                    self.epochsSpin.setValue(int(train["epochs"]))
+                if "batch_size" in train:
+                    self.batchSizeSpin.setValue(int(train["batch_size"]))
+                if "lr" in train:
+                    self.lrSpin.setValue(float(train["lr"]))
+                if "beta" in train:
+                    self.betaSpin.setValue(float(train["beta"]))
+                if "warmup" in train:
+                    self._select(self.warmupCombo, train["warmup"])
+                if "warmup_epochs" in train:
+                    self.warmupEpochsSpin.setValue(int(train["warmup_epochs"]))
+                if "free_bits" in train:
+                    self.freeBitsSpin.setValue(float(train["free_bits"]))
+        finally:
+            self._committed = self._live_values()
+            self._suppress = False
+        self._update_dependent_widgets()
+        self._update_hidden_feedback()
+
+    def state(self) -> str:
+        return self._state
+
+    def set_state(self, state: str) -> None:
+        """Enable what makes sense in ``state``: idle, training, paused, trained or busy.
+
+        idle: no model, everything editable.  training/paused: only the live
+        settings (beta, lr, warm-up, free bits) stay editable.  trained: a
+        model exists, so dataset and model settings are locked until Reset.
+        busy: everything disabled (e.g. while data loads).
+        """
+        if state not in STATES:
+            raise ValueError(f"unknown panel state {state!r}; expected one of {STATES}")
+        self._state = state
+        running = state in ("training", "paused")
+        has_model = state in ("training", "paused", "trained")
+        busy = state == "busy"
+
+        self.datasetGroup.setEnabled(state == "idle")
+        self.modelGroup.setEnabled(state == "idle")
+        self.trainingGroup.setEnabled(not busy)
+        self.epochsSpin.setEnabled(not running)
+        self.batchSizeSpin.setEnabled(not running)
+
+        self.trainButton.setText("Continue training" if has_model else "Train")
+        self._update_train_button()
+        self.pauseButton.setEnabled(running)
+        self.pauseButton.setText("Resume" if state == "paused" else "Pause")
+        self.stopButton.setEnabled(running)
+        self.resetButton.setEnabled(state == "trained")
+        if state == "idle":
+            self.reset_progress()
+
+    def set_progress(
+        self,
+        epoch: int,
+        n_epochs: int,
+        batch: int,
+        n_batches: int,
+        samples_per_s: float | None = None,
+        eta_s: float | None = None,
+    ) -> None:
+        """Show progress; ``epoch`` counts from 1, ``batch`` is the batches done in it."""
+        total = max(1, int(n_epochs)) * max(1, int(n_batches))
+        done = max(0, int(epoch) - 1) * max(1, int(n_batches)) + max(0, int(batch))
+        self.progressBar.setValue(round(self.PROGRESS_STEPS * min(1.0, done / total)))
+        self.progressLabel.setText(format_progress(epoch, n_epochs, batch, n_batches, samples_per_s, eta_s))
+
+    def reset_progress(self, text: str = "Not trained yet") -> None:
+        self.progressBar.setValue(0)
+        self.progressLabel.setText(text)

@@ -1,0 +1,308 @@
+"""The training panel: defaults, validation, states, signals and settings dicts."""
+
+from __future__ import annotations
+
+import pytest
+from PySide6 import QtCore, QtWidgets
+
+from app.widgets.training_panel import ScientificSpinBox, TrainingPanel, format_duration
+
+
+@pytest.fixture
+def panel(qtbot):
+    w = TrainingPanel()
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitExposed(w)
+    return w
+
+
+def type_into(qtbot, spin: QtWidgets.QAbstractSpinBox, text: str) -> None:
+    """Replace a spin box's text by typing, then press Enter."""
+    spin.setFocus()
+    spin.lineEdit().selectAll()
+    qtbot.keyClick(spin.lineEdit(), QtCore.Qt.Key.Key_Delete)
+    qtbot.keyClicks(spin.lineEdit(), text)
+    qtbot.keyClick(spin.lineEdit(), QtCore.Qt.Key.Key_Return)
+    spin.interpretText()
+
+
+def test_defaults(panel):
+    assert panel.objectName() == "trainingPanel"
+    assert [panel.datasetCombo.itemData(i) for i in range(3)] == ["mnist", "digits", "shapes"]
+    assert panel.datasetCombo.itemText(0) == "MNIST (5,000 digits)"
+    assert panel.dataset_settings() == {"source": "mnist", "size": None, "binarize": "none", "n": 20000}
+    assert panel.sizeSpin.text() == "native"
+    assert panel.model_settings() == {
+        "latent_dim": 2,
+        "architecture": "mlp",
+        "hidden_dims": (512, 256),
+        "likelihood": "bernoulli",
+        "sigma": pytest.approx(0.1),
+        "learn_sigma": False,
+    }
+    assert panel.train_settings() == {
+        "epochs": 20,
+        "batch_size": 128,
+        "lr": pytest.approx(1e-3),
+        "beta": 1.0,
+        "warmup": "none",
+        "warmup_epochs": 10,
+        "free_bits": 0.0,
+    }
+    assert panel.hiddenEdit.placeholderText() == "e.g. 512,256 (empty = linear)"
+    assert panel.lrSpin.text() == "1e-3"
+    assert "KL" in panel.betaSpin.toolTip()
+    # Shapes count and sigma only apply to the shapes dataset / Gaussian likelihood.
+    assert not panel.shapesCountSpin.isEnabled()
+    assert not panel.sigmaSpin.isEnabled()
+    assert panel.trainButton.isEnabled()
+    assert not panel.pauseButton.isEnabled()
+    assert not panel.stopButton.isEnabled()
+
+
+def test_buttons_emit(panel, qtbot):
+    with qtbot.waitSignal(panel.trainRequested, timeout=1000):
+        qtbot.mouseClick(panel.trainButton, QtCore.Qt.MouseButton.LeftButton)
+    panel.set_state("training")
+    with qtbot.waitSignal(panel.pauseToggled, timeout=1000):
+        qtbot.mouseClick(panel.pauseButton, QtCore.Qt.MouseButton.LeftButton)
+    with qtbot.waitSignal(panel.stopRequested, timeout=1000):
+        qtbot.mouseClick(panel.stopButton, QtCore.Qt.MouseButton.LeftButton)
+    panel.set_state("trained")
+    with qtbot.waitSignal(panel.resetRequested, timeout=1000):
+        qtbot.mouseClick(panel.resetButton, QtCore.Qt.MouseButton.LeftButton)
+
+
+def test_disabled_train_button_does_not_emit(panel, qtbot):
+    panel.set_state("training")
+    with qtbot.assertNotEmitted(panel.trainRequested):
+        qtbot.mouseClick(panel.trainButton, QtCore.Qt.MouseButton.LeftButton)
+
+
+def test_states(panel):
+    live = [panel.betaSpin, panel.lrSpin, panel.warmupCombo, panel.freeBitsSpin]
+
+    panel.set_state("training")
+    assert not panel.trainButton.isEnabled()
+    assert panel.pauseButton.isEnabled() and panel.pauseButton.text() == "Pause"
+    assert panel.stopButton.isEnabled()
+    assert not panel.datasetGroup.isEnabled() and not panel.datasetCombo.isEnabled()
+    assert not panel.modelGroup.isEnabled() and not panel.latentDimSpin.isEnabled()
+    assert all(w.isEnabled() for w in live)
+    assert not panel.epochsSpin.isEnabled() and not panel.batchSizeSpin.isEnabled()
+
+    panel.set_state("paused")
+    assert panel.pauseButton.text() == "Resume"
+    assert panel.pauseButton.isEnabled() and panel.stopButton.isEnabled()
+    assert all(w.isEnabled() for w in live)
+
+    panel.set_state("trained")
+    assert panel.trainButton.isEnabled() and panel.trainButton.text() == "Continue training"
+    assert not panel.pauseButton.isEnabled() and not panel.stopButton.isEnabled()
+    assert panel.pauseButton.text() == "Pause"
+    assert panel.resetButton.isEnabled()
+    assert not panel.modelGroup.isEnabled() and not panel.datasetGroup.isEnabled()
+    assert panel.epochsSpin.isEnabled() and all(w.isEnabled() for w in live)
+
+    panel.set_state("busy")
+    for w in (panel.trainButton, panel.pauseButton, panel.stopButton, panel.resetButton,
+              panel.datasetCombo, panel.latentDimSpin, panel.betaSpin, panel.lrSpin):
+        assert not w.isEnabled()
+    panel.set_progress(1, 2, 3, 4, 100.0, 5.0)  # nothing breaks while busy
+
+    panel.set_state("idle")
+    assert panel.trainButton.isEnabled() and panel.trainButton.text() == "Train"
+    assert not panel.pauseButton.isEnabled() and not panel.stopButton.isEnabled()
+    assert panel.datasetGroup.isEnabled() and panel.modelGroup.isEnabled()
+    assert panel.epochsSpin.isEnabled() and panel.batchSizeSpin.isEnabled()
+
+    with pytest.raises(ValueError):
+        panel.set_state("flying")
+
+
+def test_typed_zero_ends_at_minimum(panel, qtbot):
+    for spin in (panel.batchSizeSpin, panel.latentDimSpin):
+        type_into(qtbot, spin, "0")
+        assert spin.value() == 1
+
+
+def test_lr_refuses_zero_and_negative(panel, qtbot):
+    type_into(qtbot, panel.lrSpin, "0")
+    assert panel.lrSpin.value() > 0
+    assert panel.lrSpin.value() == pytest.approx(1e-6)
+    type_into(qtbot, panel.lrSpin, "-1")  # the minus sign cannot be typed
+    assert panel.lrSpin.value() > 0
+    type_into(qtbot, panel.lrSpin, "50")  # above the maximum: clamped
+    assert panel.lrSpin.value() == pytest.approx(10.0)
+    panel.lrSpin.setValue(-3.0)
+    assert panel.lrSpin.value() == pytest.approx(1e-6)
+
+
+def test_lr_scientific_parse_and_display(panel, qtbot):
+    type_into(qtbot, panel.lrSpin, "1e-4")
+    assert panel.lrSpin.value() == pytest.approx(1e-4)
+    assert panel.lrSpin.text() == "1e-4"
+    type_into(qtbot, panel.lrSpin, "0.0003")
+    assert panel.lrSpin.value() == pytest.approx(3e-4)
+    assert panel.lrSpin.text() == "3e-4"
+    assert panel.lrSpin.valueFromText("2.5E-5") == pytest.approx(2.5e-5)
+    assert ScientificSpinBox.format_value(0.5) == "0.5"
+    assert ScientificSpinBox.format_value(2.5e-5) == "2.5e-5"
+    panel.lrSpin.setValue(1e-3)
+    panel.lrSpin.stepBy(1)
+    assert panel.lrSpin.value() == pytest.approx(2e-3)
+    panel.lrSpin.stepBy(-2)
+    assert panel.lrSpin.value() == pytest.approx(5e-4)
+
+
+def test_hidden_sizes_validation(panel, qtbot):
+    edit = panel.hiddenEdit
+    for bad in ("abc", "-3"):
+        edit.clear()
+        qtbot.keyClicks(edit, bad)
+        assert edit.text() != bad  # refused at the keyboard
+        edit.setText(bad)  # pasted programmatically it is still not acceptable
+        assert not edit.hasAcceptableInput()
+        assert not panel.hidden_valid()
+        assert "c62828" in edit.styleSheet()  # shown in red
+        assert not panel.trainButton.isEnabled()
+    for good, dims in (("", ()), ("128, 64", (128, 64))):
+        edit.clear()
+        qtbot.keyClicks(edit, good)
+        assert edit.text() == good
+        assert edit.hasAcceptableInput()
+        assert panel.hidden_valid()
+        assert edit.styleSheet() == ""
+        assert panel.model_settings()["hidden_dims"] == dims
+    assert panel.trainButton.isEnabled()
+    edit.setText("128,")  # incomplete list: not acceptable yet
+    assert not panel.hidden_valid()
+    edit.setText("0")
+    assert not panel.hidden_valid()
+
+
+def test_live_setting_emitted_once_on_commit(panel, qtbot):
+    seen = []
+    panel.liveSettingChanged.connect(lambda name, value: seen.append((name, value)))
+    panel.set_state("training")
+    panel.betaSpin.setFocus()
+    panel.betaSpin.lineEdit().selectAll()
+    qtbot.keyClicks(panel.betaSpin.lineEdit(), "2.5")
+    assert seen == []  # no emission per keystroke
+    panel.betaSpin.setValue(2.5)
+    panel.betaSpin.editingFinished.emit()
+    panel.betaSpin.editingFinished.emit()  # committing again without a change emits nothing
+    assert seen == [("beta", 2.5)]
+
+    type_into(qtbot, panel.lrSpin, "1e-2")
+    assert seen[-1] == ("lr", pytest.approx(1e-2))
+    assert len(seen) == 2
+
+    panel.warmupCombo.setCurrentIndex(panel.warmupCombo.findData("linear"))
+    panel.warmupCombo.activated.emit(panel.warmupCombo.currentIndex())
+    assert seen[-1] == ("warmup", "linear")
+    assert len(seen) == 3
+
+
+def test_apply_settings_round_trip_without_live_signal(panel, qtbot):
+    model = {
+        "latent_dim": 16,
+        "architecture": "conv",
+        "hidden_dims": (32, 64),
+        "likelihood": "gaussian",
+        "sigma": 0.25,
+        "learn_sigma": True,
+    }
+    train = {
+        "epochs": 7,
+        "batch_size": 64,
+        "lr": 3e-4,
+        "beta": 4.0,
+        "warmup": "cyclical",
+        "warmup_epochs": 5,
+        "free_bits": 0.5,
+    }
+    dataset = {"source": "/data/faces", "size": 32, "binarize": "dynamic", "n": 1000}
+    with qtbot.assertNotEmitted(panel.liveSettingChanged):
+        with qtbot.assertNotEmitted(panel.datasetChanged):
+            panel.apply_settings(model=model, train=train, dataset=dataset)
+    assert panel.model_settings() == {**model, "sigma": pytest.approx(0.25)}
+    assert panel.train_settings() == {**train, "lr": pytest.approx(3e-4)}
+    assert panel.dataset_settings() == dataset
+    assert panel.datasetCombo.currentText() == "faces"
+    assert panel.sigmaSpin.isEnabled()
+    # Extra keys (as in ModelConfig.to_dict) are ignored; lists become tuples.
+    panel.apply_settings(model={"input_shape": [1, 28, 28], "hidden_dims": [10], "architecture": "mlp"})
+    assert panel.model_settings()["hidden_dims"] == (10,)
+    # Applied values count as committed: a later commit of the same value is silent.
+    with qtbot.assertNotEmitted(panel.liveSettingChanged):
+        panel.betaSpin.editingFinished.emit()
+
+
+def test_dataset_entries_and_signal(panel, qtbot):
+    with qtbot.waitSignal(panel.datasetChanged, timeout=1000) as blocker:
+        panel.datasetCombo.setCurrentIndex(2)
+    assert blocker.args == ["shapes"]
+    assert panel.shapesCountSpin.isEnabled()
+    with qtbot.waitSignal(panel.datasetChanged, timeout=1000) as blocker:
+        panel.add_dataset_entry("my.npz", "/tmp/my.npz")
+    assert blocker.args == ["/tmp/my.npz"]
+    assert not panel.shapesCountSpin.isEnabled()
+    count = panel.datasetCombo.count()
+    panel.datasetCombo.setCurrentIndex(0)
+    panel.add_dataset_entry("my.npz", "/tmp/my.npz")  # present: selected, not duplicated
+    assert panel.datasetCombo.count() == count
+    assert panel.dataset_settings()["source"] == "/tmp/my.npz"
+
+
+def test_open_buttons_emit_path(panel, qtbot, monkeypatch):
+    monkeypatch.setattr(QtWidgets.QFileDialog, "getExistingDirectory", staticmethod(lambda *a, **k: "/data/imgs"))
+    monkeypatch.setattr(QtWidgets.QFileDialog, "getOpenFileName", staticmethod(lambda *a, **k: ("/data/x.npy", "")))
+    with qtbot.waitSignal(panel.openPathRequested, timeout=1000) as blocker:
+        qtbot.mouseClick(panel.openFolderButton, QtCore.Qt.MouseButton.LeftButton)
+    assert blocker.args == ["/data/imgs"]
+    with qtbot.waitSignal(panel.openPathRequested, timeout=1000) as blocker:
+        qtbot.mouseClick(panel.openFileButton, QtCore.Qt.MouseButton.LeftButton)
+    assert blocker.args == ["/data/x.npy"]
+    monkeypatch.setattr(QtWidgets.QFileDialog, "getOpenFileName", staticmethod(lambda *a, **k: ("", "")))
+    with qtbot.assertNotEmitted(panel.openPathRequested):
+        qtbot.mouseClick(panel.openFileButton, QtCore.Qt.MouseButton.LeftButton)
+
+
+def test_size_spin_refuses_tiny_sizes(panel, qtbot):
+    type_into(qtbot, panel.sizeSpin, "5")
+    assert panel.sizeSpin.value() == 8
+    panel.sizeSpin.setValue(0)
+    panel.sizeSpin.stepBy(1)
+    assert panel.sizeSpin.value() == 8
+    panel.sizeSpin.stepBy(-1)
+    assert panel.sizeSpin.value() == 0
+    type_into(qtbot, panel.sizeSpin, "64")
+    assert panel.dataset_settings()["size"] == 64
+
+
+def test_sigma_only_for_gaussian(panel):
+    panel.likelihoodCombo.setCurrentIndex(panel.likelihoodCombo.findData("gaussian"))
+    assert panel.sigmaSpin.isEnabled() and panel.learnSigmaCheck.isEnabled()
+    panel.likelihoodCombo.setCurrentIndex(panel.likelihoodCombo.findData("continuous_bernoulli"))
+    assert not panel.sigmaSpin.isEnabled()
+
+
+def test_progress_label(panel):
+    panel.set_progress(3, 20, 12, 40, 8412.3, 42)
+    assert panel.progressLabel.text() == "Epoch 3/20 · batch 12/40 · 8,412 samples/s · ETA 0:42"
+    assert panel.progressBar.value() == round(1000 * (2 * 40 + 12) / (20 * 40))
+    panel.set_progress(20, 20, 40, 40, float("nan"), None)
+    assert panel.progressBar.value() == panel.progressBar.maximum()
+    assert panel.progressLabel.text().endswith("ETA –")
+    assert format_duration(3723) == "1:02:03"
+
+
+def test_fits_a_narrow_column(panel):
+    hint = panel.sizeHint()
+    assert hint.width() <= 400
+    # Labels are never squeezed below the width of their text.
+    for label in panel.findChildren(QtWidgets.QLabel):
+        if label.text() and label.isVisible() and label is not panel.progressLabel:
+            assert label.width() >= label.fontMetrics().horizontalAdvance(label.text()) - 1
