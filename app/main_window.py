@@ -1,0 +1,785 @@
+"""The main window: puts the widgets together and wires them to the session.
+
+It owns no math: every number comes from ``Session``; every widget only gets
+numpy arrays and plain values.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+from PySide6 import QtCore, QtGui, QtWidgets
+
+from . import theme
+from .session import EMPTY, IDLE, LOADING, PAUSED, TRAINED, TRAINING, Session, fmt_eta, images_for_display
+from .widgets.decode_canvas import DecodeCanvas, ImagePair
+from .widgets.latent_view import LatentView
+from .widgets.loss_plot import LossPlot
+from .widgets.training_panel import TrainingPanel
+
+Slot = QtCore.Slot
+
+ORG = "LatentExplorer"
+APP = "Latent Explorer"
+CHECKPOINT_SUFFIXES = (".ckpt", ".safetensors")
+MAX_RECENT = 8
+
+
+def settings() -> QtCore.QSettings:
+    return QtCore.QSettings(QtCore.QSettings.IniFormat, QtCore.QSettings.UserScope, ORG, "latent-explorer")
+
+
+def is_checkpoint_path(path: str) -> bool:
+    return path.lower().endswith(CHECKPOINT_SUFFIXES)
+
+
+class MessageBar(QtWidgets.QFrame):
+    """A dismissible line above the map for errors and notices (never modal)."""
+
+    def __init__(self, parent: QtWidgets.QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("messageBar")
+        self.setFrameShape(QtWidgets.QFrame.StyledPanel)
+        lay = QtWidgets.QHBoxLayout(self)
+        lay.setContentsMargins(8, 4, 4, 4)
+        self.icon = QtWidgets.QLabel()
+        self.text = QtWidgets.QLabel()
+        self.text.setObjectName("messageText")
+        self.text.setWordWrap(True)
+        self.text.setTextInteractionFlags(QtCore.Qt.TextSelectableByMouse)
+        close = QtWidgets.QToolButton()
+        close.setText("✕")
+        close.setAutoRaise(True)
+        close.setToolTip("Dismiss")
+        close.clicked.connect(self.hide)
+        lay.addWidget(self.icon)
+        lay.addWidget(self.text, 1)
+        lay.addWidget(close)
+        self.level = ""
+        self.hide()
+
+    def show_message(self, level: str, text: str) -> None:
+        self.level = level
+        colours = {"error": ("#b3261e", "#fdecea"), "warning": ("#8a5a00", "#fff4d6"), "info": ("#1d4f91", "#e8f0fb")}
+        fg, bg = colours.get(level, colours["info"])
+        self.setStyleSheet(f"#messageBar {{ background: {bg}; border: 1px solid {fg}; border-radius: 4px; }}"
+                           f" #messageBar QLabel {{ color: {fg}; }} #messageBar QToolButton {{ color: {fg}; }}")
+        self.icon.setText({"error": "⚠", "warning": "⚠", "info": "ℹ"}.get(level, "ℹ"))
+        self.text.setText(text)
+        self.show()
+
+
+class MapToolbar(QtWidgets.QWidget):
+    """Choose how codes with more than two dimensions are put on the map."""
+
+    changed = QtCore.Signal(str, int, int)
+
+    def __init__(self, parent: QtWidgets.QWidget | None = None):
+        super().__init__(parent)
+        lay = QtWidgets.QHBoxLayout(self)
+        lay.setContentsMargins(4, 2, 4, 2)
+        lay.addWidget(QtWidgets.QLabel("Map:"))
+        self.combo = QtWidgets.QComboBox()
+        self.combo.setObjectName("projectionCombo")
+        for text, key, tip in (("Two latent dims", "dims", "Plot two chosen latent dimensions; the others stay at the selected example's code (or 0)."),
+                               ("PCA", "pca", "The plane of the two principal components of the codes; exactly invertible."),
+                               ("UMAP", "umap", "A non-linear layout computed in the background; points map back by interpolating the stored codes.")):
+            self.combo.addItem(text, key)
+            self.combo.setItemData(self.combo.count() - 1, tip, QtCore.Qt.ToolTipRole)
+        self.dim_x = QtWidgets.QSpinBox()
+        self.dim_x.setObjectName("dimXSpin")
+        self.dim_y = QtWidgets.QSpinBox()
+        self.dim_y.setObjectName("dimYSpin")
+        for s, v in ((self.dim_x, 1), (self.dim_y, 2)):
+            s.setRange(1, 2)
+            s.setValue(v)
+            s.setPrefix("z")
+            s.setToolTip("Latent dimension on this axis")
+        self.dims_label = QtWidgets.QLabel("axes:")
+        self.progress = QtWidgets.QProgressBar()
+        self.progress.setObjectName("projectionProgress")
+        self.progress.setMaximumWidth(180)
+        self.progress.setRange(0, 1000)
+        self.progress.setTextVisible(True)
+        self.progress.hide()
+        lay.addWidget(self.combo)
+        lay.addWidget(self.dims_label)
+        lay.addWidget(self.dim_x)
+        lay.addWidget(self.dim_y)
+        lay.addWidget(self.progress)
+        lay.addStretch(1)
+        self.combo.currentIndexChanged.connect(self._emit)
+        self.dim_x.valueChanged.connect(self._emit)
+        self.dim_y.valueChanged.connect(self._emit)
+        self.set_latent_dim(2)
+
+    def set_latent_dim(self, d: int) -> None:
+        many = d > 2
+        self.combo.setEnabled(many)
+        for w in (self.dim_x, self.dim_y):
+            w.blockSignals(True)
+            w.setMaximum(max(1, d))
+            w.blockSignals(False)
+        self._sync_visibility()
+        if not many:
+            self.combo.setToolTip("The model has two latent dimensions: the map shows them directly.")
+        else:
+            self.combo.setToolTip("")
+
+    def _sync_visibility(self) -> None:
+        dims = self.combo.currentData() == "dims" and self.combo.isEnabled()
+        for w in (self.dims_label, self.dim_x, self.dim_y):
+            w.setVisible(dims)
+
+    @Slot()
+    def _emit(self, *_: Any) -> None:
+        self._sync_visibility()
+        self.changed.emit(self.combo.currentData(), self.dim_x.value() - 1, self.dim_y.value() - 1)
+
+    def set_progress(self, fraction: float, text: str) -> None:
+        if fraction >= 1.0 or not text:
+            self.progress.hide()
+            return
+        self.progress.show()
+        self.progress.setValue(int(1000 * fraction))
+        self.progress.setFormat(text)
+
+
+class MainWindow(QtWidgets.QMainWindow):
+    def __init__(self, session: Session | None = None, restore: bool = True):
+        super().__init__()
+        self.setObjectName("mainWindow")
+        self.setWindowTitle(APP)
+        self.setAcceptDrops(True)
+        self.session = session or Session(self)
+        self._closing = False
+        self._build_widgets()
+        self._build_actions()
+        self._build_menus()
+        self._wire()
+        self._on_state(self.session.state)
+        self.resize(1360, 860)
+        if restore:
+            self._restore_layout()
+        self.latent_view.set_message("Choose a dataset and press Train to see its latent map")
+
+    # ------------------------------------------------------------------ build
+    def _build_widgets(self) -> None:
+        self.panel = TrainingPanel()
+        scroll = QtWidgets.QScrollArea()
+        scroll.setWidget(self.panel)
+        scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarAlwaysOff)
+        scroll.setMinimumWidth(self.panel.sizeHint().width() + 24)
+        self.panel_dock = QtWidgets.QDockWidget("Training", self)
+        self.panel_dock.setObjectName("trainingDock")
+        self.panel_dock.setWidget(scroll)
+        self.addDockWidget(QtCore.Qt.LeftDockWidgetArea, self.panel_dock)
+
+        self.loss_plot = LossPlot()
+        self.loss_dock = QtWidgets.QDockWidget("Loss curves", self)
+        self.loss_dock.setObjectName("lossDock")
+        self.loss_dock.setWidget(self.loss_plot)
+        self.addDockWidget(QtCore.Qt.BottomDockWidgetArea, self.loss_dock)
+
+        self.latent_view = LatentView()
+        self.map_toolbar = MapToolbar()
+        self.message_bar = MessageBar()
+        map_box = QtWidgets.QWidget()
+        map_lay = QtWidgets.QVBoxLayout(map_box)
+        map_lay.setContentsMargins(0, 0, 0, 0)
+        map_lay.setSpacing(2)
+        map_lay.addWidget(self.message_bar)
+        map_lay.addWidget(self.map_toolbar)
+        map_lay.addWidget(self.latent_view, 1)
+
+        self.decode_canvas = DecodeCanvas()
+        self.recon_pair = ImagePair()
+        right = QtWidgets.QWidget()
+        right_lay = QtWidgets.QVBoxLayout(right)
+        right_lay.setContentsMargins(4, 0, 0, 0)
+        title = QtWidgets.QLabel("<b>Decoded point</b>")
+        right_lay.addWidget(title)
+        right_lay.addWidget(self.decode_canvas, 3)
+        right_lay.addWidget(QtWidgets.QLabel("<b>Selected example</b>"))
+        right_lay.addWidget(self.recon_pair, 2)
+
+        self.splitter = QtWidgets.QSplitter(QtCore.Qt.Horizontal)
+        self.splitter.setObjectName("mainSplitter")
+        self.splitter.addWidget(map_box)
+        self.splitter.addWidget(right)
+        self.splitter.setStretchFactor(0, 3)
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setSizes([700, 300])
+        self.setCentralWidget(self.splitter)
+
+        sb = self.statusBar()
+        self.coords_label = QtWidgets.QLabel("")
+        self.coords_label.setObjectName("coordsLabel")
+        self.state_label = QtWidgets.QLabel("")
+        self.state_label.setObjectName("stateLabel")
+        sb.addWidget(self.coords_label, 1)
+        sb.addPermanentWidget(self.state_label)
+
+    def _action(self, text: str, slot: Any, shortcut: Any = None, name: str | None = None, tip: str = "") -> QtGui.QAction:
+        act = QtGui.QAction(text, self)
+        if name:
+            act.setObjectName(name)
+        if shortcut is not None:
+            act.setShortcut(QtGui.QKeySequence(shortcut))
+        if tip:
+            act.setStatusTip(tip)
+            act.setToolTip(tip)
+        act.triggered.connect(slot)
+        self.addAction(act)  # shortcuts work even when the menu bar is hidden
+        return act
+
+    def _build_actions(self) -> None:
+        A = self._action
+        self.open_folder_action = A("Open image &folder…", self.open_folder_dialog, None, "openFolderAction", "Load a folder of images (subfolders are labels)")
+        self.open_file_action = A("&Open…", self.open_file_dialog, QtGui.QKeySequence.Open, "openFileAction", "Open a dataset file (npy, npz, IDX) or a checkpoint")
+        self.open_ckpt_action = A("Open &checkpoint…", self.open_checkpoint_dialog, "Ctrl+Shift+O", "openCheckpointAction")
+        self.save_action = A("&Save checkpoint", self.save_checkpoint, QtGui.QKeySequence.Save, "saveAction", "Save the model, its optimizer state and the whole history")
+        self.save_as_action = A("Save checkpoint &as…", self.save_checkpoint_as, "Ctrl+Shift+S", "saveAsAction")
+        self.export_map_action = A("Export latent &map as PNG…", self.export_map_png, None, "exportMapAction")
+        self.export_latents_action = A("Export &latents as CSV…", self.export_latents_csv, None, "exportLatentsAction", "index, label, mu, sigma and map position of every example")
+        self.export_decoded_action = A("Export &decoded image as PNG…", self.export_decoded_png, None, "exportDecodedAction")
+        self.quit_action = A("&Quit", self.close, QtGui.QKeySequence.Quit, "quitAction")
+        self.train_action = A("&Train", self.panel.trainButton.click if hasattr(self.panel, "trainButton") else self._on_train, "Ctrl+Return", "trainAction")
+        self.pause_action = A("&Pause / resume", self._on_pause_shortcut, QtCore.Qt.Key_Space, "pauseAction")
+        self.stop_action = A("S&top", self.session.stop, "Ctrl+.", "stopAction")
+        self.reset_action = A("&Reset model", self.session.reset, None, "resetAction")
+        self.log_action = A("&Log scale for losses", self._toggle_log, "Ctrl+L", "logScaleAction")
+        self.log_action.setCheckable(True)
+        self.reset_layout_action = A("Reset &layout", self.reset_layout, None, "resetLayoutAction")
+        self.shortcuts_action = A("&Keyboard shortcuts", self.show_shortcuts, QtGui.QKeySequence.HelpContents, "shortcutsAction")
+        self.about_action = A("&About Latent Explorer", self.show_about, None, "aboutAction")
+        self.theme_group = QtGui.QActionGroup(self)
+        self.theme_actions = {}
+        for key, text in (("system", "System"), ("light", "Light"), ("dark", "Dark")):
+            act = QtGui.QAction(text, self)
+            act.setCheckable(True)
+            act.setData(key)
+            act.setObjectName(f"theme{text}Action")
+            self.theme_group.addAction(act)
+            self.theme_actions[key] = act
+        self.theme_group.triggered.connect(self._on_theme_action)
+
+    def _build_menus(self) -> None:
+        mb = self.menuBar()
+        f = mb.addMenu("&File")
+        f.addAction(self.open_file_action)
+        f.addAction(self.open_folder_action)
+        f.addAction(self.open_ckpt_action)
+        self.recent_menu = f.addMenu("Open &recent")
+        self.recent_menu.setObjectName("recentMenu")
+        f.addSeparator()
+        f.addAction(self.save_action)
+        f.addAction(self.save_as_action)
+        f.addSeparator()
+        f.addAction(self.export_map_action)
+        f.addAction(self.export_latents_action)
+        f.addAction(self.export_decoded_action)
+        f.addSeparator()
+        f.addAction(self.quit_action)
+        t = mb.addMenu("&Training")
+        for a in (self.train_action, self.pause_action, self.stop_action, self.reset_action):
+            t.addAction(a)
+        v = mb.addMenu("&View")
+        v.addAction(self.panel_dock.toggleViewAction())
+        v.addAction(self.loss_dock.toggleViewAction())
+        v.addAction(self.log_action)
+        tm = v.addMenu("&Theme")
+        for act in self.theme_actions.values():
+            tm.addAction(act)
+        v.addSeparator()
+        v.addAction(self.reset_layout_action)
+        self.view_menu = v
+        h = mb.addMenu("&Help")
+        h.addAction(self.shortcuts_action)
+        h.addAction(self.about_action)
+        self._rebuild_recent()
+
+    def _wire(self) -> None:
+        s, p = self.session, self.panel
+        p.trainRequested.connect(self._on_train)
+        p.pauseToggled.connect(self._on_pause)
+        p.stopRequested.connect(self._on_stop)
+        p.resetRequested.connect(self._on_reset)
+        p.datasetChanged.connect(self._on_dataset_choice)
+        p.openPathRequested.connect(self.open_path)
+        p.liveSettingChanged.connect(self._on_live)
+        s.stateChanged.connect(self._on_state)
+        s.message.connect(self._on_message)
+        s.batchesArrived.connect(self._on_batches)
+        s.trainProgress.connect(self._on_progress)
+        s.epochArrived.connect(self._on_epoch)
+        s.markerAdded.connect(self._on_marker)
+        s.historyReplaced.connect(self._on_history)
+        s.mapReady.connect(self._on_map)
+        s.mapCleared.connect(self._on_map_cleared)
+        s.decoded.connect(self._on_decoded)
+        s.exampleSelected.connect(self._on_example)
+        s.datasetLoaded.connect(self._on_dataset_loaded)
+        s.modelLoaded.connect(self._on_model_loaded)
+        s.projectionProgress.connect(self._on_projection_progress)
+        self.latent_view.pointPicked.connect(self._on_point_picked)
+        self.latent_view.exampleClicked.connect(self._on_example_clicked)
+        self.map_toolbar.changed.connect(self._on_projection_choice)
+        if hasattr(self.loss_plot, "logScaleCheck"):
+            pass
+
+    # --------------------------------------------------------------- actions
+    @Slot()
+    def _on_train(self) -> None:
+        if not self.panel.hidden_valid():
+            self._on_message("error", "Hidden sizes must be comma-separated positive integers (or empty for a linear model).")
+            return
+        self.session.train(self.panel.model_settings(), self.panel.train_settings())
+
+    @Slot()
+    def _on_pause(self) -> None:
+        self.session.toggle_pause()
+
+    @Slot()
+    def _on_pause_shortcut(self) -> None:
+        if self.session.running:
+            self.session.toggle_pause()
+
+    @Slot()
+    def _on_stop(self) -> None:
+        self.session.stop()
+
+    @Slot()
+    def _on_reset(self) -> None:
+        self.session.reset()
+
+    @Slot(str)
+    def _on_dataset_choice(self, key: str) -> None:
+        if self.session.running or self.session.has_model:
+            return
+        self.session.load_dataset(self.panel.dataset_settings())
+
+    @Slot(str, object)
+    def _on_live(self, name: str, value: Any) -> None:
+        self.session.set_live(name, value)
+
+    def load_initial_dataset(self, key: str = "digits") -> None:
+        """Select a dataset in the panel and load it."""
+        combo = self.panel.datasetCombo
+        idx = combo.findData(key)
+        if idx < 0:
+            self.panel.add_dataset_entry(os.path.basename(key.rstrip("/")) or key, key)
+            idx = combo.findData(key)
+        combo.blockSignals(True)
+        combo.setCurrentIndex(idx)
+        combo.blockSignals(False)
+        self.session.load_dataset(self.panel.dataset_settings())
+
+    # ------------------------------------------------------------------ files
+    def open_path(self, path: str) -> None:
+        if not path:
+            return
+        if not os.path.exists(path):
+            self._on_message("error", f"{path}: no such file or folder.")
+            return
+        self._add_recent(path)
+        if is_checkpoint_path(path):
+            self.session.load_checkpoint(path)
+            return
+        if self.session.running:
+            self._on_message("warning", "Stop training before opening another dataset.")
+            return
+        if self.session.has_model:
+            self._on_message("warning", "Reset the model (Training ▸ Reset model) before switching to another dataset, "
+                                        "or save it first with Ctrl+S.")
+            return
+        label = os.path.basename(path.rstrip("/")) or path
+        self.panel.blockSignals(True)
+        self.panel.add_dataset_entry(label, path)
+        self.panel.blockSignals(False)
+        self.session.load_dataset(self.panel.dataset_settings())
+
+    @Slot()
+    def open_folder_dialog(self) -> None:
+        path = QtWidgets.QFileDialog.getExistingDirectory(self, "Open a folder of images", self._last_dir())
+        if path:
+            self._remember_dir(path)
+            self.open_path(path)
+
+    @Slot()
+    def open_file_dialog(self) -> None:
+        path, _ = QtWidgets.QFileDialog.getOpenFileName(
+            self, "Open a dataset or checkpoint", self._last_dir(),
+            "Datasets and checkpoints (*.npy *.npz *.gz *ubyte *idx* *.ckpt *.safetensors);;Checkpoints (*.ckpt *.safetensors);;All files (*)")
+        if path:
+            self._remember_dir(os.path.dirname(path))
+            self.open_path(path)
+
+    @Slot()
+    def open_checkpoint_dialog(self) -> None:
+        path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Open a checkpoint", self._last_dir(), "Checkpoints (*.ckpt *.safetensors);;All files (*)")
+        if path:
+            self._remember_dir(os.path.dirname(path))
+            self._add_recent(path)
+            self.session.load_checkpoint(path)
+
+    @Slot()
+    def save_checkpoint(self) -> None:
+        if self.session.checkpoint_path and self.session.trainer is not None:
+            self.session.save_checkpoint(self.session.checkpoint_path)
+        else:
+            self.save_checkpoint_as()
+
+    @Slot()
+    def save_checkpoint_as(self) -> None:
+        if self.session.trainer is None:
+            self._on_message("warning", "There is no trained model to save yet.")
+            return
+        name = f"{getattr(self.session.dataset, 'name', 'model')}.ckpt"
+        path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Save checkpoint", os.path.join(self._last_dir(), name), "Checkpoints (*.ckpt)")
+        if path:
+            if not is_checkpoint_path(path):
+                path += ".ckpt"
+            self._remember_dir(os.path.dirname(path))
+            self._add_recent(path)
+            self.session.save_checkpoint(path)
+
+    @Slot()
+    def export_map_png(self) -> None:
+        if self.session.xy is None:
+            self._on_message("warning", "There is no latent map to export yet.")
+            return
+        path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Export latent map", os.path.join(self._last_dir(), "latent-map.png"), "PNG images (*.png)")
+        if path:
+            self.latent_view.export_png(path)
+            self._on_message("info", f"Saved the latent map to {path}")
+
+    @Slot()
+    def export_latents_csv(self) -> None:
+        if self.session.latents is None:
+            self._on_message("warning", "There are no latent codes to export yet.")
+            return
+        path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Export latents", os.path.join(self._last_dir(), "latents.csv"), "CSV files (*.csv)")
+        if path:
+            self.session.export_latents_csv(path)
+
+    @Slot()
+    def export_decoded_png(self) -> None:
+        img = self.decode_canvas.image()
+        if img is None:
+            self._on_message("warning", "Click on the latent map first to decode a point.")
+            return
+        path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Export decoded image", os.path.join(self._last_dir(), "decoded.png"), "PNG images (*.png)")
+        if path:
+            save_array_png(img, path)
+            self._on_message("info", f"Saved the decoded image to {path}")
+
+    def _last_dir(self) -> str:
+        return str(settings().value("lastDir", os.path.expanduser("~")))
+
+    def _remember_dir(self, d: str) -> None:
+        settings().setValue("lastDir", d)
+
+    def recent_files(self) -> list[str]:
+        v = settings().value("recentFiles", [])
+        if isinstance(v, str):
+            v = [v]
+        return [str(x) for x in (v or [])]
+
+    def _add_recent(self, path: str) -> None:
+        path = os.path.abspath(path)
+        items = [p for p in self.recent_files() if p != path]
+        items.insert(0, path)
+        settings().setValue("recentFiles", items[:MAX_RECENT])
+        self._rebuild_recent()
+
+    def _rebuild_recent(self) -> None:
+        self.recent_menu.clear()
+        items = self.recent_files()
+        for p in items:
+            act = self.recent_menu.addAction(p)
+            act.setData(p)
+            act.triggered.connect(self._open_recent)
+        if not items:
+            a = self.recent_menu.addAction("(none)")
+            a.setEnabled(False)
+        else:
+            self.recent_menu.addSeparator()
+            clear = self.recent_menu.addAction("Clear list")
+            clear.triggered.connect(self._clear_recent)
+
+    @Slot()
+    def _open_recent(self) -> None:
+        act = self.sender()
+        if isinstance(act, QtGui.QAction) and act.data():
+            self.open_path(str(act.data()))
+
+    @Slot()
+    def _clear_recent(self) -> None:
+        settings().setValue("recentFiles", [])
+        self._rebuild_recent()
+
+    # ------------------------------------------------------------ drag & drop
+    def dragEnterEvent(self, event: QtGui.QDragEnterEvent) -> None:
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QtGui.QDropEvent) -> None:
+        urls = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        if urls:
+            event.acceptProposedAction()
+            self.open_path(urls[0])
+
+    # -------------------------------------------------------- session → view
+    @Slot(str)
+    def _on_state(self, state: str) -> None:
+        panel_state = {EMPTY: "idle", IDLE: "idle", LOADING: "busy", TRAINING: "training", PAUSED: "paused", TRAINED: "trained"}[state]
+        self.panel.set_state(panel_state)
+        running = state in (TRAINING, PAUSED)
+        self.pause_action.setEnabled(running)
+        self.stop_action.setEnabled(running)
+        self.train_action.setEnabled(state in (IDLE, TRAINED))
+        has_trainer = self.session.trainer is not None
+        self.save_action.setEnabled(has_trainer)
+        self.save_as_action.setEnabled(has_trainer)
+        has_map = self.session.latents is not None
+        self.export_latents_action.setEnabled(has_map)
+        self.export_map_action.setEnabled(has_map)
+        text = {EMPTY: "No dataset", IDLE: "Ready to train", LOADING: "Loading…", TRAINING: "Training", PAUSED: "Paused", TRAINED: "Model ready"}[state]
+        self.state_label.setText(text)
+
+    @Slot(str, str)
+    def _on_message(self, level: str, text: str) -> None:
+        if level == "info":
+            self.statusBar().showMessage(text, 8000)
+            if self.message_bar.isVisible() and self.message_bar.level == "info":
+                self.message_bar.hide()
+        else:
+            self.message_bar.show_message(level, text)
+            self.statusBar().showMessage(text, 8000)
+
+    @Slot(object)
+    def _on_batches(self, b: dict) -> None:
+        self.loss_plot.append(b["step"], b["recon"], b["kl"], b["loss"])
+
+    @Slot(object)
+    def _on_progress(self, p: dict) -> None:
+        self.panel.set_progress(p["epoch"], p["n_epochs"], p["batch"], p["n_batches"], p["samples_per_s"], p["eta_s"])
+
+    @Slot(object)
+    def _on_epoch(self, ev: Any) -> None:
+        self.loss_plot.add_epoch(ev.step, ev.test_recon, ev.test_kl, -ev.test_elbo)
+        self.state_label.setText(
+            f"Epoch {ev.epoch}: held-out ELBO {ev.test_elbo:.2f} nats (recon {ev.test_recon:.2f}, KL {ev.test_kl:.2f}); "
+            f"{ev.active_units}/{len(ev.kl_per_dim)} active units")
+        self.export_latents_action.setEnabled(True)
+        self.export_map_action.setEnabled(True)
+
+    @Slot(int, str)
+    def _on_marker(self, step: int, text: str) -> None:
+        self.loss_plot.add_marker(step, text)
+
+    @Slot(object)
+    def _on_history(self, h: dict) -> None:
+        if len(h["steps"]) == 0 and not h["epochs"]:
+            self.loss_plot.clear()
+        else:
+            self.loss_plot.set_history(h["steps"], h["recon"], h["kl"], h["loss"], epochs=h["epochs"], markers=h["markers"])
+
+    @Slot(object)
+    def _on_map(self, m: dict) -> None:
+        self.latent_view.set_points(m["xy"], m["labels"], m["label_names"], autorange=m["autorange"])
+        self.latent_view.set_axis_labels(m["x_label"], m["y_label"])
+        if self.session.latents is not None:
+            self.map_toolbar.set_latent_dim(self.session.latents.shape[1])
+        if self.session.selected is not None:
+            self.latent_view.set_highlight(self.session.selected)
+        self.export_latents_action.setEnabled(True)
+        self.export_map_action.setEnabled(True)
+
+    @Slot(str)
+    def _on_map_cleared(self, text: str) -> None:
+        self.latent_view.set_points(np.zeros((0, 2), np.float32), None, None)
+        self.latent_view.set_message(text)
+        self.latent_view.hide_crosshair()
+        self.decode_canvas.clear()
+        self.recon_pair.clear()
+
+    @Slot(object, float, float, bool)
+    def _on_decoded(self, img: np.ndarray, x: float, y: float, far: bool) -> None:
+        self.decode_canvas.set_image(img)
+        self.latent_view.set_crosshair(x, y)
+        self.latent_view.set_far_indicator(far)
+        code = getattr(self.session, "last_code", None)
+        if code is not None and len(code) <= 4:
+            ztxt = "z = (" + ", ".join(f"{v:+.2f}" for v in code) + ")"
+        elif code is not None:
+            ztxt = f"z = ({', '.join(f'{v:+.2f}' for v in code[:3])}, … {len(code)} dims)"
+        else:
+            ztxt = ""
+        where = f"map ({x:+.2f}, {y:+.2f})"
+        warn = "  ⚠ far from any data: the decoder is extrapolating" if far else ""
+        self.decode_canvas.set_caption(ztxt + ("  ⚠ far from data" if far else ""))
+        self.coords_label.setText(f"{where}  {ztxt}{warn}")
+
+    @Slot(int, object, object)
+    def _on_example(self, index: int, original: np.ndarray, recon: Any) -> None:
+        ds = self.session.dataset
+        name = ""
+        if ds is not None and ds.labels is not None and ds.label_names:
+            lab = int(ds.labels[index])
+            name = ds.label_names[lab] if 0 <= lab < len(ds.label_names) else str(lab)
+        title = f"#{index}" + (f" · {name}" if name else "")
+        if recon is None:
+            recon = np.zeros_like(original)
+        self.recon_pair.set_pair(original, recon, title=title)
+        self.latent_view.set_highlight(index)
+
+    @Slot(object)
+    def _on_dataset_loaded(self, ds: Any) -> None:
+        self.latent_view.set_images(images_for_display(ds.images))
+        if self.session.latents is None:
+            self.latent_view.set_message(f"{ds.name}: {ds.n:,} images. Press Train to see the latent map.")
+        src = ds.spec.source if hasattr(ds, "spec") else ds.name
+        combo = self.panel.datasetCombo
+        if combo.findData(src) < 0:
+            self.panel.blockSignals(True)
+            self.panel.add_dataset_entry(ds.name, src)
+            self.panel.blockSignals(False)
+        self.setWindowTitle(f"{ds.name} — {APP}")
+
+    @Slot(object, object, object)
+    def _on_model_loaded(self, model: dict, train: dict, dataset: Any) -> None:
+        m = {k: v for k, v in model.items() if k != "input_shape"}
+        m["hidden_dims"] = tuple(m.get("hidden_dims", ()))
+        ds = dict(dataset) if isinstance(dataset, dict) else None
+        self.panel.blockSignals(True)
+        try:
+            self.panel.apply_settings(model=m, train=train, dataset=ds)
+        finally:
+            self.panel.blockSignals(False)
+        self.map_toolbar.set_latent_dim(int(model.get("latent_dim", 2)))
+
+    @Slot(float, str)
+    def _on_projection_progress(self, fraction: float, text: str) -> None:
+        self.map_toolbar.set_progress(fraction, text)
+
+    # ---------------------------------------------------------- view → session
+    @Slot(float, float)
+    def _on_point_picked(self, x: float, y: float) -> None:
+        self.session.decode_at(x, y)
+
+    @Slot(int)
+    def _on_example_clicked(self, index: int) -> None:
+        self.session.select_example(index)
+
+    @Slot(str, int, int)
+    def _on_projection_choice(self, mode: str, i: int, j: int) -> None:
+        self.session.set_projection(mode, (i, j))
+
+    @Slot()
+    def _toggle_log(self) -> None:
+        self.loss_plot.set_log_y(self.log_action.isChecked())
+
+    # ------------------------------------------------------------ theme, help
+    @Slot(QtGui.QAction)
+    def _on_theme_action(self, act: QtGui.QAction) -> None:
+        key = act.data()
+        theme.apply(QtWidgets.QApplication.instance(), key)
+        settings().setValue("theme", key)
+
+    def set_theme(self, key: str) -> None:
+        if key not in self.theme_actions:
+            key = "system"
+        self.theme_actions[key].setChecked(True)
+        theme.apply(QtWidgets.QApplication.instance(), key)
+
+    @Slot()
+    def show_shortcuts(self) -> None:
+        rows = [
+            ("Space", "Pause or resume training"), ("Ctrl+Return", "Train"), ("Ctrl+.", "Stop training"),
+            ("Ctrl+O", "Open a dataset file or a checkpoint"), ("Ctrl+Shift+O", "Open a checkpoint"),
+            ("Ctrl+S", "Save checkpoint"), ("Ctrl+Shift+S", "Save checkpoint as"), ("Ctrl+L", "Log scale for the loss curves"),
+            ("Left drag on the map", "Decode the point under the cursor, continuously"),
+            ("Click a point", "Show that example and its reconstruction"),
+            ("Right or middle drag, wheel", "Pan and zoom the map"), ("Double click on the map", "Fit the map to the data"),
+            ("Ctrl+Q", "Quit"),
+        ]
+        html = "<table cellspacing='6'>" + "".join(f"<tr><td><b>{k}</b></td><td>{v}</td></tr>" for k, v in rows) + "</table>"
+        box = QtWidgets.QMessageBox(self)
+        box.setObjectName("shortcutsDialog")
+        box.setWindowTitle("Keyboard shortcuts")
+        box.setTextFormat(QtCore.Qt.RichText)
+        box.setText(html)
+        box.setModal(False)
+        box.show()
+
+    @Slot()
+    def show_about(self) -> None:
+        from . import __version__
+
+        box = QtWidgets.QMessageBox(self)
+        box.setObjectName("aboutDialog")
+        box.setWindowTitle("About Latent Explorer")
+        box.setTextFormat(QtCore.Qt.RichText)
+        box.setText(
+            f"<h3>Latent Explorer {__version__}</h3>"
+            "<p>Train a Variational Autoencoder and look inside it: live loss curves, the latent map, "
+            "and the decoder's answer for any point you click.</p>"
+            "<p>All numbers are in nats per example. The ELBO is a lower bound on log p(x); the loss is "
+            "−ELBO when β = 1.</p>")
+        box.setModal(False)
+        box.show()
+
+    # ------------------------------------------------------------ persistence
+    def _restore_layout(self) -> None:
+        s = settings()
+        geo = s.value("geometry")
+        if geo is not None:
+            self.restoreGeometry(geo)
+        st = s.value("windowState")
+        if st is not None:
+            self.restoreState(st)
+        sp = s.value("splitter")
+        if sp is not None:
+            self.splitter.restoreState(sp)
+        self._default_state = None
+
+    def save_layout(self) -> None:
+        s = settings()
+        s.setValue("geometry", self.saveGeometry())
+        s.setValue("windowState", self.saveState())
+        s.setValue("splitter", self.splitter.saveState())
+
+    @Slot()
+    def reset_layout(self) -> None:
+        self.panel_dock.show()
+        self.loss_dock.show()
+        self.panel_dock.setFloating(False)
+        self.loss_dock.setFloating(False)
+        self.addDockWidget(QtCore.Qt.LeftDockWidgetArea, self.panel_dock)
+        self.addDockWidget(QtCore.Qt.BottomDockWidgetArea, self.loss_dock)
+        self.splitter.setSizes([700, 300])
+
+    def closeEvent(self, event: QtGui.QCloseEvent) -> None:
+        self._closing = True
+        self.save_layout()
+        ok = self.session.shutdown(2000)
+        if not ok:
+            self.statusBar().showMessage("Background work did not stop in time; closing anyway.")
+        event.accept()
+
+
+def save_array_png(img: np.ndarray, path: str) -> None:
+    """Write an (H, W) or (H, W, 3) float image in [0, 1] as PNG (through Qt, no extra dependency)."""
+    arr = np.clip(np.asarray(img, dtype=np.float32), 0, 1)
+    u8 = np.ascontiguousarray((arr * 255 + 0.5).astype(np.uint8))
+    if u8.ndim == 2:
+        qimg = QtGui.QImage(u8.data, u8.shape[1], u8.shape[0], u8.strides[0], QtGui.QImage.Format_Grayscale8)
+    else:
+        qimg = QtGui.QImage(u8.data, u8.shape[1], u8.shape[0], u8.strides[0], QtGui.QImage.Format_RGB888)
+    if not qimg.copy().save(path, "PNG"):
+        raise OSError(f"could not write {path}")

@@ -1,0 +1,76 @@
+"""Start the desktop program: arguments, QApplication, the window, screenshot mode."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+USAGE = """vae-explorer [PATH] [options]
+       vae-explorer train|evaluate|export ...   (headless; see vae-explorer train --help)"""
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="vae-explorer", usage=USAGE,
+                                description="Train a VAE live and walk through its latent space.")
+    p.add_argument("path", nargs="?", help="a checkpoint (.ckpt) to open, or a dataset folder or file")
+    p.add_argument("--dataset", default=None, help="built-in dataset to start with: mnist, digits or shapes (default digits)")
+    p.add_argument("--latent-dim", type=int, default=None, help="latent size to preset in the panel")
+    p.add_argument("--epochs", type=int, default=None, help="epochs to preset in the panel")
+    p.add_argument("--train", action="store_true", help="start training as soon as the data is loaded")
+    p.add_argument("--theme", choices=("system", "light", "dark"), default=None)
+    p.add_argument("--screenshot", metavar="PNG", default=None,
+                   help="train headless, render the whole window to this PNG and exit")
+    p.add_argument("--size", default="1400x900", help="window size for --screenshot (WxH)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    t0 = time.perf_counter()
+    args = parse_args(list(sys.argv[1:] if argv is None else argv))
+    if args.screenshot and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from PySide6 import QtCore, QtWidgets
+
+    QtCore.QCoreApplication.setOrganizationName("LatentExplorer")
+    QtCore.QCoreApplication.setApplicationName("Latent Explorer")
+    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
+    from .main_window import MainWindow, settings
+
+    win = MainWindow(restore=not args.screenshot)
+    win.set_theme(args.theme or (str(settings().value("theme", "system")) if not args.screenshot else "light"))
+    if args.latent_dim is not None or args.epochs is not None:
+        train = {"epochs": args.epochs} if args.epochs is not None else None
+        model = {"latent_dim": args.latent_dim} if args.latent_dim is not None else None
+        win.panel.apply_settings(model=model, train=train)
+
+    if args.screenshot:
+        from .screenshot import ScreenshotDriver
+
+        w, h = (int(v) for v in args.size.lower().split("x"))
+        win.resize(w, h)
+        driver = ScreenshotDriver(win, args.screenshot, dataset=args.dataset or "digits",
+                                  epochs=args.epochs or 3, checkpoint=args.path)
+        win.show()
+        driver.start()
+        app.exec()
+        return driver.exit_code
+
+    win.show()
+    if os.environ.get("LATENT_EXPLORER_REPORT_LAUNCH"):
+        # Used by the launch benchmark: report when the first frame has been painted.
+        def report() -> None:
+            print(f"painted {time.perf_counter() - t0:.3f}", flush=True)
+
+        QtCore.QTimer.singleShot(0, report)
+
+    if args.path:
+        path = args.path
+        QtCore.QTimer.singleShot(0, lambda: win.open_path(path))
+    else:
+        key = args.dataset or "digits"
+        QtCore.QTimer.singleShot(0, lambda: win.load_initial_dataset(key))
+    if args.train:
+        win.session.datasetLoaded.connect(win._on_train, QtCore.Qt.SingleShotConnection)
+    return app.exec()

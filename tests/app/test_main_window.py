@@ -1,0 +1,201 @@
+"""The whole program, offscreen, driven through its widgets with real events."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+from PySide6 import QtCore, QtWidgets
+
+from app.main_window import MainWindow
+from app.session import PAUSED, TRAINED, TRAINING
+
+from helpers import move, press, release
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+@pytest.fixture
+def win(qtbot):
+    w = MainWindow(restore=False)
+    qtbot.addWidget(w)
+    w.resize(1200, 800)
+    w.show()
+    qtbot.waitExposed(w)
+    yield w
+    w.session.shutdown(3000)
+
+
+def load(qtbot, w, key="digits"):
+    with qtbot.waitSignal(w.session.datasetLoaded, timeout=60000):
+        w.load_initial_dataset(key)
+
+
+def find(w, cls, name):
+    obj = w.findChild(cls, name)
+    assert obj is not None, f"no {cls.__name__} named {name}"
+    return obj
+
+
+def set_epochs(w, n):
+    find(w, QtWidgets.QSpinBox, "epochsSpin").setValue(n)
+
+
+def train_and_wait(qtbot, w, epochs=1, timeout=120000):
+    set_epochs(w, epochs)
+    btn = find(w, QtWidgets.QPushButton, "trainButton")
+    assert btn.isEnabled()
+    qtbot.mouseClick(btn, QtCore.Qt.LeftButton)
+    qtbot.waitUntil(lambda: w.session.state == TRAINED and w.session.xy is not None, timeout=timeout)
+
+
+def test_names_tests_rely_on(win):
+    for cls, name in [(QtWidgets.QPushButton, "trainButton"), (QtWidgets.QPushButton, "pauseButton"),
+                      (QtWidgets.QPushButton, "stopButton"), (QtWidgets.QComboBox, "datasetCombo"),
+                      (QtWidgets.QSpinBox, "latentDimSpin"), (QtWidgets.QAbstractSpinBox, "betaSpin"),
+                      (QtWidgets.QWidget, "lossPlot"), (QtWidgets.QWidget, "latentMap"), (QtWidgets.QWidget, "decodeCanvas")]:
+        find(win, cls, name)
+
+
+def test_train_one_epoch_fills_curves_and_map_then_drag_decodes(qtbot, win):
+    load(qtbot, win)
+    train_and_wait(qtbot, win, epochs=1)
+    plot = find(win, QtWidgets.QWidget, "lossPlot")
+    qtbot.waitUntil(lambda: len(plot.curve_data("recon")[0]) > 5, timeout=5000)
+    x, y = plot.curve_data("kl")
+    assert np.all(np.isfinite(y))
+    view = find(win, QtWidgets.QWidget, "latentMap")
+    assert view.point_count() == win.session.dataset.n == 1797
+    assert sorted(view.legend_labels()) == [str(i) for i in range(10)]
+
+    canvas = find(win, QtWidgets.QWidget, "decodeCanvas")
+    xy = win.session.xy
+    lo, hi = np.percentile(xy, 10, axis=0), np.percentile(xy, 90, axis=0)
+    v0 = canvas.image_version()
+    press(view, lo[0], lo[1])
+    qtbot.waitUntil(lambda: canvas.image_version() > v0, timeout=2000)
+    first = canvas.image().copy()
+    versions = [canvas.image_version()]
+    for t in np.linspace(0, 1, 8)[1:]:
+        p = lo + t * (hi - lo)
+        move(view, p[0], p[1])
+        QtWidgets.QApplication.processEvents()
+        versions.append(canvas.image_version())
+    release(view, hi[0], hi[1])
+    assert versions[-1] >= versions[0] + 5, "the image should follow the cursor while dragging"
+    assert not np.allclose(first, canvas.image()), "a different point decodes to a different image"
+    cx, cy = view.crosshair()
+    assert abs(cx - hi[0]) < 0.05 * (hi[0] - lo[0]) + 1e-3 and abs(cy - hi[1]) < 0.05 * (hi[1] - lo[1]) + 1e-3
+    assert "z =" in find(win, QtWidgets.QLabel, "coordsLabel").text()
+
+
+def test_click_example_shows_reconstruction(qtbot, win):
+    load(qtbot, win)
+    train_and_wait(qtbot, win, epochs=1)
+    view = find(win, QtWidgets.QWidget, "latentMap")
+    pair = find(win, QtWidgets.QWidget, "reconPair")
+    i = 17
+    x, y = win.session.xy[i]
+    with qtbot.waitSignal(view.exampleClicked, timeout=2000) as sig:
+        press(view, x, y)
+        release(view, x, y)
+    j = sig.args[0]
+    qtbot.waitUntil(lambda: pair.pair() is not None, timeout=2000)
+    orig, recon = pair.pair()
+    np.testing.assert_allclose(orig, win.session.dataset.images[j, 0], atol=1e-6)
+    assert recon.shape == orig.shape and not np.allclose(recon, 0)
+
+
+def test_pause_resume_stop_and_beta_change_is_recorded(qtbot, win):
+    load(qtbot, win)
+    set_epochs(win, 400)
+    qtbot.mouseClick(find(win, QtWidgets.QPushButton, "trainButton"), QtCore.Qt.LeftButton)
+    qtbot.waitUntil(lambda: win.session.state == TRAINING and win.session.trainer is not None and win.session.trainer.step > 5, timeout=60000)
+    pause = find(win, QtWidgets.QPushButton, "pauseButton")
+    qtbot.mouseClick(pause, QtCore.Qt.LeftButton)
+    qtbot.waitUntil(lambda: win.session.state == PAUSED, timeout=5000)
+    time.sleep(0.3)
+    QtWidgets.QApplication.processEvents()
+    step = win.session.trainer.step
+    time.sleep(0.5)
+    QtWidgets.QApplication.processEvents()
+    assert win.session.trainer.step == step, "no batch runs while paused"
+    assert pause.text().lower().startswith("resume")
+    qtbot.mouseClick(pause, QtCore.Qt.LeftButton)
+    qtbot.waitUntil(lambda: win.session.trainer.step > step + 3, timeout=10000)
+
+    beta = find(win, QtWidgets.QAbstractSpinBox, "betaSpin")
+    beta.setValue(3.0)
+    beta.editingFinished.emit()
+    plot = find(win, QtWidgets.QWidget, "lossPlot")
+    qtbot.waitUntil(lambda: any("3" in text for _, text in plot.markers()), timeout=10000)
+    qtbot.waitUntil(lambda: any(c.get("name") == "beta" and c.get("new") == 3.0 for c in win.session.trainer.history.changes), timeout=5000)
+
+    t0 = time.monotonic()
+    qtbot.mouseClick(find(win, QtWidgets.QPushButton, "stopButton"), QtCore.Qt.LeftButton)
+    qtbot.waitUntil(lambda: win.session.state == TRAINED, timeout=5000)
+    assert time.monotonic() - t0 < 2.0
+    assert win.session.trainer.epoch < 400
+
+
+def test_save_and_reopen_checkpoint(qtbot, win, tmp_path):
+    load(qtbot, win)
+    train_and_wait(qtbot, win, epochs=2)
+    path = str(tmp_path / "run.ckpt")
+    win.session.save_checkpoint(path)
+    assert os.path.exists(path)
+    steps = win.session.loss_history()["step"]
+    latents = win.session.latents.copy()
+    win.session.reset()
+    assert win.session.latents is None
+
+    with qtbot.waitSignal(win.session.modelLoaded, timeout=30000):
+        win.open_path(path)
+    qtbot.waitUntil(lambda: win.session.xy is not None, timeout=10000)
+    assert win.session.state == TRAINED
+    np.testing.assert_allclose(win.session.latents, latents)
+    plot = find(win, QtWidgets.QWidget, "lossPlot")
+    assert plot.point_count() == len(steps)
+    assert len(plot.epochs()) == 2
+    # The reopened model decodes and trains on.
+    view = find(win, QtWidgets.QWidget, "latentMap")
+    canvas = find(win, QtWidgets.QWidget, "decodeCanvas")
+    v0 = canvas.image_version()
+    x, y = win.session.xy[0]
+    press(view, x, y)
+    release(view, x, y)
+    assert canvas.image_version() > v0
+    set_epochs(win, 1)
+    qtbot.mouseClick(find(win, QtWidgets.QPushButton, "trainButton"), QtCore.Qt.LeftButton)
+    qtbot.waitUntil(lambda: win.session.state == TRAINED and win.session.trainer is not None and win.session.trainer.epoch == 3, timeout=60000)
+
+
+def test_close_during_training_stops_within_two_seconds(qtbot, tmp_path):
+    w = MainWindow(restore=False)
+    qtbot.addWidget(w)
+    w.show()
+    load(qtbot, w)
+    set_epochs(w, 1000)
+    qtbot.mouseClick(find(w, QtWidgets.QPushButton, "trainButton"), QtCore.Qt.LeftButton)
+    qtbot.waitUntil(lambda: w.session.trainer is not None and w.session.trainer.step > 3, timeout=60000)
+    thread = w.session.thread
+    t0 = time.monotonic()
+    w.close()
+    elapsed = time.monotonic() - t0
+    assert elapsed < 2.0
+    assert thread is None or not thread.isRunning()
+
+
+def test_bad_folder_gives_message_and_keeps_the_model(qtbot, win, tmp_path):
+    load(qtbot, win)
+    train_and_wait(qtbot, win, epochs=1)
+    trainer = win.session.trainer
+    bad = tmp_path / "broken.ckpt"
+    bad.write_bytes(b"this is not a checkpoint at all")
+    win.open_path(str(bad))
+    bar = find(win, QtWidgets.QFrame, "messageBar")
+    qtbot.waitUntil(lambda: bar.isVisible(), timeout=10000)
+    assert "broken.ckpt" in find(win, QtWidgets.QLabel, "messageText").text()
+    assert win.session.trainer is trainer and win.session.state == TRAINED
