@@ -1,0 +1,849 @@
+"""The latent map: a 2-D scatter of encoded examples that the user clicks and drags on.
+
+Points are drawn by one light item per class (a single colour each, a
+pre-rendered dot sprite stamped with ``QPainter.drawPixmapFragments``), so
+updating 70,000 points costs a few milliseconds instead of the ~150 ms that
+``pyqtgraph.ScatterPlotItem.setData`` spends building per-point records. Hit
+tests use a KD-tree, never ``pointsAt``.
+
+Mouse:
+
+* left press on the plot emits ``pointPicked(x, y)`` (data coordinates), each
+  move with the button held emits it again, release emits ``dragFinished()``;
+  a click that lands on a point emits ``exampleClicked(index)`` just before
+  ``dragFinished()``;
+* middle drag pans, right drag zooms, the wheel zooms, right click opens the
+  pyqtgraph menu; a left double click fits the view to the data;
+* hovering (no button) emits ``hovered(index)`` or ``hovered(-1)`` and shows a
+  small preview of the example's image when images were given.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pyqtgraph as pg
+from pyqtgraph.Qt.internals import PrimitiveArray
+from PySide6 import QtCore, QtGui, QtWidgets
+from scipy.spatial import cKDTree
+
+from .decode_canvas import array_to_qimage
+
+__all__ = ["LatentView", "class_colour", "CLASS_COLOURS", "UNLABELLED_COLOUR"]
+
+#: Qualitative class colours, readable on light and dark backgrounds (tab10 with
+#: its grey swapped for gold, so grey stays free for unlabelled points; then the
+#: light tab20 companions).
+CLASS_COLOURS = [
+    "#3b8bd0", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+    "#8c564b", "#e377c2", "#f2c40f", "#bcbd22", "#17becf",
+    "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5",
+    "#c49c94", "#f7b6d2", "#9edae5", "#dbdb8d", "#6b6ecf",
+]
+UNLABELLED_COLOUR = "#8a8a8a"
+FAR_COLOUR = "#ff4d1a"
+POINT_ALPHA = 225
+HOVER_INTERVAL_MS = 35
+PREVIEW_PX = 96
+#: With more classes than this a legend is unreadable and is not shown.
+MAX_LEGEND_ENTRIES = 30
+
+
+def class_colour(label: int) -> QtGui.QColor:
+    """Colour for class ``label``; negative labels are unlabelled."""
+    if label < 0:
+        c = QtGui.QColor(UNLABELLED_COLOUR)
+        c.setAlpha(170)
+        return c
+    if label < len(CLASS_COLOURS):
+        c = QtGui.QColor(CLASS_COLOURS[label])
+    else:
+        # Beyond the table: hues spaced by the golden ratio stay distinct.
+        h = (label * 0.6180339887) % 1.0
+        r, g, b = colorsys.hsv_to_rgb(h, 0.65, 0.9)
+        c = QtGui.QColor.fromRgbF(r, g, b)
+    c.setAlpha(POINT_ALPHA)
+    return c
+
+
+class _PointCloudItem(pg.GraphicsObject):
+    """Many same-coloured dots of a fixed pixel size (pxMode), drawn in one call."""
+
+    def __init__(self, colour: QtGui.QColor, size: float = 4.0):
+        super().__init__()
+        self._x = np.zeros(0)
+        self._y = np.zeros(0)
+        self._bounds: tuple[float, float, float, float] | None = None
+        self._br: QtCore.QRectF | None = None
+        self._size = float(size)
+        self._colour = QtGui.QColor(colour)
+        self._sprite: QtGui.QPixmap | None = None
+        self._sprite_dpr = 0.0
+        self._frags = PrimitiveArray(QtGui.QPainter.PixmapFragment, 10)
+        # Read by pyqtgraph's LegendItem to draw this item's sample.
+        self.opts = {"pen": None, "brush": pg.mkBrush(self._colour), "symbol": "o",
+                     "size": 9, "antialias": True}
+
+    # data
+
+    def set_data(self, x: np.ndarray, y: np.ndarray) -> None:
+        self.prepareGeometryChange()
+        self._x = np.ascontiguousarray(x, dtype=np.float64)
+        self._y = np.ascontiguousarray(y, dtype=np.float64)
+        self._bounds = None
+        if len(self._x):
+            with np.errstate(invalid="ignore"):
+                xmin, xmax = np.nanmin(self._x), np.nanmax(self._x)
+                ymin, ymax = np.nanmin(self._y), np.nanmax(self._y)
+            if all(map(math.isfinite, (xmin, xmax, ymin, ymax))):
+                self._bounds = (float(xmin), float(xmax), float(ymin), float(ymax))
+        self._br = None
+        self.informViewBoundsChanged()
+        self.update()
+
+    def count(self) -> int:
+        return len(self._x)
+
+    def data(self) -> tuple[np.ndarray, np.ndarray]:
+        return self._x, self._y
+
+    def set_colour(self, colour: QtGui.QColor) -> None:
+        colour = QtGui.QColor(colour)
+        if colour == self._colour:
+            return
+        self._colour = colour
+        self.opts["brush"] = pg.mkBrush(colour)
+        self._sprite = None
+        self.update()
+
+    def colour(self) -> QtGui.QColor:
+        return QtGui.QColor(self._colour)
+
+    def set_size(self, size: float) -> None:
+        self._size = float(size)
+        self._sprite = None
+        self.prepareGeometryChange()
+        self._br = None
+        self.update()
+
+    # pyqtgraph protocol
+
+    def dataBounds(self, ax, frac=1.0, orthoRange=None):
+        if self._bounds is None:
+            return (None, None)
+        if frac >= 1.0 and orthoRange is None:
+            return self._bounds[0:2] if ax == 0 else self._bounds[2:4]
+        d, o = (self._x, self._y) if ax == 0 else (self._y, self._x)
+        with np.errstate(invalid="ignore"):
+            m = np.isfinite(d)
+            if orthoRange is not None:
+                m &= (o >= orthoRange[0]) & (o <= orthoRange[1])
+            d = d[m]
+        if len(d) == 0:
+            return (None, None)
+        if frac >= 1.0:
+            return (float(d.min()), float(d.max()))
+        q = (1.0 - frac) * 50.0
+        return (float(np.percentile(d, q)), float(np.percentile(d, 100.0 - q)))
+
+    def pixelPadding(self) -> float:
+        return self._size * 0.5 + 1.0
+
+    def viewTransformChanged(self) -> None:
+        self.prepareGeometryChange()
+        self._br = None
+
+    def boundingRect(self) -> QtCore.QRectF:
+        if self._bounds is None:
+            return QtCore.QRectF()
+        if self._br is None:
+            xmin, xmax, ymin, ymax = self._bounds
+            pw, ph = self.pixelWidth() or 0.0, self.pixelHeight() or 0.0
+            pad = self.pixelPadding()
+            self._br = QtCore.QRectF(xmin - pad * pw, ymin - pad * ph,
+                                     (xmax - xmin) + 2 * pad * pw, (ymax - ymin) + 2 * pad * ph)
+        return QtCore.QRectF(self._br)
+
+    def _get_sprite(self, dpr: float) -> QtGui.QPixmap:
+        if self._sprite is None or self._sprite_dpr != dpr:
+            side = int(math.ceil((self._size + 2) * dpr))
+            pm = QtGui.QPixmap(side, side)
+            pm.fill(QtCore.Qt.GlobalColor.transparent)
+            p = QtGui.QPainter(pm)
+            p.setRenderHint(QtGui.QPainter.RenderHint.Antialiasing, True)
+            p.setPen(QtCore.Qt.PenStyle.NoPen)
+            p.setBrush(self._colour)
+            d = self._size * dpr
+            p.drawEllipse(QtCore.QRectF((side - d) / 2.0, (side - d) / 2.0, d, d))
+            p.end()
+            self._sprite = pm
+            self._sprite_dpr = dpr
+        return self._sprite
+
+    def paint(self, p: QtGui.QPainter, option, widget=None) -> None:
+        n = len(self._x)
+        if n == 0:
+            return
+        dpr = widget.devicePixelRatioF() if widget is not None else p.device().devicePixelRatioF()
+        sprite = self._get_sprite(dpr)
+        tr = p.transform()
+        sx = tr.m11() * self._x + tr.m21() * self._y + tr.dx()
+        sy = tr.m12() * self._x + tr.m22() * self._y + tr.dy()
+        vp = p.viewport() if widget is None else widget.rect()
+        pad = self._size + 2
+        with np.errstate(invalid="ignore"):
+            m = (sx > vp.left() - pad) & (sx < vp.right() + pad) \
+                & (sy > vp.top() - pad) & (sy < vp.bottom() + pad)
+        k = int(np.count_nonzero(m))
+        if k == 0:
+            return
+        self._frags.resize(k)
+        f = self._frags.ndarray()
+        f[:, 0] = sx[m]
+        f[:, 1] = sy[m]
+        f[:, 2:6] = (0.0, 0.0, sprite.width(), sprite.height())
+        f[:, 6:10] = (1.0 / dpr, 1.0 / dpr, 0.0, 1.0)
+        p.save()
+        p.resetTransform()
+        p.drawPixmapFragments(*self._frags.drawargs(), sprite)
+        p.restore()
+
+
+class _HoverPreview(QtWidgets.QFrame):
+    """Small floating window with an example's image and its label."""
+
+    def __init__(self, parent: QtWidgets.QWidget):
+        super().__init__(parent, QtCore.Qt.WindowType.ToolTip
+                         | QtCore.Qt.WindowType.FramelessWindowHint)
+        self.setObjectName("latentHoverPreview")
+        self.setAttribute(QtCore.Qt.WidgetAttribute.WA_ShowWithoutActivating, True)
+        self.setAttribute(QtCore.Qt.WidgetAttribute.WA_TransparentForMouseEvents, True)
+        self.setFrameShape(QtWidgets.QFrame.Shape.StyledPanel)
+        self.setAutoFillBackground(True)
+        self._image = QtWidgets.QLabel()
+        self._image.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
+        self._text = QtWidgets.QLabel()
+        self._text.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
+        lay = QtWidgets.QVBoxLayout(self)
+        lay.setContentsMargins(4, 4, 4, 3)
+        lay.setSpacing(2)
+        lay.addWidget(self._image)
+        lay.addWidget(self._text)
+
+    def show_at(self, global_pos: QtCore.QPoint, image: QtGui.QImage | None, text: str) -> None:
+        if image is not None:
+            scaled = image.scaled(PREVIEW_PX, PREVIEW_PX, QtCore.Qt.AspectRatioMode.KeepAspectRatio,
+                                  QtCore.Qt.TransformationMode.FastTransformation)
+            self._image.setPixmap(QtGui.QPixmap.fromImage(scaled))
+            self._image.show()
+        else:
+            self._image.clear()
+            self._image.hide()
+        self._text.setText(text)
+        self.adjustSize()
+        pos = global_pos + QtCore.QPoint(16, 16)
+        screen = QtGui.QGuiApplication.screenAt(global_pos)
+        if screen is not None:
+            avail = screen.availableGeometry()
+            if pos.x() + self.width() > avail.right():
+                pos.setX(global_pos.x() - 16 - self.width())
+            if pos.y() + self.height() > avail.bottom():
+                pos.setY(global_pos.y() - 16 - self.height())
+        self.move(pos)
+        self.show()
+
+    def text(self) -> str:
+        return self._text.text()
+
+
+class LatentView(QtWidgets.QWidget):
+    """Scatter of latent codes coloured by class, with picking, hover preview and overlays."""
+
+    pointPicked = QtCore.Signal(float, float)
+    dragFinished = QtCore.Signal()
+    exampleClicked = QtCore.Signal(int)
+    hovered = QtCore.Signal(int)
+
+    def __init__(self, parent: QtWidgets.QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("latentMap")
+
+        self._plot = pg.PlotWidget()
+        self._plot.setObjectName("latentPlot")
+        self._item = self._plot.getPlotItem()
+        self._vb: pg.ViewBox = self._item.getViewBox()
+        # Left button belongs to picking: no left-drag pan or rubber band. Middle
+        # drag pans (PanMode), right drag zooms, the wheel zooms.
+        self._vb.setMouseMode(pg.ViewBox.PanMode)
+        self._vb.disableAutoRange()
+        self._item.showGrid(x=True, y=True, alpha=0.12)
+        self._axis_labels = ("z1", "z2")
+        self._legend = self._item.addLegend(offset=(-10, 10))
+        self._legend.hide()
+
+        self._point_size = 4.0
+        self._clouds: list[_PointCloudItem] = []
+        self._cloud_labels: list[int] = []
+        self._legend_key: tuple | None = None
+        self._xy = np.zeros((0, 2), dtype=np.float64)
+        self._labels: np.ndarray | None = None
+        self._names: list[str] | None = None
+        self._point_cloud_index = np.zeros(0, dtype=np.intp)  # point -> index into _clouds
+        self._tree: cKDTree | None = None
+        self._tree_stale = False
+        self._tree_index = np.zeros(0, dtype=np.intp)  # tree row -> point index
+        self._tree_offset = np.zeros(2)
+        self._tree_scale = np.ones(2)
+        self._images: np.ndarray | None = None
+
+        # Overlays.
+        self._path = pg.PlotDataItem(symbol="o", symbolSize=6)
+        self._path.setZValue(20)
+        self._ellipses = pg.PlotCurveItem(connect="finite")
+        self._ellipses.setZValue(15)
+        self._highlight_index: int | None = None
+        self._highlight = pg.ScatterPlotItem(size=16, symbol="o", brush=None)
+        self._highlight.setZValue(25)
+        self._cross_v = pg.InfiniteLine(angle=90, movable=False)
+        self._cross_h = pg.InfiniteLine(angle=0, movable=False)
+        self._cross_ring = pg.ScatterPlotItem(size=13, symbol="o", brush=None)
+        self._far_text = pg.TextItem("far from data", anchor=(0, 1.15))
+        self._far = False
+        for it in (self._cross_v, self._cross_h, self._cross_ring, self._far_text):
+            it.setZValue(30)
+            it.hide()
+        for it in (self._path, self._ellipses, self._highlight, self._cross_v,
+                   self._cross_h, self._cross_ring, self._far_text):
+            self._item.addItem(it, ignoreBounds=True)
+        self._crosshair_pos: tuple[float, float] | None = None
+
+        # Message over an empty map.
+        self._message = QtWidgets.QLabel(self._plot)
+        self._message.setObjectName("latentMapMessage")
+        self._message.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
+        self._message.setWordWrap(True)
+        self._message.setAttribute(QtCore.Qt.WidgetAttribute.WA_TransparentForMouseEvents, True)
+        self._message.hide()
+
+        lay = QtWidgets.QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self._plot)
+
+        # Mouse state.
+        self._viewport = self._plot.viewport()
+        self._viewport.setMouseTracking(True)
+        self._viewport.installEventFilter(self)
+        self._plot.installEventFilter(self)
+        self._dragging = False
+        self._press_pos = QtCore.QPointF()
+        self._press_data = (0.0, 0.0)
+        self._swallow_release = False
+        self._last_hover = -1
+        self._hover_pos: QtCore.QPointF | None = None
+        self._hover_global = QtCore.QPoint()
+        self._hover_timer = QtCore.QTimer(self)
+        self._hover_timer.setSingleShot(True)
+        self._hover_timer.setInterval(HOVER_INTERVAL_MS)
+        self._hover_timer.timeout.connect(self._do_hover)
+        self._preview = _HoverPreview(self)
+        self._preview.hide()
+        self._vb.sigRangeChanged.connect(self._on_range_changed)
+
+        self._apply_theme()
+
+    # --- points -----------------------------------------------------------------------
+
+    def set_points(self, xy, labels=None, label_names: Sequence[str] | None = None,
+                   autorange: bool = True) -> None:
+        """Show ``xy`` (N, 2) coloured by ``labels`` (N,) ints; negative labels are unlabelled."""
+        xy = np.array(xy, dtype=np.float64)  # own copy: hit tests read it later
+        if xy.ndim != 2 or xy.shape[1] != 2:
+            raise ValueError(f"xy must have shape (N, 2), got {xy.shape}")
+        n = len(xy)
+        if labels is not None:
+            labels = np.asarray(labels).astype(np.int64, copy=False).ravel()
+            if len(labels) != n:
+                raise ValueError("labels must have one entry per point")
+            labels = np.where(labels < 0, -1, labels)  # every negative label means unlabelled
+        self._xy = xy
+        self._labels = labels
+        self._names = list(label_names) if label_names is not None else None
+        self._message.hide()
+
+        # Group points by class: one stable sort, then contiguous slices.
+        if labels is None or n == 0:
+            classes = [-1] if n else []
+            groups = [np.arange(n)] if n else []
+        else:
+            order = np.argsort(labels, kind="stable")
+            sorted_labels = labels[order]
+            cuts = np.flatnonzero(np.diff(sorted_labels)) + 1
+            starts = np.concatenate(([0], cuts))
+            classes = [int(sorted_labels[s]) for s in starts]
+            groups = np.split(order, cuts)
+        point_cloud = np.empty(n, dtype=np.intp)
+        for i, (c, idx) in enumerate(zip(classes, groups)):
+            cloud = self._cloud(i)
+            cloud.set_colour(class_colour(c))
+            cloud.set_data(xy[idx, 0], xy[idx, 1])
+            if self._cloud_labels[i] != c:
+                # A class hidden from the legend stays hidden only while the
+                # same class occupies this item.
+                cloud.setVisible(True)
+            self._cloud_labels[i] = c
+            point_cloud[idx] = i
+        for i in range(len(classes), len(self._clouds)):
+            self._clouds[i].set_data(np.zeros(0), np.zeros(0))
+            self._cloud_labels[i] = -2
+        self._point_cloud_index = point_cloud
+        self._update_legend(classes, labels is not None)
+        # The KD-tree is built on the first hit test, so refreshing the map
+        # during training costs nothing for hovering that never happens.
+        self._tree = None
+        self._tree_stale = n > 0
+
+        if self._highlight_index is not None:
+            self.set_highlight(self._highlight_index if self._highlight_index < n else None)
+        if self._last_hover >= n:
+            self._last_hover = -1
+            self._preview.hide()
+        if autorange and n:
+            self.auto_range()
+
+    def _cloud(self, i: int) -> _PointCloudItem:
+        while len(self._clouds) <= i:
+            c = _PointCloudItem(class_colour(len(self._clouds)), self._point_size)
+            c.setZValue(1)
+            self._item.addItem(c)
+            self._clouds.append(c)
+            self._cloud_labels.append(-2)
+        return self._clouds[i]
+
+    def class_name(self, label: int) -> str:
+        if label < 0:
+            return "unlabelled"
+        if self._names is not None and label < len(self._names):
+            return str(self._names[label])
+        return str(label)
+
+    def _update_legend(self, classes: list[int], labelled: bool) -> None:
+        key = (tuple(classes), tuple(self._names or ()), labelled)
+        if key == self._legend_key:
+            return
+        self._legend_key = key
+        self._legend.clear()
+        if not labelled or len(classes) > MAX_LEGEND_ENTRIES:
+            self._legend.hide()
+            return
+        self._legend.setColumnCount(1 if len(classes) <= 12 else 2)
+        for i, c in enumerate(classes):
+            self._legend.addItem(self._clouds[i], self.class_name(c))
+        self._apply_legend_theme()
+        self._legend.show()
+
+    def legend_labels(self) -> list[str]:
+        """Texts of the legend entries, in order."""
+        return [label.text for _, label in self._legend.items]
+
+    def point_count(self) -> int:
+        return len(self._xy)
+
+    def points(self) -> np.ndarray:
+        return self._xy
+
+    def labels(self) -> np.ndarray | None:
+        return self._labels
+
+    def set_point_size(self, px: float) -> None:
+        self._point_size = float(px)
+        for c in self._clouds:
+            c.set_size(px)
+
+    def set_images(self, images) -> None:
+        """Images for the hover preview: (N, H, W) or (N, H, W, 3) floats in [0, 1], or None."""
+        self._images = None if images is None else images
+
+    # --- hit testing ----------------------------------------------------------------
+
+    def _build_tree(self) -> None:
+        self._tree_stale = False
+        xy = self._xy
+        if len(xy) == 0:
+            self._tree = None
+            return
+        finite = np.isfinite(xy).all(axis=1)
+        idx = np.flatnonzero(finite) if not finite.all() else np.arange(len(xy))
+        pts = xy[idx]
+        if len(pts) == 0:
+            self._tree = None
+            return
+        lo, hi = pts.min(axis=0), pts.max(axis=0)
+        span = np.where(hi - lo > 0, hi - lo, 1.0)
+        # Scale both axes to a unit box so the tree metric is close to the
+        # pixel metric of an auto-ranged view.
+        self._tree_offset = lo
+        self._tree_scale = 1.0 / span
+        self._tree = cKDTree((pts - lo) * self._tree_scale, balanced_tree=False, compact_nodes=False)
+        self._tree_index = idx
+
+    def pixel_size(self) -> tuple[float, float]:
+        """Data units per screen pixel along x and y in the current view."""
+        try:
+            pw, ph = self._vb.viewPixelSize()
+        except Exception:
+            pw = ph = 0.0
+        if not (pw > 0 and ph > 0 and math.isfinite(pw) and math.isfinite(ph)):
+            (x0, x1), (y0, y1) = self._vb.viewRange()
+            pw, ph = (x1 - x0) / 400.0 or 1.0, (y1 - y0) / 400.0 or 1.0
+        return float(pw), float(ph)
+
+    def hit_test(self, x: float, y: float, radius_px: float = 6) -> int | None:
+        """Index of the nearest visible point within ``radius_px`` screen pixels of (x, y)."""
+        if self._tree_stale:
+            self._build_tree()
+        if self._tree is None:
+            return None
+        pw, ph = self.pixel_size()
+        sx, sy = self._tree_scale
+        q = ((x - self._tree_offset[0]) * sx, (y - self._tree_offset[1]) * sy)
+        r = max(radius_px * pw * sx, radius_px * ph * sy)
+        cand = self._tree.query_ball_point(q, r, return_sorted=False)
+        if not cand:
+            return None
+        pts = self._tree_index[np.asarray(cand, dtype=np.intp)]
+        hidden = [i for i, c in enumerate(self._clouds) if not c.isVisible()]
+        if hidden:
+            pts = pts[~np.isin(self._point_cloud_index[pts], hidden)]
+            if len(pts) == 0:
+                return None
+        d = self._xy[pts]
+        d2 = ((d[:, 0] - x) / pw) ** 2 + ((d[:, 1] - y) / ph) ** 2
+        j = int(np.argmin(d2))
+        if d2[j] > radius_px * radius_px:
+            return None
+        return int(pts[j])
+
+    # --- coordinates ------------------------------------------------------------------
+
+    def viewport(self) -> QtWidgets.QWidget:
+        """The widget that receives mouse events (send synthetic events here)."""
+        return self._viewport
+
+    def plot_widget(self) -> pg.PlotWidget:
+        return self._plot
+
+    def view_box(self) -> pg.ViewBox:
+        return self._vb
+
+    def map_to_data(self, viewport_pos: QtCore.QPointF) -> tuple[float, float]:
+        """Viewport pixel position -> data coordinates."""
+        inv, _ = self._plot.viewportTransform().inverted()
+        scene = inv.map(QtCore.QPointF(viewport_pos))
+        p = self._vb.mapSceneToView(scene)
+        return float(p.x()), float(p.y())
+
+    def map_from_data(self, x: float, y: float) -> QtCore.QPointF:
+        """Data coordinates -> viewport pixel position."""
+        scene = self._vb.mapViewToScene(QtCore.QPointF(x, y))
+        return self._plot.viewportTransform().map(scene)
+
+    @QtCore.Slot()
+    def auto_range(self) -> None:
+        """Fit the view to the points."""
+        if self._clouds and any(c.count() for c in self._clouds):
+            self._vb.autoRange(padding=0.05, items=[c for c in self._clouds if c.count()])
+        self._vb.disableAutoRange()
+
+    def set_axis_labels(self, x_label: str, y_label: str) -> None:
+        self._axis_labels = (x_label, y_label)
+        fg = self._fg().name()
+        self._item.setLabel("bottom", x_label, color=fg)
+        self._item.setLabel("left", y_label, color=fg)
+
+    # --- overlays ---------------------------------------------------------------------
+
+    @QtCore.Slot(float, float)
+    def set_crosshair(self, x: float, y: float) -> None:
+        self._crosshair_pos = (float(x), float(y))
+        self._cross_v.setPos(float(x))
+        self._cross_h.setPos(float(y))
+        self._cross_ring.setData([float(x)], [float(y)])
+        self._far_text.setPos(float(x), float(y))
+        for it in (self._cross_v, self._cross_h, self._cross_ring):
+            it.show()
+        self._far_text.setVisible(self._far)
+
+    @QtCore.Slot()
+    def hide_crosshair(self) -> None:
+        self._crosshair_pos = None
+        for it in (self._cross_v, self._cross_h, self._cross_ring, self._far_text):
+            it.hide()
+
+    def crosshair(self) -> tuple[float, float] | None:
+        return self._crosshair_pos
+
+    @QtCore.Slot(bool)
+    def set_far_indicator(self, far: bool) -> None:
+        far = bool(far)
+        if far == self._far:
+            return
+        self._far = far
+        self._style_crosshair()
+        self._far_text.setVisible(far and self._crosshair_pos is not None)
+
+    def far_indicator(self) -> bool:
+        return self._far
+
+    @QtCore.Slot(str)
+    def set_message(self, text: str) -> None:
+        """Centred message over the map, e.g. "Train a model to see its latent map"."""
+        self._message.setText(text or "")
+        self._message.setVisible(bool(text))
+        self._place_message()
+
+    def message(self) -> str:
+        return self._message.text() if self._message.isVisible() else ""
+
+    def set_path(self, xy) -> None:
+        """Polyline through (M, 2) points, or None to remove it."""
+        if xy is None or len(xy) == 0:
+            self._path.setData([], [])
+            return
+        xy = np.asarray(xy, dtype=np.float64)
+        self._path.setData(xy[:, 0], xy[:, 1])
+
+    def set_ellipses(self, ellipses) -> None:
+        """Outline ellipses: a list of (center(2,), width, height, angle_deg), or None.
+
+        ``width`` and ``height`` are full axis lengths in data units; the angle
+        rotates the width axis counter-clockwise from +x.
+        """
+        if not ellipses:
+            self._ellipses.setData([], [])
+            return
+        t = np.linspace(0.0, 2.0 * np.pi, 65)
+        cos_t, sin_t = np.cos(t), np.sin(t)
+        xs, ys = [], []
+        for center, width, height, angle in ellipses:
+            a = math.radians(float(angle))
+            ex, ey = 0.5 * float(width) * cos_t, 0.5 * float(height) * sin_t
+            xs.append(float(center[0]) + ex * math.cos(a) - ey * math.sin(a))
+            ys.append(float(center[1]) + ex * math.sin(a) + ey * math.cos(a))
+            xs.append([np.nan])
+            ys.append([np.nan])
+        self._ellipses.setData(np.concatenate(xs), np.concatenate(ys))
+
+    def set_highlight(self, index: int | None) -> None:
+        """Ring the point ``index`` (None to remove)."""
+        if index is None or not (0 <= int(index) < len(self._xy)):
+            self._highlight_index = None
+            self._highlight.setData([], [])
+            return
+        self._highlight_index = int(index)
+        x, y = self._xy[self._highlight_index]
+        self._highlight.setData([x], [y])
+
+    def highlight(self) -> int | None:
+        return self._highlight_index
+
+    def export_png(self, path) -> bool:
+        """Save the plot as it looks now to a PNG file."""
+        return bool(self._plot.grab().save(str(path), "PNG"))
+
+    # --- mouse ------------------------------------------------------------------------
+
+    def _in_plot_area(self, viewport_pos: QtCore.QPointF) -> bool:
+        inv, _ = self._plot.viewportTransform().inverted()
+        scene = inv.map(QtCore.QPointF(viewport_pos))
+        if not self._vb.sceneBoundingRect().contains(scene):
+            return False
+        # Leave clicks on the legend to pyqtgraph (toggle or move an entry).
+        if self._legend.isVisible() and self._legend.sceneBoundingRect().contains(scene):
+            return False
+        return True
+
+    def eventFilter(self, obj: QtCore.QObject, ev: QtCore.QEvent) -> bool:
+        if obj is self._plot:
+            if ev.type() == QtCore.QEvent.Type.Resize:
+                self._place_message()
+            return False
+        if obj is not self._viewport:
+            return False
+        t = ev.type()
+        Ev = QtCore.QEvent.Type
+        left = QtCore.Qt.MouseButton.LeftButton
+        if t == Ev.MouseButtonPress and ev.button() == left:
+            pos = ev.position()
+            if not self._in_plot_area(pos):
+                return False
+            self._dragging = True
+            self._press_pos = QtCore.QPointF(pos)
+            self._hide_hover()
+            x, y = self.map_to_data(pos)
+            self._press_data = (x, y)
+            self.pointPicked.emit(x, y)
+            return True
+        if t == Ev.MouseMove:
+            if self._dragging:
+                if ev.buttons() & left:
+                    x, y = self.map_to_data(ev.position())
+                    self.pointPicked.emit(x, y)
+                else:
+                    # The release went elsewhere (a popup took the mouse): end the drag.
+                    self._dragging = False
+                    self.dragFinished.emit()
+                return True
+            if ev.buttons() == QtCore.Qt.MouseButton.NoButton:
+                self._hover_pos = QtCore.QPointF(ev.position())
+                self._hover_global = ev.globalPosition().toPoint()
+                if not self._hover_timer.isActive():
+                    self._hover_timer.start()
+            else:
+                self._hide_hover()
+            return False
+        if t == Ev.MouseButtonRelease and ev.button() == left:
+            if self._swallow_release:
+                self._swallow_release = False
+                return True
+            if not self._dragging:
+                return False
+            self._dragging = False
+            moved = ev.position() - self._press_pos
+            if moved.manhattanLength() < QtWidgets.QApplication.startDragDistance():
+                idx = self.hit_test(*self._press_data)
+                if idx is not None:
+                    self.exampleClicked.emit(idx)
+            self.dragFinished.emit()
+            return True
+        if t == Ev.MouseButtonDblClick and ev.button() == left:
+            if not self._in_plot_area(ev.position()):
+                return False
+            self._dragging = False
+            self._swallow_release = True
+            self.auto_range()
+            return True
+        if t == Ev.Leave:
+            self._hover_timer.stop()
+            self._hover_pos = None
+            self._hide_hover()
+        return False
+
+    def _hide_hover(self) -> None:
+        self._preview.hide()
+        if self._last_hover != -1:
+            self._last_hover = -1
+            self.hovered.emit(-1)
+
+    @QtCore.Slot()
+    def _do_hover(self) -> None:
+        if self._dragging or self._hover_pos is None:
+            return
+        pos = self._hover_pos
+        idx = None
+        if self._in_plot_area(pos):
+            idx = self.hit_test(*self.map_to_data(pos))
+        idx = -1 if idx is None else idx
+        if idx == -1:
+            self._hide_hover()
+            return
+        if idx != self._last_hover:
+            self._last_hover = idx
+            self.hovered.emit(idx)
+        self._show_preview(idx, self._hover_global)
+
+    def _show_preview(self, idx: int, global_pos: QtCore.QPoint) -> None:
+        img = None
+        if self._images is not None and idx < len(self._images):
+            try:
+                img = array_to_qimage(self._images[idx])
+            except ValueError:
+                img = None
+        label = ""
+        if self._labels is not None:
+            label = self.class_name(int(self._labels[idx])) + "  \u00b7  "
+        self._preview.show_at(global_pos, img, f"{label}#{idx}")
+
+    def hideEvent(self, event: QtGui.QHideEvent) -> None:
+        self._hover_timer.stop()
+        self._hide_hover()
+        super().hideEvent(event)
+
+    def hover_preview(self) -> QtWidgets.QWidget:
+        """The floating preview window (for inspection)."""
+        return self._preview
+
+    @QtCore.Slot(object, object, object)
+    def _on_range_changed(self, *_args) -> None:
+        if self._preview.isVisible():
+            self._hide_hover()
+
+    # --- theme --------------------------------------------------------------------------
+
+    def _fg(self) -> QtGui.QColor:
+        return self.palette().color(QtGui.QPalette.ColorRole.Text)
+
+    def _bg(self) -> QtGui.QColor:
+        return self.palette().color(QtGui.QPalette.ColorRole.Base)
+
+    def _place_message(self) -> None:
+        if not self._message.isVisible():
+            return
+        w = max(120, min(self._plot.width() - 40, 420))
+        self._message.setFixedWidth(w)
+        self._message.adjustSize()
+        self._message.move((self._plot.width() - w) // 2,
+                           (self._plot.height() - self._message.height()) // 2)
+
+    def _style_crosshair(self) -> None:
+        colour = QtGui.QColor(FAR_COLOUR) if self._far else self._fg()
+        width = 2.0 if self._far else 1.2
+        pen = pg.mkPen(colour, width=width, style=QtCore.Qt.PenStyle.DashLine)
+        self._cross_v.setPen(pen)
+        self._cross_h.setPen(pen)
+        self._cross_ring.setPen(pg.mkPen(colour, width=2.0))
+        self._far_text.setColor(QtGui.QColor(FAR_COLOUR))
+
+    def _apply_legend_theme(self) -> None:
+        bg, fg = self._bg(), self._fg()
+        legend_bg = QtGui.QColor(bg)
+        legend_bg.setAlpha(200)
+        legend_pen = QtGui.QColor(fg)
+        legend_pen.setAlpha(60)
+        self._legend.setBrush(legend_bg)
+        self._legend.setPen(legend_pen)
+        self._legend.setLabelTextColor(fg)
+        for _, label in self._legend.items:
+            label.setText(label.text, color=fg)
+
+    def _apply_theme(self) -> None:
+        bg, fg = self._bg(), self._fg()
+        self._plot.setBackground(bg)
+        pen = pg.mkPen(fg)
+        for side in ("left", "bottom"):
+            ax = self._item.getAxis(side)
+            ax.setPen(pen)
+            ax.setTextPen(pen)
+        x_label, y_label = self._axis_labels
+        self._item.setLabel("bottom", x_label, color=fg.name())
+        self._item.setLabel("left", y_label, color=fg.name())
+        self._apply_legend_theme()
+        accent = self.palette().color(QtGui.QPalette.ColorRole.Highlight)
+        self._path.setPen(pg.mkPen(accent, width=2))
+        self._path.setSymbolBrush(pg.mkBrush(accent))
+        self._path.setSymbolPen(pg.mkPen(bg, width=1))
+        ell = QtGui.QColor(fg)
+        ell.setAlpha(190)
+        self._ellipses.setPen(pg.mkPen(ell, width=1.5))
+        self._highlight.setPen(pg.mkPen(fg, width=2.5))
+        self._style_crosshair()
+        msg_colour = self.palette().color(QtGui.QPalette.ColorRole.PlaceholderText)
+        self._message.setStyleSheet(f"color: {msg_colour.name()}; font-size: 13pt;")
+
+    def changeEvent(self, event: QtCore.QEvent) -> None:
+        if event.type() in (QtCore.QEvent.Type.PaletteChange,
+                            QtCore.QEvent.Type.ApplicationPaletteChange):
+            self._apply_theme()
+        super().changeEvent(event)
