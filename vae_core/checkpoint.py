@@ -1,0 +1,338 @@
+"""Checkpoints: one safetensors file with JSON metadata; never pickle.
+
+The file holds, as tensors: the model weights (``model/...``), the optimizer's
+tensor state (``optim/<param>/<key>``), the trainer's generator states as
+uint8 tensors (``rng/...``), the shuffled order of the current epoch
+(``position/perm``, only mid-epoch), the per-step history (``history/steps``,
+float64 (n, 6), columns as ``training.STEP_FIELDS``) and the last latents
+(``latents/mu``, ``latents/logvar``, ``latents/labels``).  The safetensors
+metadata key ``latent_explorer`` holds a JSON object with everything else:
+format name and version, configs, dataset spec, settings, epoch, step,
+position within the epoch, the optimizer's non-tensor state, history lists,
+creation time and library versions.
+
+Files are written atomically (temp file in the same directory, fsync,
+``os.replace``): a failed or interrupted save leaves any previous file intact.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .config import ModelConfig, TrainConfig
+from .errors import CheckpointError, ConfigError
+from .model import VAE
+from .training import History, Trainer, TrainControl, build_model
+
+FORMAT = "latent-explorer-checkpoint"
+FORMAT_VERSION = 1
+METADATA_KEY = "latent_explorer"
+_MAX_HEADER = 256 * 1024 * 1024
+
+
+def _versions() -> dict[str, str]:
+    out = {"torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()}
+    try:
+        import safetensors
+
+        out["safetensors"] = safetensors.__version__
+    except Exception:  # pragma: no cover - safetensors is a dependency
+        pass
+    try:
+        from importlib.metadata import version
+
+        out["latent_explorer"] = version("latent-explorer")
+    except Exception:
+        out["latent_explorer"] = "unknown"
+    return out
+
+
+def _shape_text(shape: Any) -> str:
+    return "x".join(str(int(s)) for s in shape)
+
+
+# ---------------------------------------------------------------------------
+# Atomic writes
+# ---------------------------------------------------------------------------
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that the file is either the old one or the complete new one.
+
+    Raises OSError; the temporary file is removed on any error.
+    """
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:  # make the rename itself durable where the platform allows it
+        dfd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+# ---------------------------------------------------------------------------
+# Saving
+# ---------------------------------------------------------------------------
+
+
+def checkpoint_bytes(trainer: Trainer) -> bytes:
+    """The checkpoint of ``trainer`` as the bytes of a safetensors file."""
+    from safetensors.torch import save
+
+    tensors, state = trainer.state_for_checkpoint()
+    dataset = trainer.dataset
+    spec = getattr(dataset, "spec", None)
+    if spec is None:
+        spec_dict: dict[str, Any] = {}
+    elif hasattr(spec, "to_dict"):
+        spec_dict = spec.to_dict()
+    else:
+        spec_dict = dict(spec)
+    label_names = getattr(dataset, "label_names", None)
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "versions": _versions(),
+        "model_config": trainer.model_config.to_dict(),
+        "train_config": trainer.train_config.to_dict(),
+        "dataset": {
+            "spec": spec_dict,
+            "name": str(getattr(dataset, "name", "")),
+            "label_names": None if label_names is None else [str(s) for s in label_names],
+            "input_shape": list(trainer.model_config.input_shape),
+            "n": int(trainer._x_all.shape[0]),
+        },
+        **state,
+    }
+    return save(tensors, metadata={METADATA_KEY: json.dumps(meta)})
+
+
+def save_checkpoint(trainer: Trainer, path: str | os.PathLike) -> Path:
+    """Write ``trainer``'s complete state to ``path`` atomically.
+
+    Call it from the thread that runs ``trainer.run()`` (between events) or
+    when training is not running.  Raises CheckpointError when the file
+    cannot be written; an existing file is then left as it was.
+    """
+    path = Path(path)
+    data = checkpoint_bytes(trainer)
+    try:
+        atomic_write_bytes(path, data)
+    except OSError as exc:
+        raise CheckpointError(f"could not write checkpoint {path}: {exc.strerror or exc}") from exc
+    return path
+
+
+# ---------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint.  ``tensors`` and ``meta`` are the raw state."""
+
+    path: str
+    model_config: ModelConfig
+    train_config: TrainConfig
+    dataset_spec: dict[str, Any]
+    dataset_name: str
+    label_names: list[str] | None
+    history: History
+    latents: np.ndarray | None
+    latent_logvar: np.ndarray | None
+    labels: np.ndarray | None
+    epoch: int
+    step: int
+    settings: dict[str, Any]
+    created: str
+    versions: dict[str, str]
+    meta: dict[str, Any] = field(repr=False)
+    tensors: dict[str, torch.Tensor] = field(repr=False)
+
+    @property
+    def model_state(self) -> dict[str, torch.Tensor]:
+        return {k[len("model/"):]: v for k, v in self.tensors.items() if k.startswith("model/")}
+
+    def build_model(self) -> VAE:
+        """An eval-mode VAE on the CPU with the saved weights (no dataset needed)."""
+        model = build_model(self.model_config, 0)
+        try:
+            model.load_state_dict(self.model_state)
+        except RuntimeError as exc:
+            raise CheckpointError(f"checkpoint {self.path}: the weights do not fit the model config: {exc}") from exc
+        return model.eval()
+
+
+def _fail(path: Any, problem: str) -> CheckpointError:
+    return CheckpointError(f"cannot open checkpoint {path}: {problem}")
+
+
+def read_metadata(data: bytes, path: Any = "<bytes>") -> tuple[dict[str, Any], dict[str, Any]]:
+    """(safetensors header, our metadata) of a checkpoint's bytes, checked; raises CheckpointError."""
+    if data[:4] == b"PK\x03\x04" or data[:1] == b"\x80":
+        raise _fail(
+            path,
+            "this is a pickle / torch.save file, not a Latent Explorer checkpoint "
+            "(pickle files are never opened because loading them can run code)",
+        )
+    if len(data) < 8:
+        raise _fail(path, "not a safetensors file (the file is too short; truncated?)")
+    n = int.from_bytes(data[:8], "little")
+    if n == 0 or n > _MAX_HEADER or data[8:9] != b"{":
+        raise _fail(path, "not a safetensors file (no valid header)")
+    if 8 + n > len(data):
+        raise _fail(path, "the file is truncated (its header is incomplete)")
+    try:
+        header = json.loads(data[8 : 8 + n].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _fail(path, f"corrupt safetensors header ({exc})") from exc
+    if not isinstance(header, dict):
+        raise _fail(path, "corrupt safetensors header")
+    end = 0
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            end = max(end, int(info["data_offsets"][1]))
+        except (TypeError, KeyError, IndexError, ValueError) as exc:
+            raise _fail(path, f"corrupt safetensors header (entry {name!r})") from exc
+    if 8 + n + end > len(data):
+        raise _fail(path, f"the file is truncated ({len(data)} bytes, {8 + n + end} expected)")
+    metadata = header.get("__metadata__") or {}
+    raw = metadata.get(METADATA_KEY) if isinstance(metadata, dict) else None
+    if raw is None:
+        raise _fail(path, "not a Latent Explorer checkpoint (a safetensors file without Latent Explorer metadata)")
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise _fail(path, f"corrupt Latent Explorer metadata ({exc})") from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise _fail(path, "not a Latent Explorer checkpoint (unknown metadata format)")
+    version = meta.get("format_version")
+    if not isinstance(version, int):
+        raise _fail(path, "corrupt Latent Explorer metadata (no format version)")
+    if version > FORMAT_VERSION:
+        raise _fail(
+            path,
+            f"it was made by a newer version of Latent Explorer (checkpoint format {version}, "
+            f"this version reads up to {FORMAT_VERSION}); please update",
+        )
+    return header, meta
+
+
+def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Read and check a checkpoint; raises CheckpointError naming the file and the problem."""
+    from safetensors.torch import load
+
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise _fail(path, exc.strerror or str(exc)) from exc
+    _, meta = read_metadata(data, path)
+    try:
+        tensors = load(data)
+    except Exception as exc:  # safetensors raises its own error types
+        raise _fail(path, f"corrupt tensor data ({exc})") from exc
+    try:
+        model_config = ModelConfig.from_dict(meta["model_config"])
+        train_config = TrainConfig.from_dict(meta["train_config"])
+        ds = meta["dataset"]
+        table = tensors.get("history/steps")
+        history = History.from_dict(meta["history"], None if table is None else table.numpy())
+        epoch = int(meta["epoch"])
+        step = int(meta["step"])
+        missing = [k for k in ("optimizer", "position", "settings") if k not in meta]
+        if missing:
+            raise KeyError(missing[0])
+    except (KeyError, TypeError, ValueError, ConfigError) as exc:
+        raise _fail(path, f"incomplete or invalid metadata ({type(exc).__name__}: {exc})") from exc
+    if not any(k.startswith("model/") for k in tensors):
+        raise _fail(path, "it holds no model weights")
+
+    def arr(key: str) -> np.ndarray | None:
+        t = tensors.get(key)
+        return None if t is None else t.numpy()
+
+    return Checkpoint(
+        path=str(path),
+        model_config=model_config,
+        train_config=train_config,
+        dataset_spec=dict(ds.get("spec") or {}),
+        dataset_name=str(ds.get("name", "")),
+        label_names=ds.get("label_names"),
+        history=history,
+        latents=arr("latents/mu"),
+        latent_logvar=arr("latents/logvar"),
+        labels=arr("latents/labels"),
+        epoch=epoch,
+        step=step,
+        settings=dict(meta["settings"]),
+        created=str(meta.get("created", "")),
+        versions=dict(meta.get("versions") or {}),
+        meta=meta,
+        tensors=tensors,
+    )
+
+
+def check_dataset_fits(ckpt: Checkpoint, dataset: Any) -> None:
+    """Raise CheckpointError unless ``dataset``'s images have the shape the checkpoint's model takes."""
+    shape = tuple(int(s) for s in dataset.input_shape)
+    if shape != tuple(ckpt.model_config.input_shape):
+        raise CheckpointError(
+            f"checkpoint {ckpt.path} expects {_shape_text(ckpt.model_config.input_shape)} images, "
+            f"dataset {getattr(dataset, 'name', '?')!r} has {_shape_text(shape)}"
+        )
+
+
+def restore_trainer(
+    ckpt: Checkpoint | str | os.PathLike,
+    dataset: Any,
+    control: TrainControl | None = None,
+    device: Any = None,
+) -> Trainer:
+    """A trainer that continues exactly where the checkpoint left off, on ``dataset``.
+
+    The dataset must have the checkpoint's image shape.  On a dataset with a
+    different number of training examples a checkpoint saved mid-epoch
+    restarts that epoch from its first batch.
+    """
+    if not isinstance(ckpt, Checkpoint):
+        ckpt = load_checkpoint(ckpt)
+    check_dataset_fits(ckpt, dataset)
+    trainer = Trainer(ckpt.model_config, ckpt.train_config, dataset, control=control, device=device)
+    try:
+        trainer.restore_state(ckpt.tensors, ckpt.meta)
+    except (KeyError, ValueError, RuntimeError, TypeError, IndexError) as exc:
+        raise CheckpointError(
+            f"checkpoint {ckpt.path} is incomplete or does not fit its model ({type(exc).__name__}: {exc})"
+        ) from exc
+    return trainer

@@ -1,0 +1,446 @@
+"""Headless commands: ``train``, ``evaluate`` and ``export``.
+
+Run as ``python -m vae_core ...`` or ``vae-explorer train|evaluate|export ...``.
+Problems a user can fix (a missing dataset, a bad checkpoint, a value out of
+range) print ``error: <message>`` and exit with status 2.  Training stops
+cleanly on Ctrl+C or SIGTERM: the current batch finishes, a complete
+checkpoint is written, and the exit status is 130 (SIGINT) or 143 (SIGTERM).
+
+Torch is imported only when a command runs, so ``--help`` is quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import signal
+import sys
+import threading
+from typing import Any, Sequence
+
+from .config import ARCHITECTURES, LIKELIHOODS, WARMUPS, ModelConfig, TrainConfig
+from .errors import ConfigError, VAEError
+
+EXIT_ERROR = 2
+EXIT_DIVERGED = 1
+
+# Defaults of the train options; the parser uses None so that a resumed run can
+# tell which options were given on the command line.
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "dataset": "mnist",
+    "latent_dim": 2,
+    "arch": "mlp",
+    "likelihood": "bernoulli",
+    "sigma": 0.1,
+    "epochs": 10,
+    "batch_size": 128,
+    "lr": 1e-3,
+    "beta": 1.0,
+    "warmup": "none",
+    "warmup_epochs": 10,
+    "free_bits": 0.0,
+    "mc_samples": 1,
+    "seed": 0,
+    "device": "auto",
+    "threads": 0,
+    "binarize": "none",
+    "test_fraction": 0.1,
+}
+DEFAULT_HIDDEN = {"mlp": (512, 256), "conv": (32, 64)}
+MODEL_OPTIONS = ("latent_dim", "arch", "hidden", "likelihood", "sigma", "learn_sigma")
+LIVE_OPTIONS = ("beta", "lr", "warmup", "warmup_epochs", "free_bits")
+
+
+def parse_hidden(text: str) -> tuple[int, ...]:
+    """"512,256" -> (512, 256); "" or "none" -> () (a linear encoder and decoder)."""
+    text = text.strip()
+    if text.lower() in ("", "none", "linear"):
+        return ()
+    try:
+        return tuple(int(part) for part in text.replace(" ", "").split(","))
+    except ValueError as exc:
+        raise ConfigError(f"--hidden takes comma-separated integers such as 512,256 (or none), got {text!r}") from exc
+
+
+def _err(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+
+
+def _note(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------
+# Parser
+# ---------------------------------------------------------------------------
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog or "vae-explorer",
+        description="Train, evaluate and export Variational Autoencoders without the GUI.",
+    )
+    sub = p.add_subparsers(dest="command", metavar="{train,evaluate,export}")
+    sub.required = True
+
+    t = sub.add_parser("train", help="train a VAE and save a checkpoint",
+                       description="Train a VAE; all figures are in nats per example.")
+    t.add_argument("--dataset", help="mnist, digits, shapes, or a path to a folder or file (default mnist)")
+    t.add_argument("--size", type=int, help="resize images to SIZE x SIZE")
+    t.add_argument("--binarize", choices=("none", "static", "dynamic"), help="binarise the images (default none)")
+    t.add_argument("--test-fraction", type=float, help="fraction of examples held out for testing (default 0.1)")
+    t.add_argument("--latent-dim", type=int, help="number of latent dimensions (default 2)")
+    t.add_argument("--arch", choices=ARCHITECTURES, help="encoder/decoder architecture (default mlp)")
+    t.add_argument("--hidden", help='hidden layer widths (mlp) or channels (conv), e.g. "512,256"; "none" = linear')
+    t.add_argument("--likelihood", choices=LIKELIHOODS, help="decoder likelihood p(x|z) (default bernoulli)")
+    t.add_argument("--sigma", type=float, help="std of the Gaussian likelihood (default 0.1)")
+    t.add_argument("--learn-sigma", action="store_true", default=None, help="learn the Gaussian std")
+    t.add_argument("--epochs", type=int, help="train until this many epochs in total (default 10)")
+    t.add_argument("--batch-size", type=int, help="examples per batch (default 128)")
+    t.add_argument("--lr", type=float, help="Adam learning rate (default 1e-3)")
+    t.add_argument("--beta", type=float, help="KL weight; 1 = the true ELBO (default 1)")
+    t.add_argument("--warmup", choices=WARMUPS, help="KL warm-up schedule (default none)")
+    t.add_argument("--warmup-epochs", type=int, help="length of the warm-up ramp or cycle (default 10)")
+    t.add_argument("--free-bits", type=float, help="minimum KL in nats charged per latent dim (default 0)")
+    t.add_argument("--mc-samples", type=int, help="Monte Carlo samples of z per example (default 1)")
+    t.add_argument("--seed", type=int, help="random seed of initialisation and training (default 0)")
+    t.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
+    t.add_argument("--threads", type=int, help="torch CPU threads; 0 = torch's default")
+    t.add_argument("--out", help="checkpoint to write (default run.ckpt, or the --resume file)")
+    t.add_argument("--resume", metavar="CKPT", help="continue training from this checkpoint")
+    t.add_argument("--json", action="store_true", help="print one JSON object per epoch instead of a progress bar")
+
+    e = sub.add_parser("evaluate", help="test-split ELBO, IWAE log-likelihood, active units",
+                       description="Evaluate a checkpoint on the test split of its dataset.")
+    e.add_argument("checkpoint")
+    e.add_argument("--dataset", help="dataset to evaluate on (default: the checkpoint's)")
+    e.add_argument("--size", type=int, help="resize images to SIZE x SIZE")
+    e.add_argument("--iwae-k", type=int, default=0,
+                   help="importance samples for the IWAE estimate of log p(x); 0 = skip (default 0)")
+    e.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: cpu)")
+    e.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
+
+    x = sub.add_parser("export", help="write every example's latent code to a CSV file",
+                       description="Encode a dataset with a checkpoint's model and write "
+                                   "index,label,mu_1..mu_d,sigma_1..sigma_d to CSV.")
+    x.add_argument("checkpoint")
+    x.add_argument("--latents", required=True, metavar="CSV", help="output CSV file ('-' = stdout)")
+    x.add_argument("--dataset", help="dataset to encode (default: the checkpoint's)")
+    x.add_argument("--size", type=int, help="resize images to SIZE x SIZE")
+    x.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: cpu)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    parser = build_parser(prog)
+    try:
+        args = parser.parse_args(None if argv is None else list(argv))
+    except SystemExit as exc:  # --help or a usage error, already printed
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_ERROR)
+    try:
+        if args.command == "train":
+            return cmd_train(args)
+        if args.command == "evaluate":
+            return cmd_evaluate(args)
+        return cmd_export(args)
+    except VAEError as exc:
+        _err(str(exc))
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        _note("interrupted")
+        return 130
+    except OSError as exc:
+        _err(f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}")
+        return EXIT_ERROR
+
+
+# ---------------------------------------------------------------------------
+# Shared pieces
+# ---------------------------------------------------------------------------
+
+
+def _dataset_spec(base: dict[str, Any] | None, args: argparse.Namespace, fields: Sequence[str]) -> Any:
+    """A DatasetSpec from ``base`` (a checkpoint's spec dict) with the given options applied."""
+    from .data import DatasetSpec
+
+    d = dict(base or {})
+    if getattr(args, "dataset", None):
+        d["source"] = args.dataset
+    d.setdefault("source", TRAIN_DEFAULTS["dataset"])
+    for name in fields:
+        value = getattr(args, name, None)
+        if value is not None:
+            d[name] = value
+    return DatasetSpec.from_dict(d)
+
+
+def _set_threads(n: int | None) -> None:
+    if n:
+        import torch
+
+        torch.set_num_threads(int(n))
+
+
+class _SignalStop:
+    """Turns SIGINT / SIGTERM into a request to stop after the current batch."""
+
+    def __init__(self, control: Any) -> None:
+        self.control = control
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> "_SignalStop":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                try:
+                    self._old[sig] = signal.signal(sig, self._handle)
+                except (ValueError, OSError):  # pragma: no cover - platform without the signal
+                    pass
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is None:
+            self.signum = signum
+        self.control.stop()
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _fmt(x: float, width: int = 10) -> str:
+    return f"{x:{width}.3f}" if math.isfinite(x) else f"{'n/a':>{width}}"
+
+
+# ---------------------------------------------------------------------------
+# train
+# ---------------------------------------------------------------------------
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .checkpoint import load_checkpoint, restore_trainer, save_checkpoint
+    from .data import load_dataset
+    from .training import Trainer, TrainControl
+
+    def opt(name: str) -> Any:
+        value = getattr(args, name)
+        return TRAIN_DEFAULTS.get(name) if value is None else value
+
+    control = TrainControl()
+    if args.resume:
+        ckpt = load_checkpoint(args.resume)
+        given = [n for n in MODEL_OPTIONS + ("batch_size", "mc_samples", "seed") if getattr(args, n) is not None]
+        if given:
+            _note("note: ignoring " + ", ".join("--" + n.replace("_", "-") for n in given)
+                  + " when resuming (they are fixed by the checkpoint)")
+        spec = _dataset_spec(ckpt.dataset_spec, args, ("size", "binarize", "test_fraction"))
+        dataset = load_dataset(spec)
+        overrides = {}
+        if args.device is not None:
+            overrides["device"] = args.device
+        if args.threads is not None:
+            overrides["num_threads"] = args.threads
+        if overrides:
+            ckpt.train_config = ckpt.train_config.replace(**overrides)
+        live = {n: getattr(args, n) for n in LIVE_OPTIONS if getattr(args, n) is not None}
+        if live:
+            control.set(**live)  # applied at the first batch and recorded in the history
+        trainer = restore_trainer(ckpt, dataset, control=control)
+        target = args.epochs if args.epochs is not None else ckpt.train_config.epochs
+        out = args.out or args.resume
+    else:
+        spec = _dataset_spec(None, args, ("size", "binarize", "test_fraction"))
+        arch = opt("arch")
+        hidden = parse_hidden(args.hidden) if args.hidden is not None else DEFAULT_HIDDEN[arch]
+        tcfg = TrainConfig(
+            epochs=opt("epochs"), batch_size=opt("batch_size"), lr=opt("lr"), beta=opt("beta"),
+            warmup=opt("warmup"), warmup_epochs=opt("warmup_epochs"), free_bits=opt("free_bits"),
+            mc_samples=opt("mc_samples"), seed=opt("seed"), device=opt("device"), num_threads=opt("threads"),
+        )
+        dataset = load_dataset(spec)
+        mcfg = ModelConfig(
+            input_shape=dataset.input_shape, latent_dim=opt("latent_dim"), architecture=arch,
+            hidden_dims=hidden, likelihood=opt("likelihood"), sigma=opt("sigma"),
+            learn_sigma=bool(args.learn_sigma),
+        )
+        trainer = Trainer(mcfg, tcfg, dataset, control=control)
+        target = tcfg.epochs
+        out = args.out or "run.ckpt"
+    if target < 0:
+        raise ConfigError(f"--epochs must be >= 0, got {target}")
+
+    with _SignalStop(control) as sig:
+        outcome = _train_loop(trainer, target, args.json)
+    save_checkpoint(trainer, out)
+    where = f"epoch {trainer.epoch}, step {trainer.step}"
+    if sig.signum is not None:
+        name = "SIGTERM" if sig.signum == signal.SIGTERM else "SIGINT"
+        _note(f"stopped by {name} at {where}; checkpoint saved to {out} (continue with --resume {out})")
+        return 128 + int(sig.signum)
+    if outcome.startswith("diverged:"):
+        _err(outcome[len("diverged:"):].strip() + f" Checkpoint saved to {out}; continue with --resume {out} --lr <lower>.")
+        return EXIT_DIVERGED
+    if not args.json:
+        _note(f"saved {out} ({where})")
+    return 0
+
+
+def _epoch_record(ev: Any) -> dict[str, Any]:
+    return {
+        "epoch": ev.epoch,
+        "step": ev.step,
+        "train_loss": ev.train_loss,
+        "test_elbo": ev.test_elbo,
+        "test_recon": ev.test_recon,
+        "test_kl": ev.test_kl,
+        "active_units": ev.active_units,
+        "kl_per_dim": [float(v) for v in ev.kl_per_dim],
+        "seconds": round(ev.seconds, 4),
+    }
+
+
+def _train_loop(trainer: Any, target: int, as_json: bool) -> str:
+    """Consume ``trainer.run`` up to ``target`` epochs; returns how it ended."""
+    remaining = max(0, target - trainer.epoch)
+    bar = None
+    if not as_json and remaining:
+        from tqdm import tqdm
+
+        total = remaining * trainer.n_batches - trainer.batch_position
+        bar = tqdm(total=total, unit="batch", file=sys.stderr, dynamic_ncols=True,
+                   desc=f"epoch {trainer.epoch + 1}/{target}")
+    outcome = "finished"
+    d = trainer.model_config.latent_dim
+    try:
+        for ev in trainer.run(epochs=remaining):
+            kind = ev.kind
+            if kind == "batch":
+                if bar is not None:
+                    bar.set_postfix_str(f"loss={ev.loss:.2f} recon={ev.recon:.2f} KL={ev.kl:.2f}", refresh=False)
+                    bar.update(1)
+            elif kind == "epoch":
+                if as_json:
+                    print(json.dumps(_epoch_record(ev)), flush=True)
+                elif bar is not None:
+                    bar.write(
+                        f"epoch {ev.epoch}: test ELBO {ev.test_elbo:.3f} nats (recon {ev.test_recon:.3f}, "
+                        f"KL {ev.test_kl:.3f}), active units {ev.active_units}/{d}, train loss {ev.train_loss:.3f}"
+                    )
+                    if ev.epoch < target:
+                        bar.set_description_str(f"epoch {ev.epoch + 1}/{target}", refresh=False)
+            elif kind == "change":
+                msg = f"{ev.name}: {ev.old} -> {ev.new} at step {ev.step}"
+                bar.write(msg) if bar is not None else _note(msg)
+            elif kind == "status":
+                if ev.status == "diverged":
+                    outcome = "diverged: " + ev.message
+                    trainer.control.stop()  # nobody is there to resume a headless run
+                elif ev.status == "stopped" and not outcome.startswith("diverged"):
+                    outcome = "stopped"
+    finally:
+        if bar is not None:
+            bar.close()
+    return outcome
+
+
+# ---------------------------------------------------------------------------
+# evaluate
+# ---------------------------------------------------------------------------
+
+
+def _checkpoint_and_dataset(args: argparse.Namespace) -> tuple[Any, Any]:
+    from .checkpoint import check_dataset_fits, load_checkpoint
+    from .data import load_dataset
+
+    ckpt = load_checkpoint(args.checkpoint)
+    spec = _dataset_spec(ckpt.dataset_spec, args, ("size",))
+    dataset = load_dataset(spec)
+    check_dataset_fits(ckpt, dataset)
+    return ckpt, dataset
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .checkpoint import restore_trainer
+
+    if args.iwae_k < 0:
+        raise ConfigError(f"--iwae-k must be >= 0, got {args.iwae_k}")
+    ckpt, dataset = _checkpoint_and_dataset(args)
+    trainer = restore_trainer(ckpt, dataset, device=args.device or "cpu")
+    _set_threads(trainer.train_config.num_threads)
+    res = trainer.evaluate("test", iwae_k=args.iwae_k)
+    d = ckpt.model_config.latent_dim
+    record = {
+        "checkpoint": str(args.checkpoint),
+        "dataset": dataset.name,
+        "split": "test",
+        "n": res["n"],
+        "epoch": ckpt.epoch,
+        "step": ckpt.step,
+        "elbo": res["elbo"],
+        "recon": res["recon"],
+        "kl": res["kl"],
+        "iwae": res.get("iwae"),
+        "iwae_k": args.iwae_k,
+        "active_units": res["active_units"],
+        "latent_dim": d,
+        "kl_per_dim": [float(v) for v in res["kl_per_dim"]],
+    }
+    if args.json:
+        print(json.dumps(record), flush=True)
+        return 0
+    rows = [
+        ("checkpoint", f"{args.checkpoint} (epoch {ckpt.epoch}, step {ckpt.step})"),
+        ("dataset", f"{dataset.name}, test split, {res['n']} examples"),
+        ("ELBO", f"{_fmt(res['elbo']).strip()} nats per example (lower bound on log p(x))"),
+        ("  recon", f"{_fmt(res['recon']).strip()} nats  (-E_q[log p(x|z)])"),
+        ("  KL", f"{_fmt(res['kl']).strip()} nats  (KL(q(z|x) || p(z)))"),
+    ]
+    if args.iwae_k > 0:
+        rows.append((f"IWAE k={args.iwae_k}", f"{_fmt(res['iwae']).strip()} nats per example (estimate of log p(x))"))
+    else:
+        rows.append(("IWAE", "skipped (use --iwae-k K, e.g. 1000)"))
+    rows.append(("active units", f"{res['active_units']} / {d}"))
+    rows.append(("KL per dim", " ".join(f"{v:.3f}" for v in res["kl_per_dim"])))
+    width = max(len(r[0]) for r in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# export
+# ---------------------------------------------------------------------------
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from .checkpoint import atomic_write_bytes
+    from .model import resolve_device
+    from .training import encode_dataset
+
+    ckpt, dataset = _checkpoint_and_dataset(args)
+    device = resolve_device(args.device or "cpu")
+    _set_threads(ckpt.train_config.num_threads)
+    model = ckpt.build_model().to(device)
+    x = torch.from_numpy(np.ascontiguousarray(dataset.images, dtype=np.float32)).to(device)
+    mu, logvar = encode_dataset(model, x, ckpt.train_config.eval_batch_size)
+    sigma = np.exp(0.5 * logvar.astype(np.float64))
+    d = mu.shape[1]
+    labels = None if dataset.labels is None else np.asarray(dataset.labels, dtype=np.int64)
+    header = ["index", "label"] + [f"mu_{j + 1}" for j in range(d)] + [f"sigma_{j + 1}" for j in range(d)]
+    lines = [",".join(header)]
+    for i in range(mu.shape[0]):
+        label = "" if labels is None or labels[i] < 0 else str(int(labels[i]))
+        values = ",".join(f"{v:.9g}" for v in (*mu[i].tolist(), *sigma[i].tolist()))
+        lines.append(f"{i},{label},{values}")
+    text = "\n".join(lines) + "\n"
+    if args.latents == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        atomic_write_bytes(args.latents, text.encode("utf-8"))
+        _note(f"wrote {mu.shape[0]} latent codes ({d} dims) to {args.latents}")
+    return 0
