@@ -170,10 +170,10 @@ class TrainControl:
 
     # -- used by the trainer ---------------------------------------------
     def _take(self) -> tuple[dict[str, Any], bool, bool]:
-        """(changes, paused, stopped), clearing the changes and the pending flag."""
+        """(changes, paused, stopped), clearing the changes; a stop stays pending until reset."""
         with self._lock:
             changes, self._changes = self._changes, {}
-            self.pending = False
+            self.pending = self._stopped
             return changes, self._paused, self._stopped
 
     def _wait(self, timeout: float) -> None:
@@ -794,8 +794,8 @@ class Trainer:
             test_kl=ev["kl"],
             kl_per_dim=kl_per_dim,
             active_units=ev["active_units"],
-            latents=mu,
-            latent_logvar=logvar,
+            latents=mu.copy(),
+            latent_logvar=logvar.copy(),
             seconds=time.perf_counter() - epoch_t0,
         )
 
