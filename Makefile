@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-DATASET ?= digits
+DATASET ?= mnist
 
 .PHONY: run test bench lint clean
 

@@ -161,6 +161,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self._wire()
         self._on_state(self.session.state)
         self.resize(1360, 860)
+        self.resizeDocks([self.loss_dock], [280], QtCore.Qt.Vertical)
         if restore:
             self._restore_layout()
         self.latent_view.set_message("Choose a dataset and press Train to see its latent map")
@@ -183,6 +184,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.loss_dock.setObjectName("lossDock")
         self.loss_dock.setWidget(self.loss_plot)
         self.addDockWidget(QtCore.Qt.BottomDockWidgetArea, self.loss_dock)
+        # The panel runs the full height of the window; the curves sit under the map.
+        self.setCorner(QtCore.Qt.BottomLeftCorner, QtCore.Qt.LeftDockWidgetArea)
+        self.setCorner(QtCore.Qt.TopLeftCorner, QtCore.Qt.LeftDockWidgetArea)
 
         self.latent_view = LatentView()
         self.map_toolbar = MapToolbar()
@@ -591,7 +595,8 @@ class MainWindow(QtWidgets.QMainWindow):
 
     @Slot(object)
     def _on_map(self, m: dict) -> None:
-        self.latent_view.set_points(m["xy"], m["labels"], m["label_names"], autorange=m["autorange"])
+        follow = m["autorange"] or not self.latent_view.user_navigated()
+        self.latent_view.set_points(m["xy"], m["labels"], m["label_names"], autorange=follow)
         self.latent_view.set_axis_labels(m["x_label"], m["y_label"])
         if self.session.latents is not None:
             self.map_toolbar.set_latent_dim(self.session.latents.shape[1])
@@ -762,6 +767,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.loss_dock.setFloating(False)
         self.addDockWidget(QtCore.Qt.LeftDockWidgetArea, self.panel_dock)
         self.addDockWidget(QtCore.Qt.BottomDockWidgetArea, self.loss_dock)
+        self.resizeDocks([self.loss_dock], [280], QtCore.Qt.Vertical)
         self.splitter.setSizes([700, 300])
 
     def closeEvent(self, event: QtGui.QCloseEvent) -> None:

@@ -265,8 +265,7 @@ class Session(QtCore.QObject):
             def factory():
                 return trainer
 
-            if self.control.paused:
-                self.control.resume()
+            self.control.reset()  # a finished or stopped run leaves its stop flag set
         # Apply the live settings the panel shows now (they may differ from the model's last run).
         self._epochs_target = epochs
         self._run_start_epoch = self.trainer.epoch if self.trainer is not None else (self.checkpoint.epoch if self.checkpoint is not None else 0)
@@ -287,7 +286,7 @@ class Session(QtCore.QObject):
     def _push_live_settings(self, s: dict) -> None:
         if self.control is None or self.trainer is None:
             return
-        cur = self.trainer.current_settings() if hasattr(self.trainer, "current_settings") else {}
+        cur = self.trainer.settings
         changes = {k: s[k] for k in ("beta", "lr", "warmup", "warmup_epochs", "free_bits") if k in s and cur.get(k) != s[k]}
         if changes:
             try:

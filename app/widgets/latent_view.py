@@ -351,6 +351,9 @@ class LatentView(QtWidgets.QWidget):
         self._preview = _HoverPreview(self)
         self._preview.hide()
         self._vb.sigRangeChanged.connect(self._on_range_changed)
+        # Once the user pans or zooms, new points no longer move the view.
+        self._user_navigated = False
+        self._vb.sigRangeChangedManually.connect(self._on_manual_range)
 
         self._apply_theme()
 
@@ -550,9 +553,18 @@ class LatentView(QtWidgets.QWidget):
         scene = self._vb.mapViewToScene(QtCore.QPointF(x, y))
         return self._plot.viewportTransform().map(scene)
 
+    @QtCore.Slot(object)
+    def _on_manual_range(self, *_args) -> None:
+        self._user_navigated = True
+
+    def user_navigated(self) -> bool:
+        """True after the user panned or zoomed, until the next auto range."""
+        return self._user_navigated
+
     @QtCore.Slot()
     def auto_range(self) -> None:
         """Fit the view to the points."""
+        self._user_navigated = False
         if self._clouds and any(c.count() for c in self._clouds):
             self._vb.autoRange(padding=0.05, items=[c for c in self._clouds if c.count()])
         self._vb.disableAutoRange()

@@ -142,14 +142,14 @@ class LossPlot(QtWidgets.QWidget):
         bar.addWidget(self._reset_btn)
         bar.addStretch(1)
 
-        # Two stacked plots sharing the x axis.
+        # Two plots side by side sharing the x axis (the dock is wide and short).
         self._glw = pg.GraphicsLayoutWidget()
         self._glw.setObjectName("lossPlotCanvas")
         self._top = self._glw.addPlot(row=0, col=0)
-        self._bottom = self._glw.addPlot(row=1, col=0)
+        self._bottom = self._glw.addPlot(row=0, col=1)
         self._bottom.setXLink(self._top)
-        self._glw.ci.layout.setRowStretchFactor(0, 3)
-        self._glw.ci.layout.setRowStretchFactor(1, 2)
+        self._glw.ci.layout.setColumnStretchFactor(0, 3)
+        self._glw.ci.layout.setColumnStretchFactor(1, 2)
         for plot in (self._top, self._bottom):
             plot.showGrid(x=True, y=True, alpha=0.15)
             plot.setMenuEnabled(True)
@@ -157,9 +157,11 @@ class LossPlot(QtWidgets.QWidget):
         self._top_title = "Reconstruction and loss (nats per example)"
         self._bottom_title = "KL (nats per example)"
         self._bottom.setLabel("bottom", "training step")
-        self._top_legend = self._top.addLegend(offset=(-10, 10))
+        self._top.setLabel("bottom", "training step")
+        # Compact legends: two columns of small text in the top right corner.
+        self._top_legend = self._top.addLegend(offset=(-10, 10), colCount=2, labelTextSize="8pt", verSpacing=-6)
         # KL usually rises and levels off: its legend sits bottom right.
-        self._bottom_legend = self._bottom.addLegend(offset=(-10, -10))
+        self._bottom_legend = self._bottom.addLegend(offset=(-10, -10), colCount=2, labelTextSize="8pt", verSpacing=-6)
 
         self._curves: dict[str, pg.PlotDataItem] = {}
         for name, plot in (("recon", self._top), ("loss", self._top), ("kl", self._bottom)):

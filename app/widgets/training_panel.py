@@ -436,7 +436,7 @@ class TrainingPanel(QtWidgets.QWidget):
         self.epochsSpin = self._spin("epochsSpin", 1, 100_000, 20)
         self._add_row(form, "Epochs", self.epochsSpin, "Passes over the dataset in one run")
 
-        self.batchSizeSpin = self._spin("batchSizeSpin", 1, 65_536, 128)
+        self.batchSizeSpin = self._spin("batchSizeSpin", 1, 65_536, 64)
         self._add_row(form, "Batch size", self.batchSizeSpin, "Examples per gradient step")
 
         self.lrSpin = ScientificSpinBox()

@@ -43,7 +43,7 @@ def test_defaults(panel):
     }
     assert panel.train_settings() == {
         "epochs": 20,
-        "batch_size": 128,
+        "batch_size": 64,
         "lr": pytest.approx(1e-3),
         "beta": 1.0,
         "warmup": "none",
