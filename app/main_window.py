@@ -159,6 +159,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self._build_actions()
         self._build_menus()
         self._wire()
+        self._install_tools()
         self._on_state(self.session.state)
         self.resize(1360, 860)
         self.resizeDocks([self.loss_dock], [280], QtCore.Qt.Vertical)
@@ -291,6 +292,9 @@ class MainWindow(QtWidgets.QMainWindow):
         t = mb.addMenu("&Training")
         for a in (self.train_action, self.pause_action, self.stop_action, self.reset_action):
             t.addAction(a)
+        # Exploration tools add their actions here (see _install_tools).
+        self.tools_menu = mb.addMenu("E&xplore")
+        self.tools_menu.setObjectName("exploreMenu")
         v = mb.addMenu("&View")
         v.addAction(self.panel_dock.toggleViewAction())
         v.addAction(self.loss_dock.toggleViewAction())
@@ -334,6 +338,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.map_toolbar.changed.connect(self._on_projection_choice)
         if hasattr(self.loss_plot, "logScaleCheck"):
             pass
+
+    def _install_tools(self) -> None:
+        """Each exploration tool module adds its docks, actions and wiring to the window."""
 
     # --------------------------------------------------------------- actions
     @Slot()
