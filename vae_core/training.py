@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterator
 
@@ -58,6 +59,19 @@ def build_model(model_config: ModelConfig, seed: int) -> VAE:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
         return VAE(model_config)
+
+
+def images_tensor(images: np.ndarray) -> torch.Tensor:
+    """A float32 tensor over ``images`` (N, C, H, W), sharing memory where possible.
+
+    The engine never writes to it, so read-only arrays are used as they are.
+    """
+    arr = np.ascontiguousarray(images, dtype=np.float32)
+    if not arr.flags.writeable:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.from_numpy(arr)
+    return torch.from_numpy(arr)
 
 
 def validate_settings(changes: dict[str, Any]) -> dict[str, Any]:
@@ -501,6 +515,8 @@ class Trainer:
         self.control = control if control is not None else TrainControl()
         dev = device if device is not None else train_config.device
         self.device = dev if isinstance(dev, torch.device) else resolve_device(str(dev))
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"device {str(dev)!r} asked for, but CUDA is not available here; use the CPU")
         seed = train_config.seed
 
         self.model = build_model(model_config, seed).to(self.device)
@@ -510,10 +526,10 @@ class Trainer:
         self._noise_gen = make_generator(self.device, seed, _STREAM_NOISE)
         self._binarize_gen = make_generator(self.device, seed, _STREAM_BINARIZE)
 
-        images = np.ascontiguousarray(dataset.images, dtype=np.float32)
-        if images.ndim != 4 or tuple(images.shape[1:]) != shape:
-            raise ConfigError(f"dataset images must be shaped (N, {', '.join(map(str, shape))}), got {images.shape}")
-        self._x_all = torch.from_numpy(images).to(self.device)
+        images = images_tensor(dataset.images)
+        if images.dim() != 4 or tuple(images.shape[1:]) != shape:
+            raise ConfigError(f"dataset images must be shaped (N, {', '.join(map(str, shape))}), got {tuple(images.shape)}")
+        self._x_all = images.to(self.device)
         train_idx = torch.as_tensor(np.asarray(dataset.train_idx, dtype=np.int64))
         test_idx = torch.as_tensor(np.asarray(dataset.test_idx, dtype=np.int64))
         self._x_train = self._x_all.index_select(0, train_idx.to(self.device))
