@@ -272,7 +272,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     with _SignalStop(control) as sig:
         outcome = _train_loop(trainer, target, args.json)
-    save_checkpoint(trainer, out)
+        # Still inside: a second Ctrl+C must not cut the final save short.
+        save_checkpoint(trainer, out)
     where = f"epoch {trainer.epoch}, step {trainer.step}"
     if sig.signum is not None:
         name = "SIGTERM" if sig.signum == signal.SIGTERM else "SIGINT"
