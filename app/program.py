@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     QtCore.QCoreApplication.setOrganizationName("LatentExplorer")
     QtCore.QCoreApplication.setApplicationName("Latent Explorer")
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
+    _set_icon(app)
     from .main_window import MainWindow, settings
 
     win = MainWindow(restore=not args.screenshot)
@@ -73,6 +74,21 @@ def main(argv: list[str] | None = None) -> int:
         win.session.datasetLoaded.connect(win._on_train, QtCore.Qt.SingleShotConnection)
     return app.exec()
 
+
+
+def _set_icon(app) -> None:
+    """The window icon from the package's resources (an SVG next to the code)."""
+    from importlib import resources
+
+    from PySide6 import QtGui
+
+    try:
+        data = resources.files("resources").joinpath("icon.svg").read_bytes()
+    except (FileNotFoundError, ModuleNotFoundError, OSError):
+        return
+    pix = QtGui.QPixmap()
+    if pix.loadFromData(data, "SVG"):
+        app.setWindowIcon(QtGui.QIcon(pix))
 
 
 def _first_paint_reporter(t0: float, parent):
