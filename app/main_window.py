@@ -225,7 +225,14 @@ class MainWindow(QtWidgets.QMainWindow):
         self.coords_label.setObjectName("coordsLabel")
         self.state_label = QtWidgets.QLabel("")
         self.state_label.setObjectName("stateLabel")
+        self.busy_bar = QtWidgets.QProgressBar()
+        self.busy_bar.setObjectName("busyBar")
+        self.busy_bar.setRange(0, 0)  # indeterminate: loading has no known length
+        self.busy_bar.setMaximumWidth(120)
+        self.busy_bar.setMaximumHeight(14)
+        self.busy_bar.hide()
         sb.addWidget(self.coords_label, 1)
+        sb.addPermanentWidget(self.busy_bar)
         sb.addPermanentWidget(self.state_label)
 
     def _action(self, text: str, slot: Any, shortcut: Any = None, name: str | None = None, tip: str = "") -> QtGui.QAction:
@@ -550,6 +557,7 @@ class MainWindow(QtWidgets.QMainWindow):
         panel_state = {EMPTY: "idle", IDLE: "idle", LOADING: "busy", TRAINING: "training", PAUSED: "paused", TRAINED: "trained"}[state]
         self.panel.set_state(panel_state)
         running = state in (TRAINING, PAUSED)
+        self.busy_bar.setVisible(state == LOADING)
         self.pause_action.setEnabled(running)
         self.stop_action.setEnabled(running)
         self.train_action.setEnabled(state in (IDLE, TRAINED))
