@@ -132,7 +132,7 @@ class VAE(nn.Module):
 
     @property
     def sigma(self) -> float:
-        return float(torch.exp(self.log_sigma))
+        return float(torch.exp(self.log_sigma.detach()))
 
 
 def resolve_device(name: str) -> torch.device:
