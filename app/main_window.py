@@ -348,6 +348,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _install_tools(self) -> None:
         """Each exploration tool module adds its docks, actions and wiring to the window."""
+        from .tools import explore; explore.install(self)  # noqa: E702 - posterior, ELBO, interpolation, traversals, prior samples
 
     # --------------------------------------------------------------- actions
     @Slot()
