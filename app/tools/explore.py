@@ -237,6 +237,7 @@ class ExploreTools(QtCore.QObject):
         self._elbo_seed = 1
         self._elbo_task: Any = None
         self._elbo_request: tuple | None = None
+        self._elbo_note = ""
         self._ends: dict[str, Any] = {"A": None, "B": None}
         self._interp_frames: np.ndarray | None = None
         self._traverse_frames: np.ndarray | None = None
@@ -646,6 +647,10 @@ class ExploreTools(QtCore.QObject):
                    "approximate: this map has no formula for new codes, so 500 samples of q(z|x) are placed by their "
                    "nearest stored codes and an ellipse is fitted to them")
             info += f" On the map: the 1σ and 2σ ellipses of q(z|x) (39% and 86% of its mass in the map's plane), {how}."
+            extent = float(np.ptp(self.s.xy, axis=0).max()) if len(self.s.xy) > 1 else 0.0
+            if extent > 0.0 and ell[0][1] > extent:
+                info += (" The 1σ ellipse is wider than the whole cloud of codes (zoom out to see it): for this example "
+                         "q(z|x) is still close to the prior.")
         self.posterior_dock.info.setText(info)
 
     # ------------------------------------------------------------------- ELBO
@@ -678,6 +683,10 @@ class ExploreTools(QtCore.QObject):
         self._elbo_seed += 1
         request = (idx, k, self.s.snapshot_step)
         self._elbo_request = request
+        self._elbo_note = ""
+        if self.s.decoder.config.likelihood == "bernoulli" and not np.all((x == 0.0) | (x == 1.0)):
+            self._elbo_note = ("Bernoulli likelihood on grey-level pixels: log p(x|z) is a cross-entropy here, not the log "
+                               "of a normalised density, so these are not true log-likelihoods of x.")
 
         def job(progress, cancelled):
             bd = X.elbo_breakdown(model, x, k=k, seed=seed, mc_samples=1000, progress=progress, cancelled=cancelled)
@@ -701,6 +710,7 @@ class ExploreTools(QtCore.QObject):
         self._elbo_task = None
         idx = request[0]
         self.elbo_panel.set_result(row, f"Example {self._example_name(idx)}")
+        self.elbo_panel.status.setText(self._elbo_note)
         if self._selected() != idx:
             self.elbo_panel.status.setText(f"These figures are for example {self._example_name(idx)}; "
                                            "press Compute for the selected one.")
