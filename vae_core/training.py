@@ -19,7 +19,7 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Iterator
+from typing import Any, Callable, ClassVar, Iterator
 
 import numpy as np
 import torch
@@ -557,7 +557,16 @@ class Trainer:
         self.latent_logvar: np.ndarray | None = None
         self._state_lock = threading.Lock()
         self._good: tuple[int, dict, dict] | None = None
+        # A copy taken every ROLLBACK_EVERY steps becomes the rollback point only
+        # once the next batch's loss, computed with those weights, is finite.
+        self._candidate: tuple[int, dict, dict] | None = None
         self._keep_good()
+        #: Called as ``boundary_hook(trainer, epoch_end)`` by the thread running
+        #: ``run()`` after each batch event (``epoch_end`` False) and each epoch
+        #: event (True) has been consumed.  The trainer is idle and consistent
+        #: then, so the hook may save a checkpoint; it should return quickly
+        #: when it has nothing to do.
+        self.boundary_hook: Callable[["Trainer", bool], None] | None = None
 
     # -- small accessors ---------------------------------------------------
     @property
@@ -625,16 +634,36 @@ class Trainer:
         return encode_dataset(self.model, self._x_all, self.train_config.eval_batch_size)
 
     # -- rollback ------------------------------------------------------------
-    def _keep_good(self) -> None:
+    def _weights_finite(self) -> bool:
+        return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
+
+    def _copy_state(self) -> tuple[int, dict, dict] | None:
+        """(step, model state, optimizer state) copies, or None when the weights are not finite.
+
+        A step can turn the weights into NaN / inf while the loss it was computed
+        from was finite; such a state must never become the rollback point.
+        """
+        if not self._weights_finite():
+            return None
         with self._state_lock:
-            self._good = (
+            return (
                 self.step,
                 _clone_state(self.model.state_dict()),
                 _clone_state(self.optimizer.state_dict()),
             )
 
+    def _keep_good(self) -> bool:
+        """Make the current state the rollback point (when its weights are finite)."""
+        copy = self._copy_state()
+        if copy is None:
+            return False
+        self._good = copy
+        self._candidate = None
+        return True
+
     def _roll_back(self) -> int:
         assert self._good is not None
+        self._candidate = None
         step0, model_state, opt_state = self._good
         with self._state_lock:
             self.model.load_state_dict(model_state)
@@ -745,17 +774,12 @@ class Trainer:
                     (loss.detach(), out.recon.detach().mean(), out.kl.detach().mean())
                 ).tolist()
                 if not (math.isfinite(loss_v) and math.isfinite(recon_v) and math.isfinite(kl_v)):
-                    step0 = self._roll_back()
-                    history.add_change(self.step, "rollback", self.step, step0)
-                    control.pause()
-                    yield StatusEvent(
-                        "diverged",
-                        f"the loss became {'NaN' if math.isnan(loss_v) else 'infinite'} at step {self.step + 1} "
-                        f"(learning rate {cfg.lr:g}); the model was rolled back to step {step0}. "
-                        "Lower the learning rate and resume.",
-                        self.step,
+                    yield self._diverge(
+                        f"the loss became {'NaN' if math.isnan(loss_v) else 'infinite'} at step {self.step + 1}"
                     )
                     continue
+                if self._candidate is not None:
+                    self._good, self._candidate = self._candidate, None
                 with self._state_lock:
                     opt.step()
                 self.step += 1
@@ -771,19 +795,47 @@ class Trainer:
                     r = n / dt
                     rate = r if rate == 0.0 else 0.9 * rate + 0.1 * r
                 if self.step % ROLLBACK_EVERY == 0:
-                    self._keep_good()
+                    self._candidate = self._copy_state()
                 yield BatchEvent(self.step, self.epoch, b, n_batches, recon_v, kl_v, loss_v, beta, cfg.lr, rate)
-            yield self._end_epoch(epoch_t0)
+                if self.boundary_hook is not None:
+                    self.boundary_hook(self, False)
+            # The last steps of the epoch may have broken the model although their
+            # losses were finite: roll back before its figures and codes go out.
+            # The pause starts at the next batch.
+            rolled_back = False
+            if not self._weights_finite():
+                yield self._diverge(f"the weights became NaN or infinite at step {self.step}")
+                rolled_back = True
+            figures = self.evaluate("test")
+            if figures["n"] and not all(math.isfinite(figures[k]) for k in ("elbo", "recon", "kl")):
+                yield self._diverge(f"the held-out loss became NaN or infinite at step {self.step}")
+                rolled_back = True
+                figures = self.evaluate("test")
+            yield self._end_epoch(epoch_t0, figures, keep=not rolled_back)
+            if self.boundary_hook is not None:
+                self.boundary_hook(self, True)
             cfg = self.train_config
             t_last = time.perf_counter()
         yield StatusEvent("finished", f"finished {self.epoch} epochs at step {self.step}", self.step)
 
-    def _end_epoch(self, epoch_t0: float) -> EpochEvent:
+    def _diverge(self, what: str) -> StatusEvent:
+        """Roll back to the last good weights, ask for a pause and describe it."""
+        at = self.step
+        step0 = self._roll_back()
+        self.history.add_change(at, "rollback", at, step0)
+        self.control.pause()
+        return StatusEvent(
+            "diverged",
+            f"{what} (learning rate {self.train_config.lr:g}); the model was rolled back to step {step0}. "
+            "Lower the learning rate and resume.",
+            at,
+        )
+
+    def _end_epoch(self, epoch_t0: float, ev: dict[str, Any], keep: bool = True) -> EpochEvent:
         self.epoch += 1
         self._perm = None
         self._batch_pos = 0
         train_loss = self._epoch_loss_sum / self._epoch_count if self._epoch_count else float("nan")
-        ev = self.evaluate("test")
         mu, logvar = self.encode_all()
         self.latents, self.latent_logvar = mu, logvar
         kl_per_dim = np.asarray(ev["kl_per_dim"], dtype=np.float64)
@@ -799,7 +851,8 @@ class Trainer:
                 "kl_per_dim": kl_per_dim.tolist(),
             }
         )
-        self._keep_good()
+        if keep:
+            self._keep_good()
         self.model.train()
         return EpochEvent(
             epoch=self.epoch,
