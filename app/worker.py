@@ -66,7 +66,9 @@ class TrainThread(QtCore.QThread):
                 if kind == "batch":
                     pending.append(ev)
                     now = time.monotonic()
-                    if now - last >= self._flush:
+                    # The epoch's last batch goes out at once: the evaluation that
+                    # follows it takes a while and the curves should not wait for it.
+                    if now - last >= self._flush or ev.batch == ev.n_batches - 1:
                         self.batches.emit(pending)
                         pending = []
                         last = now
