@@ -26,11 +26,24 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def prepare_qt_environment() -> None:
+    """Settings Qt reads once, so they must be made before the QApplication exists.
+
+    Qt's raster engine hands every fill taller than about 96 rows to a helper
+    thread pool and waits for it.  While training keeps the other cores busy
+    those helpers start late, and each such paint then stalls the window for
+    tens of milliseconds; painting on the GUI thread alone is faster for
+    widgets of this size.  A value already in the environment wins.
+    """
+    os.environ.setdefault("QT_NO_GUI_THREADPOOL", "1")
+
+
 def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
     if args.screenshot and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    prepare_qt_environment()
     from PySide6 import QtCore, QtWidgets
 
     QtCore.QCoreApplication.setOrganizationName("LatentExplorer")
@@ -92,7 +105,11 @@ def _set_icon(app) -> None:
 
 
 def _first_paint_reporter(t0: float, parent):
-    """An event filter that prints "painted <seconds>" after the window's first paint."""
+    """An event filter that prints "painted <seconds> umap=<0|1>" after the window's first paint.
+
+    The second field says whether ``umap`` had been imported by then: it is slow
+    to import and must only load in the background when a UMAP map is asked for.
+    """
     from PySide6 import QtCore
 
     class Reporter(QtCore.QObject):
@@ -106,6 +123,7 @@ def _first_paint_reporter(t0: float, parent):
 
         @QtCore.Slot()
         def report(self) -> None:
-            print(f"painted {time.perf_counter() - t0:.3f}", flush=True)
+            umap = int("umap" in sys.modules)
+            print(f"painted {time.perf_counter() - t0:.3f} umap={umap}", flush=True)
 
     return Reporter(parent)
