@@ -56,12 +56,25 @@ class MessageBar(QtWidgets.QFrame):
         close.clicked.connect(self.hide)
         lay.addWidget(self.icon)
         lay.addWidget(self.text, 1)
+        self._buttons_at = lay.count()
         lay.addWidget(close)
         self.level = ""
+        self.buttons: list[QtWidgets.QPushButton] = []
         self.hide()
 
-    def show_message(self, level: str, text: str) -> None:
+    def show_message(self, level: str, text: str, actions: Any = ()) -> None:
+        """Show ``text``; ``actions`` are (objectName, label, callback) buttons that last until the next message."""
         self.level = level
+        for b in self.buttons:
+            b.hide()
+            b.deleteLater()
+        self.buttons = []
+        for i, (name, label, callback) in enumerate(actions):
+            b = QtWidgets.QPushButton(label)
+            b.setObjectName(name)
+            b.clicked.connect(callback)
+            self.layout().insertWidget(self._buttons_at + i, b)
+            self.buttons.append(b)
         colours = {"error": ("#b3261e", "#fdecea"), "warning": ("#8a5a00", "#fff4d6"), "info": ("#1d4f91", "#e8f0fb")}
         fg, bg = colours.get(level, colours["info"])
         self.setStyleSheet(f"#messageBar {{ background: {bg}; border: 1px solid {fg}; border-radius: 4px; }}"
@@ -348,6 +361,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _install_tools(self) -> None:
         """Each exploration tool module adds its docks, actions and wiring to the window."""
+        from . import recovery; recovery.install(self)  # noqa: E702 - autosave and the restore offer
         from .tools import explore; explore.install(self)  # noqa: E702 - posterior, ELBO, interpolation, traversals, prior samples
 
     # --------------------------------------------------------------- actions
@@ -412,8 +426,9 @@ class MainWindow(QtWidgets.QMainWindow):
             self._on_message("warning", "Stop training before opening another dataset.")
             return
         if self.session.has_model:
-            self._on_message("warning", "Reset the model (Training ▸ Reset model) before switching to another dataset, "
-                                        "or save it first with Ctrl+S.")
+            # The model stays: the session switches only to data of the model's image size
+            # and says what is wrong with anything else.
+            self.session.load_dataset({**self.panel.dataset_settings(), "source": path})
             return
         label = os.path.basename(path.rstrip("/")) or path
         self.panel.blockSignals(True)
@@ -792,6 +807,8 @@ class MainWindow(QtWidgets.QMainWindow):
         ok = self.session.shutdown(2000)
         if not ok:
             self.statusBar().showMessage("Background work did not stop in time; closing anyway.")
+        if getattr(self, "recovery", None) is not None:
+            self.recovery.close()  # keeps an up-to-date recovery file of unsaved training
         event.accept()
 
 
