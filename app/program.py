@@ -52,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     _set_icon(app)
     from .main_window import MainWindow, settings
 
+    if not args.screenshot:
+        from . import recovery
+
+        recovery.use_user_data_dir()  # autosave while training; offer what a crash left behind
     win = MainWindow(restore=not args.screenshot)
     win.set_theme(args.theme or (str(settings().value("theme", "system")) if not args.screenshot else "light"))
     if args.latent_dim is not None or args.epochs is not None:
@@ -85,8 +89,52 @@ def main(argv: list[str] | None = None) -> int:
         QtCore.QTimer.singleShot(0, lambda: win.load_initial_dataset(key))
     if args.train:
         win.session.datasetLoaded.connect(win._on_train, QtCore.Qt.SingleShotConnection)
-    return app.exec()
+    stopper = _close_on_signals(app, win)
+    code = app.exec()
+    return 128 + stopper.signum if stopper.signum else code
 
+
+
+def _close_on_signals(app, win):
+    """Ctrl+C (SIGINT) and SIGTERM close the window as its close button does.
+
+    Closing stops training within a batch and lets a save in progress finish,
+    so no partial file is left behind.  Further signals while closing are
+    ignored.  Python runs signal handlers only when it gets control, and Qt's
+    event loop is C++, so a timer wakes the interpreter a few times a second.
+    """
+    import signal
+
+    from PySide6 import QtCore
+
+    class Stopper(QtCore.QObject):
+        signum = 0
+
+        @QtCore.Slot()
+        def wake(self) -> None:
+            pass
+
+        @QtCore.Slot()
+        def close(self) -> None:
+            win.close()
+            app.quit()
+
+    stopper = Stopper(app)
+    timer = QtCore.QTimer(stopper)
+    timer.timeout.connect(stopper.wake)
+    timer.start(200)
+
+    def handle(signum, frame):
+        if not stopper.signum:
+            stopper.signum = int(signum)
+            QtCore.QTimer.singleShot(0, stopper.close)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            signal.signal(sig, handle)
+        except (ValueError, OSError):  # not the main thread, or no such signal here
+            pass
+    return stopper
 
 
 def _set_icon(app) -> None:

@@ -81,6 +81,8 @@ class Session(QtCore.QObject):
     exampleSelected = Signal(int, object, object)  # index, original, reconstruction
     projectionProgress = Signal(float, str)
     modelLoaded = Signal(object, object, object)  # model settings dict, train settings dict, dataset dict
+    checkpointSaved = Signal(str)  # path of a checkpoint the user saved
+    modelForgotten = Signal()  # emitted just before the model (and its trainer) is dropped
 
     def __init__(self, parent: QtCore.QObject | None = None, num_threads: int | None = None):
         super().__init__(parent)
@@ -123,6 +125,9 @@ class Session(QtCore.QObject):
         self.markers: list[tuple[int, str]] = []
         self.epoch_points: list[tuple[int, float, float, float]] = []
         self.checkpoint_path: str | None = None
+        # Called by the training thread between batches and after epochs (see
+        # Trainer.boundary_hook); the recovery autosave plugs in here.
+        self.boundary_hook: Any = None
 
     # ------------------------------------------------------------------ state
     def _set_state(self, state: str) -> None:
@@ -160,16 +165,19 @@ class Session(QtCore.QObject):
     @Slot(object)
     def _on_dataset_loaded(self, ds: Any) -> None:
         keep_model = self.has_model and self.model_config is not None and tuple(self.model_config.input_shape) == tuple(ds.input_shape)
-        self.dataset = ds
         if self.has_model and not keep_model:
-            self._forget_model()
-            self.message.emit("info", f"Loaded {ds.name}: {ds.n:,} images of {_shape_text(ds.input_shape)}. "
-                                      "The previous model expected another image size and was reset.")
-        else:
-            notes = f" ({'; '.join(ds.notes)})" if getattr(ds, "notes", None) else ""
-            self.message.emit("info", f"Loaded {ds.name}: {ds.n:,} images of {_shape_text(ds.input_shape)}{notes}.")
+            # Never drop a model for a dataset it cannot use: keep both as they were.
+            where = (self._dataset_request or {}).get("source") or ds.name
+            self.message.emit("warning", f"{where}: its images are {_shape_text(ds.input_shape)}, the current model takes "
+                                         f"{_shape_text(self.model_config.input_shape)}. Save the model (Ctrl+S) and reset it "
+                                         "(Training ▸ Reset model) to train on this dataset.")
+            self._set_state(TRAINED)
+            return
+        self.dataset = ds
+        notes = f" ({'; '.join(ds.notes)})" if getattr(ds, "notes", None) else ""
+        self.message.emit("info", f"Loaded {ds.name}: {ds.n:,} images of {_shape_text(ds.input_shape)}{notes}.")
         self.datasetLoaded.emit(ds)
-        if keep_model and self.latents is not None and len(self.latents) != ds.n:
+        if keep_model and self.latents is not None:
             # The stored codes belong to other examples: encode this dataset with the current model.
             self.latents = None
             self.mapCleared.emit("Encoding the new dataset…")
@@ -266,6 +274,14 @@ class Session(QtCore.QObject):
                 return trainer
 
             self.control.reset()  # a finished or stopped run leaves its stop flag set
+        if self.boundary_hook is not None:
+            make, hook = factory, self.boundary_hook
+
+            def factory():
+                trainer = make()
+                trainer.boundary_hook = hook
+                return trainer
+
         # Apply the live settings the panel shows now (they may differ from the model's last run).
         self._epochs_target = epochs
         self._run_start_epoch = self.trainer.epoch if self.trainer is not None else (self.checkpoint.epoch if self.checkpoint is not None else 0)
@@ -334,6 +350,7 @@ class Session(QtCore.QObject):
         self._set_state(IDLE if self.dataset is not None else EMPTY)
 
     def _forget_model(self) -> None:
+        self.modelForgotten.emit()
         self.trainer = None
         self.checkpoint = None
         self.checkpoint_path = None
@@ -417,7 +434,10 @@ class Session(QtCore.QObject):
             self._set_state(TRAINING)
         elif ev.status == "diverged":
             self._set_state(PAUSED)
-            self.message.emit("error", ev.message)
+            if self.trainer is not None:
+                # Decode with the rolled-back weights (the last snapshot may predate them, or not exist yet).
+                self._install_snapshot(self.trainer.snapshot())
+            self.message.emit("error", f"Training paused: {ev.message}")
             self.markers.append((ev.step, "diverged: rolled back"))
             self.markerAdded.emit(ev.step, "diverged: rolled back")
 
@@ -449,6 +469,10 @@ class Session(QtCore.QObject):
             if self.control is not None:
                 self.control.stop()
             ok = self.thread.wait(timeout_ms)
+        if ok and self._pending_save and self.trainer is not None:
+            # A save asked for while training ran must not be lost by closing.
+            path, self._pending_save = self._pending_save, None
+            self._save_now(path)
         ok = self.tasks.wait(max(100, timeout_ms // 2)) and ok
         return ok
 
@@ -611,6 +635,7 @@ class Session(QtCore.QObject):
             return
         self.checkpoint_path = path
         self.message.emit("info", f"Saved {path}")
+        self.checkpointSaved.emit(path)
 
     def load_checkpoint(self, path: str) -> None:
         if self.running:
@@ -644,6 +669,14 @@ class Session(QtCore.QObject):
         import torch
 
         path, ckpt, model, ds, ds_error = result
+        shape = tuple(ckpt.model_config.input_shape)
+        if ds is None and self.trainer is not None and self.dataset is not None and tuple(self.dataset.input_shape) != shape:
+            # It could be neither trained nor shown with its data here: keep the current model rather than drop it.
+            self.message.emit("error", f"Cannot open {path}: it is a model of {_shape_text(shape)} images, the loaded "
+                                       f"dataset {self.dataset.name} has {_shape_text(self.dataset.input_shape)} images and "
+                                       f"the checkpoint's own dataset could not be loaded ({ds_error}). The current model is kept.")
+            self._on_checkpoint_failed_state()
+            return
         torch.set_num_threads(1)
         self.trainer = None
         self.checkpoint = ckpt
@@ -697,6 +730,9 @@ class Session(QtCore.QObject):
     @Slot(str)
     def _on_checkpoint_failed(self, text: str) -> None:
         self.message.emit("error", text)
+        self._on_checkpoint_failed_state()
+
+    def _on_checkpoint_failed_state(self) -> None:
         prev = getattr(self, "_state_before_load", EMPTY)
         self._set_state(prev if prev != LOADING else (TRAINED if self.has_model else IDLE if self.dataset is not None else EMPTY))
 
