@@ -363,6 +363,7 @@ class MainWindow(QtWidgets.QMainWindow):
         """Each exploration tool module adds its docks, actions and wiring to the window."""
         from . import recovery; recovery.install(self)  # noqa: E702 - autosave and the restore offer
         from .tools import explore; explore.install(self)  # noqa: E702 - posterior, ELBO, interpolation, traversals, prior samples
+        from .tools import monitor; monitor.install(self)  # noqa: E702 - KL per dimension, collapse warnings, decoded manifold
 
     # --------------------------------------------------------------- actions
     @Slot()

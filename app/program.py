@@ -7,6 +7,9 @@ import os
 import sys
 import time
 
+#: Milliseconds after the window shows before UMAP is warmed up in the background.
+WARMUP_DELAY_MS = 1500
+
 USAGE = """vae-explorer [PATH] [options]
        vae-explorer train|evaluate|export ...   (headless; see vae-explorer train --help)"""
 
@@ -89,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
         QtCore.QTimer.singleShot(0, lambda: win.load_initial_dataset(key))
     if args.train:
         win.session.datasetLoaded.connect(win._on_train, QtCore.Qt.SingleShotConnection)
+    if not os.environ.get("LATENT_EXPLORER_NO_WARMUP"):
+        # Import umap and compile its layout code in the background once the
+        # window is up, so the first UMAP map the user asks for comes quickly.
+        QtCore.QTimer.singleShot(WARMUP_DELAY_MS, win.session.warm_umap)
     stopper = _close_on_signals(app, win)
     code = app.exec()
     return 128 + stopper.signum if stopper.signum else code

@@ -30,6 +30,14 @@ from .worker import TaskRunner, TrainThread
 Signal = QtCore.Signal
 Slot = QtCore.Slot
 
+#: From this many codes on, two-dims and PCA maps are fitted on a pool thread.
+LARGE_MAP = 20_000
+#: While training, a newer epoch replaces a running UMAP fit, unless the map
+#: has waited this long for a layout: then the fit finishes first.
+UMAP_MAX_WAIT_S = 3.0
+#: Seconds between two progress reports of a background projection.
+PROGRESS_INTERVAL_S = 0.1
+
 # States a user can see.
 EMPTY = "empty"  # no dataset yet
 LOADING = "busy"  # loading a dataset or a checkpoint
@@ -111,6 +119,12 @@ class Session(QtCore.QObject):
         self._umap_task: Any = None
         self._umap_dirty = False
         self._prev_umap: np.ndarray | None = None
+        self._umap_token = 0  # identifies the newest UMAP fit; older results are dropped
+        self._umap_cancelled: Any = None  # the last cancelled fit, perhaps still finishing an epoch
+        self._umap_waiting_since = 0.0  # when the map last got a UMAP layout or UMAP was chosen
+        self._umap_warm: str | None = None
+        self._map_token = 0  # identifies the newest map request; background fits check it
+        self._map_task: Any = None
         self._map_timer = QtCore.QTimer(self)
         self._map_timer.setSingleShot(True)
         self._map_timer.timeout.connect(self._refresh_map)
@@ -480,10 +494,14 @@ class Session(QtCore.QObject):
     def set_projection(self, mode: str, dims: tuple[int, int] | None = None) -> None:
         if mode not in ("dims", "pca", "umap"):
             raise ValueError(mode)
+        if mode != "umap":
+            self._cancel_umap()
+        elif self.projection_mode != "umap":
+            self._umap_waiting_since = time.monotonic()
         self.projection_mode = mode
         if dims is not None:
             self.projection_dims = (int(dims[0]), int(dims[1]))
-        self._prev_umap = None if mode != "umap" else self._prev_umap
+        # The last UMAP layout is kept across modes: coming back starts from it.
         self._refresh_map(force_autorange=True)
 
     @Slot()
@@ -497,34 +515,75 @@ class Session(QtCore.QObject):
         d = codes.shape[1]
         mode = self.projection_mode if d > 2 else "dims"
         autorange = force_autorange or self.xy is None
-        if mode == "dims":
-            i, j = self.projection_dims if d > 2 else (0, min(1, d - 1))
-            i, j = min(i, d - 1), min(j, d - 1)
-            proj = P.RawDims(i, j)
-            xy = proj.fit(codes)
-            labels = (f"z{i + 1}", f"z{j + 1}")
-        elif mode == "pca":
-            proj = P.PCAProjection()
-            xy = proj.fit(codes)
-            evr = getattr(proj, "explained_variance_ratio", None)
-            if evr is not None and len(evr) >= 2:
-                labels = (f"PC1 ({100 * evr[0]:.0f}% of variance)", f"PC2 ({100 * evr[1]:.0f}%)")
-            else:
-                labels = ("PC1", "PC2")
-        else:
+        self._map_token += 1  # results of earlier background fits are stale now
+        if mode == "umap":
             self._start_umap(codes)
             return
-        self._install_projection(proj, xy, labels, autorange)
+        if mode == "dims":
+            i, j = self.projection_dims if d > 2 else (0, 1)
+            i, j = min(i, d - 1), min(j, d - 1 if d > 1 else 1)  # d = 1: y = 0 (see RawDims)
+            if i == j:
+                j = (i + 1) % d
+            proj = P.RawDims(i, j)
+        else:
+            proj = P.PCAProjection()
+        if len(codes) >= LARGE_MAP:
+            self._fit_in_background(proj, codes, autorange)
+            return
+        xy = proj.fit(codes)
+        self._install_projection(proj, xy, _axis_labels(proj), autorange)
 
-    def _install_projection(self, proj: Any, xy: np.ndarray, axis_labels: tuple[str, str], autorange: bool) -> None:
-        self.projection = proj
-        if isinstance(getattr(proj, "base", None), np.ndarray) or hasattr(proj, "base"):
+    def _fit_in_background(self, proj: Any, codes: np.ndarray, autorange: bool) -> None:
+        """Fit a two-dims or PCA map of many codes on a pool thread.
+
+        The fit's index of the layout (for "far from data") takes about 0.1 s
+        at 70,000 codes; the GUI thread only draws.  Meanwhile the current
+        projection of the same kind places the new codes at once (for two
+        latent dims exactly where the new fit puts them, for PCA on the
+        previous axes until the new ones arrive).
+        """
+        token = self._map_token
+        cur = self.projection
+        quick = None
+        if type(cur) is type(proj) and getattr(cur, "is_fitted", False) and cur.dim == codes.shape[1] \
+                and getattr(cur, "i", None) == getattr(proj, "i", None) and getattr(cur, "j", None) == getattr(proj, "j", None):
+            quick = cur.transform(codes)
+            self._show_xy(quick, _axis_labels(cur), autorange)
+        exact_quick = quick is not None and isinstance(proj, type(cur)) and hasattr(proj, "i")
+
+        def job(progress, cancelled):
+            xy = proj.fit(codes, cancel=cancelled)
+            return token, proj, xy, autorange and quick is None, exact_quick
+
+        if self._map_task is not None:
+            self._map_task.cancel()
+        self._map_task = self.tasks.start(job, self._on_map_fitted, self._on_task_failed)
+
+    @Slot(object)
+    def _on_map_fitted(self, result: Any) -> None:
+        token, proj, xy, autorange, already_shown = result
+        if token != self._map_token or self.latents is None or len(self.latents) != len(xy):
+            return  # newer codes or another map were asked for meanwhile
+        self._map_task = None
+        if already_shown and self.xy is not None and len(self.xy) == len(xy):
+            # Two latent dims: the points on screen are these already; only the inverse changes.
+            self.projection = proj
             self._update_raw_base()
+            return
+        self._install_projection(proj, xy, _axis_labels(proj), autorange)
+
+    def _show_xy(self, xy: np.ndarray, axis_labels: tuple[str, str], autorange: bool) -> None:
         self.xy = np.asarray(xy, dtype=np.float32)
         self.mapReady.emit({
             "xy": self.xy, "labels": self.labels if self.labels is not None and len(self.labels) == len(self.xy) else None,
             "label_names": self.label_names, "x_label": axis_labels[0], "y_label": axis_labels[1], "autorange": autorange,
         })
+
+    def _install_projection(self, proj: Any, xy: np.ndarray, axis_labels: tuple[str, str], autorange: bool) -> None:
+        self.projection = proj
+        if hasattr(proj, "base"):
+            self._update_raw_base()
+        self._show_xy(xy, axis_labels, autorange)
 
     def _update_raw_base(self) -> None:
         if self.latents is None or not hasattr(self.projection, "base"):
@@ -535,42 +594,113 @@ class Session(QtCore.QObject):
             base = self.latents[self.selected].astype(np.float32).copy()
         self.projection.base = base
 
+    # ------------------------------------------------------------------- UMAP
+    @Slot()
+    def warm_umap(self) -> None:
+        """Import umap and compile its layout code in the background, once per process.
+
+        Started by the program a moment after its window shows, so that a
+        user's first UMAP map does not wait for it.  Nothing is shown unless
+        it fails.
+        """
+        if self._umap_warm is not None:
+            return
+        self._umap_warm = "warming"
+
+        def job(progress, cancelled):
+            from vae_core.projection import warm_umap
+
+            return warm_umap()
+
+        self.tasks.start(job, self._on_umap_warm, self._on_umap_warm_failed)
+
+    @property
+    def umap_warm_state(self) -> str | None:
+        """None (not started), "warming", "ready" or "failed"."""
+        return self._umap_warm
+
+    @Slot(object)
+    def _on_umap_warm(self, seconds: Any) -> None:
+        self._umap_warm = "ready"
+
+    @Slot(str)
+    def _on_umap_warm_failed(self, text: str) -> None:
+        # The UMAP map will report the problem if the user asks for one.
+        self._umap_warm = "failed"
+
+    def _cancel_umap(self) -> None:
+        """Stop the running UMAP fit (between two of its epochs) and hide its progress."""
+        if self._umap_task is None:
+            return
+        self._umap_task.cancel()
+        self._umap_cancelled = self._umap_task
+        self._umap_task = None
+        self._umap_dirty = False
+        self._umap_token += 1
+        self.projectionProgress.emit(1.0, "")
+
     def _start_umap(self, codes: np.ndarray) -> None:
         if self._umap_task is not None:
-            self._umap_dirty = True
-            return
+            # Newest codes first: drop the running fit, unless the map has
+            # already waited so long for a layout that it had better finish.
+            if time.monotonic() - self._umap_waiting_since < UMAP_MAX_WAIT_S:
+                self._cancel_umap()
+            else:
+                self._umap_dirty = True
+                return
         from vae_core import projection as P
 
+        # Start from the previous layout of the same examples, so the map
+        # moves only as much as the codes did (the fit aligns its result to it).
         init = self._prev_umap if self._prev_umap is not None and len(self._prev_umap) == len(codes) else None
         codes = codes.copy()
         self._umap_dirty = False
+        self._umap_token += 1
+        token = self._umap_token
+        previous = self._umap_cancelled
 
         def job(progress, cancelled):
+            if previous is not None:
+                # A cancelled fit stops within one of its epochs: wait for it
+                # rather than run two fits at once on the same cores.
+                while not previous.finished_event.wait(0.05):
+                    if cancelled():
+                        raise P.ProjectionCancelled("the projection was cancelled")
             proj = P.UMAPProjection(init=init, random_state=0)
-            xy = proj.fit(codes, progress=progress, cancel=cancelled)
-            return proj, xy
+            xy = proj.fit(codes, progress=_every(progress, PROGRESS_INTERVAL_S), cancel=cancelled)
+            return token, proj, xy, init is None
 
         self.projectionProgress.emit(0.0, "UMAP: starting")
         self._umap_task = self.tasks.start(job, self._on_umap_done, self._on_umap_failed, self._on_umap_progress)
 
     @Slot(float, str)
     def _on_umap_progress(self, fraction: float, text: str) -> None:
-        self.projectionProgress.emit(fraction, text)
+        if self._umap_task is not None and self.sender() is self._umap_task.signals:
+            self.projectionProgress.emit(fraction, text)
 
     @Slot(object)
     def _on_umap_done(self, result: Any) -> None:
+        token, proj, xy = result[:3]
+        first = result[3] if len(result) > 3 else True
+        if token != self._umap_token:
+            return  # a fit that was cancelled after it had finished
         self._umap_task = None
-        proj, xy = result
+        self._umap_cancelled = None
         self.projectionProgress.emit(1.0, "")
         if self.projection_mode == "umap" and self.latents is not None and len(xy) == len(self.latents):
             self._prev_umap = np.asarray(xy)
-            self._install_projection(proj, xy, ("UMAP 1", "UMAP 2"), autorange=True)
-        if self._umap_dirty and self.projection_mode == "umap":
+            self._umap_waiting_since = time.monotonic()
+            self._map_token += 1
+            self._install_projection(proj, xy, ("UMAP 1", "UMAP 2"), autorange=first)
+        if self._umap_dirty and self.projection_mode == "umap" and self.latents is not None:
             self._start_umap(self.latents)
 
     @Slot(str)
     def _on_umap_failed(self, text: str) -> None:
+        if self._umap_task is not None and self.sender() is not self._umap_task.signals:
+            return  # a cancelled fit's late failure
         self._umap_task = None
+        self._umap_dirty = False
         self.projectionProgress.emit(1.0, "")
         self.message.emit("error", f"UMAP failed: {text}")
 
@@ -814,6 +944,35 @@ def _fmt(v: Any) -> str:
             return f"{v:.0e}"
         return f"{v:g}"
     return str(v)
+
+
+def _every(progress: Any, interval_s: float) -> Any:
+    """``progress`` called at most once per ``interval_s`` (the first call always goes through).
+
+    A UMAP fit reports after each of its epochs, a few milliseconds apart on
+    small maps; every report is a queued signal whose handling in the GUI
+    thread waits for the interpreter lock, so unthrottled they crowd out
+    everything else the GUI thread has to do.
+    """
+    last = [-math.inf]
+
+    def report(fraction: float, message: str = "") -> None:
+        now = time.monotonic()
+        if now - last[0] >= interval_s:
+            last[0] = now
+            progress(fraction, message)
+
+    return report
+
+
+def _axis_labels(proj: Any) -> tuple[str, str]:
+    """Axis titles of a two-dims or PCA map, 1-based as the program names dims (z1, z2, ...)."""
+    if hasattr(proj, "i"):
+        return (f"z{proj.i + 1}", f"z{proj.j + 1}")
+    evr = getattr(proj, "explained_variance_ratio", None)
+    if evr is not None and len(evr) >= 2:
+        return (f"PC1 ({100 * evr[0]:.0f}% of variance)", f"PC2 ({100 * evr[1]:.0f}%)")
+    return ("PC1", "PC2")
 
 
 def _shape_text(shape: Any) -> str:

@@ -266,6 +266,8 @@ class LatentView(QtWidgets.QWidget):
     dragFinished = QtCore.Signal()
     exampleClicked = QtCore.Signal(int)
     hovered = QtCore.Signal(int)
+    #: The visible data range changed (pan, zoom, resize, auto range): x0, x1, y0, y1.
+    viewRangeChanged = QtCore.Signal(float, float, float, float)
 
     def __init__(self, parent: QtWidgets.QWidget | None = None):
         super().__init__(parent)
@@ -298,6 +300,15 @@ class LatentView(QtWidgets.QWidget):
         self._tree_offset = np.zeros(2)
         self._tree_scale = np.ones(2)
         self._images: np.ndarray | None = None
+
+        # Underlay: an image under the points filling a rectangle of the map
+        # (e.g. the decoded manifold); not part of the data bounds.
+        self._underlay = pg.ImageItem(axisOrder="row-major")
+        self._underlay.setZValue(-10)
+        self._underlay.hide()
+        self._item.addItem(self._underlay, ignoreBounds=True)
+        self._underlay_image: np.ndarray | None = None
+        self._underlay_rect: tuple[float, float, float, float] | None = None
 
         # Overlays.
         self._path = pg.PlotDataItem(symbol="o", symbolSize=6)
@@ -661,6 +672,51 @@ class LatentView(QtWidgets.QWidget):
     def highlight(self) -> int | None:
         return self._highlight_index
 
+    def set_underlay(self, image, rect=None) -> None:
+        """Show ``image`` under the points, stretched over ``rect`` = (x0, y0, w, h) in data units.
+
+        ``image`` is (H, W) grey or (H, W, 3) colour, floats in [0, 1], oriented
+        as it should look on screen: its first row is the top edge of ``rect``
+        (y0 + h) and its last row the bottom edge (y0).  None removes it.
+        """
+        if image is None:
+            self._underlay_image = None
+            self._underlay_rect = None
+            self._underlay.hide()
+            self._underlay.clear()
+            return
+        img = np.asarray(image)
+        if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] != 3) or img.size == 0:
+            raise ValueError(f"an underlay is an (H, W) or (H, W, 3) image, got shape {img.shape}")
+        if rect is None or len(rect) != 4:
+            raise ValueError("set_underlay needs rect=(x0, y0, width, height)")
+        x0, y0, w, h = (float(v) for v in rect)
+        if not all(map(math.isfinite, (x0, y0, w, h))) or w <= 0 or h <= 0:
+            raise ValueError(f"invalid underlay rectangle {rect}")
+        self._underlay_image = img
+        self._underlay_rect = (x0, y0, w, h)
+        # uint8 is ImageItem's fast path; rows flipped because the map's y axis points up.
+        u8 = (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8) if img.dtype != np.uint8 else img
+        self._underlay.setImage(np.ascontiguousarray(u8[::-1]), levels=(0, 255), autoLevels=False)
+        self._underlay.setRect(QtCore.QRectF(x0, y0, w, h))
+        self._underlay.show()
+
+    def underlay(self) -> tuple[np.ndarray, tuple[float, float, float, float]] | None:
+        """The image and rectangle given to ``set_underlay``, or None."""
+        if self._underlay_image is None:
+            return None
+        return self._underlay_image, self._underlay_rect
+
+    def view_range(self) -> tuple[float, float, float, float]:
+        """The visible data range: x0, x1, y0, y1."""
+        (x0, x1), (y0, y1) = self._vb.viewRange()
+        return float(x0), float(x1), float(y0), float(y1)
+
+    def plot_area_size(self) -> tuple[int, int]:
+        """Width and height in pixels of the area the data is drawn in."""
+        r = self._vb.sceneBoundingRect()
+        return int(r.width()), int(r.height())
+
     def export_png(self, path) -> bool:
         """Save the plot as it looks now to a PNG file."""
         return bool(self._plot.grab().save(str(path), "PNG"))
@@ -791,6 +847,7 @@ class LatentView(QtWidgets.QWidget):
     def _on_range_changed(self, *_args) -> None:
         if self._preview.isVisible():
             self._hide_hover()
+        self.viewRangeChanged.emit(*self.view_range())
 
     # --- theme --------------------------------------------------------------------------
 
