@@ -86,10 +86,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.path:
         path = args.path
-        QtCore.QTimer.singleShot(0, lambda: win.open_path(path))
+        _after_first_paint(win, lambda: win.open_path(path))
     else:
         key = args.dataset or "mnist"
-        QtCore.QTimer.singleShot(0, lambda: win.load_initial_dataset(key))
+        _after_first_paint(win, lambda: win.load_initial_dataset(key))
     if args.train:
         win.session.datasetLoaded.connect(win._on_train, QtCore.Qt.SingleShotConnection)
     if not os.environ.get("LATENT_EXPLORER_NO_WARMUP"):
@@ -142,6 +142,37 @@ def _close_on_signals(app, win):
         except (ValueError, OSError):  # not the main thread, or no such signal here
             pass
     return stopper
+
+
+def _after_first_paint(win, fn, fallback_ms: int = 1000) -> None:
+    """Call ``fn`` once the window has painted for the first time, or after ``fallback_ms``.
+
+    Loading data starts background threads (importing torch, reading files)
+    that compete with the GUI thread for the interpreter; started before the
+    first paint they hold the window back by about half a second on two cores.
+    The fallback covers a window that is not painted (started minimised).
+    """
+    from PySide6 import QtCore
+
+    class Starter(QtCore.QObject):
+        done = False
+
+        def eventFilter(self, obj, event) -> bool:  # noqa: N802 - Qt's name
+            if not self.done and event.type() == QtCore.QEvent.Paint:
+                QtCore.QTimer.singleShot(0, self.start)
+            return False
+
+        @QtCore.Slot()
+        def start(self) -> None:
+            if self.done:
+                return
+            self.done = True
+            win.removeEventFilter(self)
+            fn()
+
+    starter = Starter(win)
+    win.installEventFilter(starter)
+    QtCore.QTimer.singleShot(fallback_ms, starter.start)
 
 
 def _set_icon(app) -> None:

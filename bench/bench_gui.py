@@ -217,7 +217,10 @@ def _gui_round(win, spin) -> float:
     th.epochEnded.connect(rec.on_epoch, QtCore.Qt.DirectConnection)
     if not spin(lambda: s.state == TRAINED and not s.running, 300):
         raise RuntimeError("training in the program did not finish")
-    spin(lambda: not s._map_timer.isActive(), 5)  # let the last map redraw happen before the next round
+    # Let the last map redraw happen before the next round starts.
+    map_timer = getattr(s, "_map_timer", None)
+    if map_timer is not None:
+        spin(lambda: not map_timer.isActive(), 5)
     return rec.rate()
 
 
