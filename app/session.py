@@ -35,6 +35,8 @@ LARGE_MAP = 20_000
 #: While training, a newer epoch replaces a running UMAP fit, unless the map
 #: has waited this long for a layout: then the fit finishes first.
 UMAP_MAX_WAIT_S = 3.0
+#: When the new points are already shown, their background fit waits this long.
+FIT_AFTER_PAINT_S = 0.06
 #: Seconds between two progress reports of a background projection.
 PROGRESS_INTERVAL_S = 0.1
 
@@ -552,6 +554,9 @@ class Session(QtCore.QObject):
         exact_quick = quick is not None and isinstance(proj, type(cur)) and hasattr(proj, "i")
 
         def job(progress, cancelled):
+            if quick is not None:
+                # Let the GUI thread draw the new points first, without sharing the cores.
+                time.sleep(FIT_AFTER_PAINT_S)
             xy = proj.fit(codes, cancel=cancelled)
             return token, proj, xy, autorange and quick is None, exact_quick
 
