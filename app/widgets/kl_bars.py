@@ -59,6 +59,13 @@ class KLBars(QtWidgets.QWidget):
         self._threshold.setToolTip(f"{INACTIVE_KL:g} nats: below it a dimension carries no information")
         item.addItem(self._threshold, ignoreBounds=True)
 
+        # The title is a wrapping label, not the plot's own title, which would
+        # force the plot to be as wide as the text.
+        self._title_label = QtWidgets.QLabel()
+        self._title_label.setObjectName("klTitle")
+        self._title_label.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
+        self._title_label.setWordWrap(True)
+
         self._warning = QtWidgets.QLabel()
         self._warning.setObjectName("klWarning")
         self._warning.setWordWrap(True)
@@ -70,6 +77,7 @@ class KLBars(QtWidgets.QWidget):
         lay.setContentsMargins(2, 2, 2, 2)
         lay.setSpacing(2)
         lay.addWidget(self._warning)
+        lay.addWidget(self._title_label)
         lay.addWidget(self._plot, 1)
         self._apply_theme()
         self.clear()
@@ -109,7 +117,7 @@ class KLBars(QtWidgets.QWidget):
                              brush=pg.mkBrush(ghost), pen=None)
         total = float(np.nansum(kl))
         self._title = f"active units: {self._active_units} / {d} · total KL {total:.2f} nats"
-        item.setTitle(self._title, color=self._fg().name(), size="10pt")
+        self._title_label.setText(self._title)
         self._plot.setToolTip(
             "Held-out KL(q(z_j|x) ‖ N(0, 1)) of each latent dimension, averaged over examples, in nats.\n"
             f"Grey: below {INACTIVE_KL:g} nats, the dimension is unused (its posterior is the prior).\n"
@@ -121,7 +129,7 @@ class KLBars(QtWidgets.QWidget):
         self._bars.setOpts(x=[], height=[], width=0.8, brushes=None, pen=None)
         self._ghosts.setOpts(x=[], height=[], width=0.8, pen=None)
         self._title = "KL per latent dimension: train a model to see it"
-        self._plot.getPlotItem().setTitle(self._title, color=self._fg().name(), size="10pt")
+        self._title_label.setText(self._title)
         self._plot.getPlotItem().getAxis("bottom").setTicks(None)
 
     def _set_ticks(self, d: int) -> None:
@@ -208,8 +216,6 @@ class KLBars(QtWidgets.QWidget):
         line = QtGui.QColor(fg)
         line.setAlpha(160)
         self._threshold.setPen(pg.mkPen(line, width=1.2, style=QtCore.Qt.PenStyle.DashLine))
-        if self._title:
-            item.setTitle(self._title, color=fg.name(), size="10pt")
 
     def changeEvent(self, event: QtCore.QEvent) -> None:
         if event.type() in (QtCore.QEvent.Type.PaletteChange,
