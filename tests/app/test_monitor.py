@@ -106,7 +106,7 @@ def test_kl_dock_follows_epochs_warns_on_collapse_and_clears_on_recovery(qtbot, 
     assert bar.isVisible() and "collapse" in find(win, QtWidgets.QLabel, "messageText").text().lower()
 
     # It recovers within a few more epochs: both warnings go away.
-    find(win, QtWidgets.QSpinBox, "epochsSpin").setValue(6)
+    find(win, QtWidgets.QSpinBox, "epochsSpin").setValue(3)
     qtbot.mouseClick(find(win, QtWidgets.QPushButton, "trainButton"), QtCore.Qt.LeftButton)
     qtbot.waitUntil(lambda: win.session.state == TRAINED and not win.session.running, timeout=120000)
     assert win.session.last_epoch.test_kl > M.COLLAPSE_KL
