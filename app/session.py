@@ -378,6 +378,7 @@ class Session(QtCore.QObject):
         self.xy = None
         self.projection = None
         self._prev_umap = None
+        self._cancel_umap()  # a layout of the forgotten model's codes must not land on the map
         self.selected = None
         self.last_epoch = None
         self._reset_history_view()
@@ -826,6 +827,7 @@ class Session(QtCore.QObject):
         self.label_names = ckpt.label_names
         self.selected = None
         self._prev_umap = None
+        self._cancel_umap()
         if ds is not None:
             self.dataset = ds
             self.datasetLoaded.emit(ds)
