@@ -176,10 +176,21 @@ class Session(QtCore.QObject):
 
             return load_dataset({k: v for k, v in spec.items() if v is not None})
 
-        self.tasks.start(job, self._on_dataset_loaded, self._on_dataset_failed)
+        if getattr(self, "_dataset_task", None) is not None:
+            self._dataset_task.cancel()  # only the latest request counts
+        self._dataset_task = self.tasks.start(job, self._on_dataset_loaded, self._on_dataset_failed)
+
+    def _stale_dataset(self) -> bool:
+        """True for the result of a dataset load that a newer request has replaced."""
+        sender = self.sender()
+        task = getattr(self, "_dataset_task", None)
+        return sender is not None and task is not None and sender is not task.signals
 
     @Slot(object)
     def _on_dataset_loaded(self, ds: Any) -> None:
+        if self._stale_dataset():
+            return
+        self._dataset_task = None
         keep_model = self.has_model and self.model_config is not None and tuple(self.model_config.input_shape) == tuple(ds.input_shape)
         if self.has_model and not keep_model:
             # Never drop a model for a dataset it cannot use: keep both as they were.
@@ -202,6 +213,9 @@ class Session(QtCore.QObject):
 
     @Slot(str)
     def _on_dataset_failed(self, text: str) -> None:
+        if self._stale_dataset():
+            return
+        self._dataset_task = None
         self.message.emit("error", text)
         self._set_state(self._state_before_load if self._state_before_load != LOADING else (IDLE if self.dataset is not None else EMPTY))
         if self.dataset is None and self.state == EMPTY:
@@ -326,8 +340,18 @@ class Session(QtCore.QObject):
             except VAEError as exc:
                 self.message.emit("error", str(exc))
 
+    def _stale(self) -> bool:
+        """True when the signal being handled comes from the run of a model that was reset since.
+
+        A thread's queued signals may still be on their way after ``reset`` has
+        waited for it; they must not bring the forgotten model back.
+        """
+        return bool(getattr(self.sender(), "forgotten", False))
+
     @Slot(object)
     def _on_trainer_ready(self, trainer: Any) -> None:
+        if self._stale():
+            return
         self.trainer = trainer
         self.checkpoint = None
         self.model_config = trainer.model_config
@@ -363,10 +387,13 @@ class Session(QtCore.QObject):
             self.stop()
             self.thread.wait(3000)
         self._forget_model()
-        self._set_state(IDLE if self.dataset is not None else EMPTY)
+        if self.state != LOADING:  # a dataset on its way sets the state when it arrives
+            self._set_state(IDLE if self.dataset is not None else EMPTY)
 
     def _forget_model(self) -> None:
         self.modelForgotten.emit()
+        if self.thread is not None:
+            self.thread.forgotten = True
         self.trainer = None
         self.checkpoint = None
         self.checkpoint_path = None
@@ -392,6 +419,8 @@ class Session(QtCore.QObject):
 
     @Slot(object)
     def _on_batches(self, events: list) -> None:
+        if self._stale():
+            return
         n = len(events)
         step = np.fromiter((e.step for e in events), dtype=np.float64, count=n)
         recon = np.fromiter((e.recon for e in events), dtype=np.float64, count=n)
@@ -414,6 +443,8 @@ class Session(QtCore.QObject):
 
     @Slot(object, object)
     def _on_epoch(self, ev: Any, snapshot: Any) -> None:
+        if self._stale():
+            return
         self.last_epoch = ev
         self.latents = ev.latents
         self.latent_logvar = ev.latent_logvar
@@ -441,6 +472,8 @@ class Session(QtCore.QObject):
 
     @Slot(object)
     def _on_status(self, ev: Any) -> None:
+        if self._stale():
+            return
         if ev.status == "paused":
             self._set_state(PAUSED)
             if self._pending_save:
@@ -460,6 +493,8 @@ class Session(QtCore.QObject):
 
     @Slot(object)
     def _on_change(self, ev: Any) -> None:
+        if self._stale():
+            return
         text = f"{_NAMES.get(ev.name, ev.name)} {_fmt(ev.old)} → {_fmt(ev.new)}"
         self.markers.append((ev.step, text))
         self.markerAdded.emit(ev.step, text)
@@ -470,6 +505,11 @@ class Session(QtCore.QObject):
 
     @Slot()
     def _on_thread_finished(self) -> None:
+        ended = self.sender()
+        if ended is not None:
+            ended.deleteLater()  # its queued signals have all been delivered before this one
+            if ended is not self.thread:
+                return  # a run that ended after the next one had already started
         self.thread = None
         if self._pending_save and self.trainer is not None:
             path, self._pending_save = self._pending_save, None
