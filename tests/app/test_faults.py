@@ -9,7 +9,6 @@ Ctrl+C and SIGTERM close the program cleanly, leaving no partial file.
 from __future__ import annotations
 
 import json
-import math
 import os
 import pickle
 import signal
@@ -18,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,7 @@ from PySide6 import QtCore, QtWidgets
 
 from app import recovery as rec_mod
 from app.main_window import MainWindow
-from app.session import PAUSED, TRAINED, TRAINING
+from app.session import PAUSED, TRAINED
 from vae_core.checkpoint import FORMAT_VERSION, METADATA_KEY, load_checkpoint, save_checkpoint
 from vae_core.config import ModelConfig, TrainConfig
 from vae_core.training import Trainer
