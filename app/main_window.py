@@ -35,6 +35,30 @@ def is_checkpoint_path(path: str) -> bool:
     return path.lower().endswith(CHECKPOINT_SUFFIXES)
 
 
+_gui_gc = None
+
+
+def collect_garbage_on_gui_thread() -> None:
+    """Run Python's cyclic garbage collector only on the GUI thread, from a timer.
+
+    Left automatic, a collection runs in whichever thread happens to allocate,
+    the training or UMAP thread included.  If it frees a Qt object there (a
+    closed dialog or widget caught in a reference cycle), Qt's destructor and
+    the GUI thread wait on each other: the program hangs.  pyqtgraph's
+    GarbageCollector turns automatic collection off and collects on a timer of
+    the thread that creates it, with the usual generation thresholds.
+    """
+    global _gui_gc
+    if _gui_gc is not None:
+        return
+    app = QtWidgets.QApplication.instance()
+    if app is None or QtCore.QThread.currentThread() is not app.thread():
+        return
+    from pyqtgraph.util.garbage_collector import GarbageCollector
+
+    _gui_gc = GarbageCollector(interval=0.5)
+
+
 class MessageBar(QtWidgets.QFrame):
     """A dismissible line above the map for errors and notices (never modal)."""
 
@@ -163,6 +187,7 @@ class MapToolbar(QtWidgets.QWidget):
 class MainWindow(QtWidgets.QMainWindow):
     def __init__(self, session: Session | None = None, restore: bool = True):
         super().__init__()
+        collect_garbage_on_gui_thread()
         self.setObjectName("mainWindow")
         self.setWindowTitle(APP)
         self.setAcceptDrops(True)
@@ -356,8 +381,6 @@ class MainWindow(QtWidgets.QMainWindow):
         self.latent_view.pointPicked.connect(self._on_point_picked)
         self.latent_view.exampleClicked.connect(self._on_example_clicked)
         self.map_toolbar.changed.connect(self._on_projection_choice)
-        if hasattr(self.loss_plot, "logScaleCheck"):
-            pass
 
     def _install_tools(self) -> None:
         """Each exploration tool module adds its docks, actions and wiring to the window."""

@@ -4,7 +4,17 @@ import os
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("LATENT_EXPLORER_NO_WARMUP", "1")
 
+import gc  # noqa: E402
+
 import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _collect_when_automatic_collection_is_off():
+    """The program's window turns automatic garbage collection off; tests that run after it still get their memory back."""
+    yield
+    if not gc.isenabled():
+        gc.collect()
 
 
 @pytest.fixture(autouse=True)
