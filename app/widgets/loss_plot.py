@@ -36,9 +36,48 @@ MARKER_COLOUR = "#9467bd"
 
 #: Values at or below zero are drawn at this floor when the y axis is logarithmic.
 LOG_FLOOR = 1e-6
-#: At most about this many points are drawn per curve.
+#: At most about this many points are drawn per curve (fewer on a narrow plot: two per pixel).
 MAX_DRAW_POINTS = 2000
+MIN_DRAW_POINTS = 400
 REDRAW_INTERVAL_MS = 100
+#: While following new points the x axis ends at the next of these multiples of a power of ten,
+#: so the axes (costly to lay out) change a few times per decade instead of on every redraw.
+NICE_STEPS = (1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0)
+#: The y range is refitted when the data leave it or fill less than this share of it.
+Y_FILL_MIN = 0.6
+Y_PAD = 0.08
+
+
+def nice_ceil(v: float) -> float:
+    """The smallest number of the form s * 10**k (s in NICE_STEPS) that is >= v (v > 0)."""
+    if not np.isfinite(v) or v <= 0:
+        return 1.0
+    k = np.floor(np.log10(v))
+    base = 10.0 ** k
+    for step in NICE_STEPS:
+        if step * base >= v * (1 - 1e-12):
+            return float(step * base)
+    return float(10.0 * base)
+
+
+def sticky_range(lo: float, hi: float, cur: tuple[float, float] | None,
+                 fill_min: float = Y_FILL_MIN, pad: float = Y_PAD) -> tuple[float, float] | None:
+    """A new (lo, hi) view range for data spanning [lo, hi], or None to keep ``cur``.
+
+    ``cur`` is kept while it holds the data and the data fill at least
+    ``fill_min`` of it; otherwise the data plus ``pad`` of their span on each side.
+    """
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return None
+    span = hi - lo
+    if span <= 0:
+        span = max(abs(hi) * 0.1, 1e-3)
+        lo, hi = lo - span / 2, hi + span / 2
+    if cur is not None:
+        clo, chi = cur
+        if clo <= lo and chi >= hi and (hi - lo) >= fill_min * (chi - clo):
+            return None
+    return lo - pad * span, hi + pad * span
 
 
 def decimate_minmax(x: np.ndarray, y: np.ndarray, max_points: int = MAX_DRAW_POINTS,
@@ -124,6 +163,8 @@ class LossPlot(QtWidgets.QWidget):
         self._epochs: list[tuple[float, float, float, float]] = []
         self._markers: list[tuple[float, str, pg.InfiniteLine, pg.InfiniteLine]] = []
         self._epoch_legend_added = False
+        #: True while the view follows new points (ranges set here, in steps); False once the user pans or zooms.
+        self._follow = True
 
         # Toolbar row.
         self._log_check = QtWidgets.QCheckBox("Log scale")
@@ -153,7 +194,19 @@ class LossPlot(QtWidgets.QWidget):
         for plot in (self._top, self._bottom):
             plot.showGrid(x=True, y=True, alpha=0.15)
             plot.setMenuEnabled(True)
-            plot.getViewBox().setMouseMode(pg.ViewBox.PanMode)
+            plot.hideButtons()  # the toolbar's Auto range button does this job
+            vb = plot.getViewBox()
+            vb.setMouseMode(pg.ViewBox.PanMode)
+            # Ranges are set by _follow_ranges while following: pyqtgraph's own auto range
+            # refits (and relays out both axes) on every redraw.
+            vb.disableAutoRange()
+            vb.sigRangeChangedManually.connect(self._on_user_range)
+            for side in ("left", "bottom"):
+                ax = plot.getAxis(side)
+                ax.enableAutoSIPrefix(False)
+                # Axes (ticks, labels, grid lines) are kept as a pixmap and redrawn only when
+                # their range changes, not every time a curve under the grid moves.
+                ax.setCacheMode(QtWidgets.QGraphicsItem.CacheMode.DeviceCoordinateCache)
         self._top_title = "Reconstruction and loss (nats per example)"
         self._bottom_title = "KL (nats per example)"
         self._bottom.setLabel("bottom", "training step")
@@ -162,10 +215,13 @@ class LossPlot(QtWidgets.QWidget):
         self._top_legend = self._top.addLegend(offset=(-10, 10), colCount=2, labelTextSize="8pt", verSpacing=-6)
         # KL usually rises and levels off: its legend sits bottom right.
         self._bottom_legend = self._bottom.addLegend(offset=(-10, -10), colCount=2, labelTextSize="8pt", verSpacing=-6)
+        for legend in (self._top_legend, self._bottom_legend):
+            legend.setCacheMode(QtWidgets.QGraphicsItem.CacheMode.DeviceCoordinateCache)
 
         self._curves: dict[str, pg.PlotDataItem] = {}
         for name, plot in (("recon", self._top), ("loss", self._top), ("kl", self._bottom)):
-            curve = pg.PlotDataItem(pen=pg.mkPen(CURVE_COLOURS[name], width=1.5),
+            # A one-pixel pen: Qt strokes wider antialiased paths some fifty times slower.
+            curve = pg.PlotDataItem(pen=pg.mkPen(CURVE_COLOURS[name], width=1),
                                     name=CURVE_NAMES[name], connect="finite",
                                     antialias=True)
             plot.addItem(curve)
@@ -177,6 +233,9 @@ class LossPlot(QtWidgets.QWidget):
                                    symbol="o", symbolSize=8,
                                    symbolBrush=pg.mkBrush(CURVE_COLOURS[name]))
             item.setZValue(5)
+            # Held-out points change once per epoch: drawn from a pixmap in between.
+            for part in (item.curve, item.scatter):
+                part.setCacheMode(QtWidgets.QGraphicsItem.CacheMode.DeviceCoordinateCache)
             plot.addItem(item)  # no name: its legend entry is added with the first epoch
             self._epoch_items[name] = item
 
@@ -223,6 +282,7 @@ class LossPlot(QtWidgets.QWidget):
             self._bottom_legend.addItem(self._epoch_items["kl"], EPOCH_NAMES["kl"])
             self._epoch_legend_added = True
         self._draw_epochs()
+        self._follow_ranges()
 
     @QtCore.Slot(float, str)
     def add_marker(self, step: float, text: str) -> None:
@@ -292,8 +352,7 @@ class LossPlot(QtWidgets.QWidget):
         self._dirty = True
         self._redraw()
         self._draw_epochs()
-        for plot in (self._top, self._bottom):
-            plot.enableAutoRange(axis="y")
+        self._follow_ranges(force_y=True)
 
     def log_y(self) -> bool:
         return self._log_y
@@ -301,8 +360,16 @@ class LossPlot(QtWidgets.QWidget):
     @QtCore.Slot()
     def auto_range(self) -> None:
         """Fit both plots to the data and keep following new points."""
-        for plot in (self._top, self._bottom):
-            plot.enableAutoRange()
+        was = self._follow
+        self._follow = True
+        if not was and self._buf.n > MAX_DRAW_POINTS:
+            self._dirty = True  # draw the whole run again, not the part that was visible
+            self._redraw()
+        self._follow_ranges(force_y=True)
+
+    def following(self) -> bool:
+        """Whether the view follows new points (False after the user pans or zooms)."""
+        return self._follow
 
     @QtCore.Slot()
     def flush(self) -> None:
@@ -353,8 +420,48 @@ class LossPlot(QtWidgets.QWidget):
     @QtCore.Slot(object, object)
     def _on_x_range_changed(self, *_args) -> None:
         # Zoomed in: redraw at the finer detail the visible range allows.
-        if not self._top.getViewBox().autoRangeEnabled()[0] and self._buf.n > MAX_DRAW_POINTS:
+        if not self._follow and self._buf.n > MAX_DRAW_POINTS:
             self._schedule()
+
+    @QtCore.Slot(object)
+    def _on_user_range(self, *_args) -> None:
+        self._follow = False
+
+    def _draw_points(self) -> int:
+        width = self._top.getViewBox().width()
+        if not np.isfinite(width) or width <= 0:
+            return MAX_DRAW_POINTS
+        return int(min(MAX_DRAW_POINTS, max(MIN_DRAW_POINTS, 2 * width)))
+
+    def _follow_ranges(self, force_y: bool = False) -> None:
+        """While following: x from the first step to a round number past the last, y sticky around the data."""
+        if not self._follow:
+            return
+        n = self._buf.n
+        vb_top = self._top.getViewBox()
+        if n:
+            x = self._buf.column(0)
+            x0, x1 = (float(x[0]), float(x[-1])) if self._sorted else (float(x.min()), float(x.max()))
+            if self._epochs:
+                x1 = max(x1, max(e[0] for e in self._epochs))
+            span = x1 - x0
+            hi = x0 + nice_ceil(span * 1.02) if span > 0 else x0 + 1.0
+            cur = vb_top.viewRange()[0]
+            if cur[0] != x0 or cur[1] != hi:
+                vb_top.setXRange(x0, hi, padding=0)
+        for plot, keys in ((self._top, ("recon", "loss")), (self._bottom, ("kl",))):
+            ys = [self._drawn[k][1] for k in keys if k in self._drawn]
+            ys += [self._epoch_arrays(k)[1] for k in keys]
+            y = np.concatenate(ys) if ys else np.zeros(0)
+            if self._log_y:
+                y = np.log10(y[y > 0])
+            y = y[np.isfinite(y)]
+            if not len(y):
+                continue
+            vb = plot.getViewBox()
+            new = sticky_range(float(y.min()), float(y.max()), None if force_y else tuple(vb.viewRange()[1]))
+            if new is not None:
+                vb.setYRange(*new, padding=0)
 
     def _display_y(self, y: np.ndarray) -> np.ndarray:
         if self._log_y:
@@ -370,14 +477,16 @@ class LossPlot(QtWidgets.QWidget):
         x = self._buf.column(0)
         lo = hi = None
         vb = self._top.getViewBox()
-        if n and not vb.autoRangeEnabled()[0]:
+        if n and not self._follow:
             lo, hi = vb.viewRange()[0]
+        points = self._draw_points()
         for name, col in (("recon", 1), ("kl", 2), ("loss", 3)):
             y = self._display_y(self._buf.column(col))
-            xd, yd = decimate_minmax(x, y, MAX_DRAW_POINTS, lo, hi, self._sorted)
+            xd, yd = decimate_minmax(x, y, points, lo, hi, self._sorted)
             xd, yd = np.array(xd), np.array(yd)
             self._drawn[name] = (xd, yd)
             self._curves[name].setData(xd, yd)
+        self._follow_ranges()
 
     def _epoch_arrays(self, key: str) -> tuple[np.ndarray, np.ndarray]:
         col = {"recon": 1, "kl": 2, "loss": 3}[key]
@@ -392,7 +501,7 @@ class LossPlot(QtWidgets.QWidget):
             item.setData(x, y)
 
     def _marker_pen(self) -> QtGui.QPen:
-        return pg.mkPen(MARKER_COLOUR, width=1.5, style=QtCore.Qt.PenStyle.DashLine)
+        return pg.mkPen(MARKER_COLOUR, width=1, style=QtCore.Qt.PenStyle.DashLine)
 
     @staticmethod
     def _marker_label_opts(k: int, fg: QtGui.QColor, bg: QtGui.QColor) -> dict:

@@ -499,3 +499,57 @@ def test_image_grid_compose_and_save(qtbot, tmp_path):
     saved = QtGui.QImage(str(out))
     assert (saved.width(), saved.height()) == (30, 12)
     assert not grab_is_blank(g)
+
+
+def test_nice_ceil_and_sticky_range():
+    from app.widgets.loss_plot import nice_ceil, sticky_range
+
+    assert nice_ceil(1.0) == 1.0 and nice_ceil(101) == 125 and nice_ceil(2600) == 3000
+    assert nice_ceil(0.0) == 1.0 and nice_ceil(float("nan")) == 1.0
+    for v in np.geomspace(0.003, 3e6, 200):
+        c = nice_ceil(v)
+        assert v <= c <= 1.34 * v
+    assert sticky_range(1.0, 2.0, (0.8, 2.2)) is None  # holds the data, well filled: kept
+    lo, hi = sticky_range(1.0, 3.0, (0.5, 2.5))  # data left the range: refitted with padding
+    assert lo < 1.0 and hi > 3.0 and hi - lo < 2.5
+    assert sticky_range(1.0, 1.1, (0.0, 10.0)) is not None  # data fill too little of the range
+    lo, hi = sticky_range(5.0, 5.0, None)  # flat data still get a range
+    assert lo < 5.0 < hi
+
+
+def test_loss_plot_follows_new_points_in_steps_until_the_user_pans(qtbot):
+    lp = LossPlot()
+    qtbot.addWidget(lp)
+    lp.resize(800, 300)
+    lp.show()
+    top, bottom = lp.plots()
+    changes = []
+    top.getViewBox().sigXRangeChanged.connect(lambda *_: changes.append(1))
+    s = np.arange(0, 1000)
+    lp.append(s, 100 - s * 0.01, s * 0.001, 100 - s * 0.009)
+    lp.flush()
+    x0, x1 = top.getViewBox().viewRange()[0]
+    assert x0 == 0 and 1000 <= x1 <= 1250
+    # All curves inside the y ranges.
+    y0, y1 = top.getViewBox().viewRange()[1]
+    assert y0 <= 90 and y1 >= 100
+    n = len(changes)
+    for start in range(1000, 1200, 20):  # new points inside the current x range: no relayout
+        s = np.arange(start, start + 20)
+        lp.append(s, 100 - s * 0.01, s * 0.001, 100 - s * 0.009)
+        lp.flush()
+    assert len(changes) == n
+    s = np.arange(1200, 5000)
+    lp.append(s, 100 - s * 0.01, s * 0.001, 100 - s * 0.009)
+    lp.flush()
+    assert top.getViewBox().viewRange()[0][1] >= 4999  # grew to show the newest point
+    # A user's pan stops the following; Auto range brings it back.
+    top.getViewBox().sigRangeChangedManually.emit([True, True])
+    top.getViewBox().setXRange(100, 200, padding=0)
+    assert not lp.following()
+    s = np.arange(5000, 9000)
+    lp.append(s, 100 - s * 0.01, s * 0.001, 100 - s * 0.009)
+    lp.flush()
+    assert top.getViewBox().viewRange()[0] == [100, 200]
+    lp.findChild(QtWidgets.QToolButton, "lossResetViewButton").click()
+    assert lp.following() and top.getViewBox().viewRange()[0][1] >= 8999
