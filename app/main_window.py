@@ -25,6 +25,9 @@ ORG = "LatentExplorer"
 APP = "Latent Explorer"
 CHECKPOINT_SUFFIXES = (".ckpt", ".safetensors")
 MAX_RECENT = 8
+CURVE_INTERVAL_MS = 100  # loss curves at about 10 Hz
+DRAG_CURVE_INTERVAL_MS = 400  # ... and slower while the user drags on the map
+PROGRESS_INTERVAL_MS = 250
 
 
 def settings() -> QtCore.QSettings:
@@ -193,6 +196,12 @@ class MainWindow(QtWidgets.QMainWindow):
         self.setAcceptDrops(True)
         self.session = session or Session(self)
         self._closing = False
+        self._drag_quiet = False
+        self._progress_pending: dict | None = None
+        self._progress_timer = QtCore.QTimer(self)
+        self._progress_timer.setSingleShot(True)
+        self._progress_timer.setInterval(PROGRESS_INTERVAL_MS)
+        self._progress_timer.timeout.connect(self._show_progress)
         self._build_widgets()
         self._build_actions()
         self._build_menus()
@@ -379,6 +388,7 @@ class MainWindow(QtWidgets.QMainWindow):
         s.modelLoaded.connect(self._on_model_loaded)
         s.projectionProgress.connect(self._on_projection_progress)
         self.latent_view.pointPicked.connect(self._on_point_picked)
+        self.latent_view.dragFinished.connect(self._on_drag_finished)
         self.latent_view.exampleClicked.connect(self._on_example_clicked)
         self.map_toolbar.changed.connect(self._on_projection_choice)
 
@@ -595,6 +605,9 @@ class MainWindow(QtWidgets.QMainWindow):
     @Slot(str)
     def _on_state(self, state: str) -> None:
         panel_state = {EMPTY: "idle", IDLE: "idle", LOADING: "busy", TRAINING: "training", PAUSED: "paused", TRAINED: "trained"}[state]
+        if self._progress_timer.isActive():  # the last progress goes out before the panel shows the new state
+            self._progress_timer.stop()
+            self._show_progress()
         self.panel.set_state(panel_state)
         running = state in (TRAINING, PAUSED)
         self.busy_bar.setVisible(state == LOADING)
@@ -626,7 +639,17 @@ class MainWindow(QtWidgets.QMainWindow):
 
     @Slot(object)
     def _on_progress(self, p: dict) -> None:
-        self.panel.set_progress(p["epoch"], p["n_epochs"], p["batch"], p["n_batches"], p["samples_per_s"], p["eta_s"])
+        # The progress bar and its text change at most a few times a second: each change repaints them.
+        self._progress_pending = p
+        if not self._progress_timer.isActive():
+            self._show_progress()
+            self._progress_timer.start()
+
+    @Slot()
+    def _show_progress(self) -> None:
+        p, self._progress_pending = self._progress_pending, None
+        if p is not None:
+            self.panel.set_progress(p["epoch"], p["n_epochs"], p["batch"], p["n_batches"], p["samples_per_s"], p["eta_s"])
 
     @Slot(object)
     def _on_epoch(self, ev: Any) -> None:
@@ -684,6 +707,9 @@ class MainWindow(QtWidgets.QMainWindow):
         warn = "  ⚠ far from any data: the decoder is extrapolating" if far else ""
         self.decode_canvas.set_caption(ztxt + ("  ⚠ far from data" if far else ""))
         self.coords_label.setText(f"{where}  {ztxt}{warn}")
+        if self._drag_quiet:
+            # Paint the new image now rather than after whatever else waits in the event queue.
+            self.decode_canvas.repaint()
 
     @Slot(int, object, object)
     def _on_example(self, index: int, original: np.ndarray, recon: Any) -> None:
@@ -730,7 +756,20 @@ class MainWindow(QtWidgets.QMainWindow):
     # ---------------------------------------------------------- view → session
     @Slot(float, float)
     def _on_point_picked(self, x: float, y: float) -> None:
+        if self.latent_view.dragging() and not self._drag_quiet:
+            # While the user drags, the decoded image comes first: the map keeps its points
+            # until the release and the curves redraw at a few hertz.
+            self._drag_quiet = True
+            self.session.hold_map(True)
+            self.loss_plot.set_redraw_interval(DRAG_CURVE_INTERVAL_MS)
         self.session.decode_at(x, y)
+
+    @Slot()
+    def _on_drag_finished(self) -> None:
+        if self._drag_quiet:
+            self._drag_quiet = False
+            self.session.hold_map(False)
+            self.loss_plot.set_redraw_interval(CURVE_INTERVAL_MS)
 
     @Slot(int)
     def _on_example_clicked(self, index: int) -> None:

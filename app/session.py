@@ -131,6 +131,9 @@ class Session(QtCore.QObject):
         self._map_timer.setSingleShot(True)
         self._map_timer.timeout.connect(self._refresh_map)
         self._last_map_time = 0.0
+        #: While the user drags on the map, new epochs' maps wait (points do not move under the cursor).
+        self._map_on_hold = False
+        self._map_held_back = False
         self._pending_save: str | None = None
         self._stop_requested = False
         self._epochs_target = 0
@@ -454,10 +457,27 @@ class Session(QtCore.QObject):
         self._install_snapshot(snapshot)
         self.epoch_points.append((ev.step, ev.test_recon, ev.test_kl, -ev.test_elbo))
         self.epochArrived.emit(ev)
+        self._schedule_map()
+
+    def _schedule_map(self) -> None:
+        if self._map_on_hold:
+            self._map_held_back = True
+            return
         # The map is redrawn at most twice a second however fast epochs come.
         wait_ms = max(0, int(500 - 1000 * (time.monotonic() - self._last_map_time)))
         if not self._map_timer.isActive():
             self._map_timer.start(wait_ms)
+
+    def hold_map(self, on: bool) -> None:
+        """Keep the map as it is while ``on`` (a drag on it); then show the newest epoch's codes."""
+        self._map_on_hold = bool(on)
+        if on:
+            if self._map_timer.isActive():
+                self._map_timer.stop()
+                self._map_held_back = True
+        elif self._map_held_back:
+            self._map_held_back = False
+            self._schedule_map()
 
     def _install_snapshot(self, snapshot: Any) -> None:
         import torch

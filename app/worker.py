@@ -45,7 +45,7 @@ class TrainThread(QtCore.QThread):
     failed = Signal(str)
 
     def __init__(self, factory: Callable[[], Any], epochs: int | None = None, num_threads: int = 1,
-                 flush_interval_s: float = 0.05, parent: QtCore.QObject | None = None):
+                 flush_interval_s: float = 0.1, parent: QtCore.QObject | None = None):
         super().__init__(parent)
         self._factory = factory
         self._epochs = epochs

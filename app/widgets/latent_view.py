@@ -759,6 +759,10 @@ class LatentView(QtWidgets.QWidget):
 
     # --- mouse ------------------------------------------------------------------------
 
+    def dragging(self) -> bool:
+        """Whether the left button is held after a press on the plot."""
+        return self._dragging
+
     def _in_plot_area(self, viewport_pos: QtCore.QPointF) -> bool:
         inv, _ = self._plot.viewportTransform().inverted()
         scene = inv.map(QtCore.QPointF(viewport_pos))

@@ -215,8 +215,6 @@ class LossPlot(QtWidgets.QWidget):
         self._top_legend = self._top.addLegend(offset=(-10, 10), colCount=2, labelTextSize="8pt", verSpacing=-6)
         # KL usually rises and levels off: its legend sits bottom right.
         self._bottom_legend = self._bottom.addLegend(offset=(-10, -10), colCount=2, labelTextSize="8pt", verSpacing=-6)
-        for legend in (self._top_legend, self._bottom_legend):
-            legend.setCacheMode(QtWidgets.QGraphicsItem.CacheMode.DeviceCoordinateCache)
 
         self._curves: dict[str, pg.PlotDataItem] = {}
         for name, plot in (("recon", self._top), ("loss", self._top), ("kl", self._bottom)):
@@ -252,6 +250,7 @@ class LossPlot(QtWidgets.QWidget):
         self._top.getViewBox().sigXRangeChanged.connect(self._on_x_range_changed)
 
         self._apply_theme()
+        self._cache_legends()
 
     # --- data -----------------------------------------------------------------------
 
@@ -280,6 +279,7 @@ class LossPlot(QtWidgets.QWidget):
             self._top_legend.addItem(self._epoch_items["recon"], EPOCH_NAMES["recon"])
             self._top_legend.addItem(self._epoch_items["loss"], EPOCH_NAMES["loss"])
             self._bottom_legend.addItem(self._epoch_items["kl"], EPOCH_NAMES["kl"])
+            self._cache_legends()
             self._epoch_legend_added = True
         self._draw_epochs()
         self._follow_ranges()
@@ -370,6 +370,13 @@ class LossPlot(QtWidgets.QWidget):
     def following(self) -> bool:
         """Whether the view follows new points (False after the user pans or zooms)."""
         return self._follow
+
+    def set_redraw_interval(self, ms: int) -> None:
+        """How often buffered points are drawn (the default ``REDRAW_INTERVAL_MS`` gives about 10 Hz)."""
+        self._timer.setInterval(max(1, int(ms)))
+
+    def redraw_interval(self) -> int:
+        return self._timer.interval()
 
     @QtCore.Slot()
     def flush(self) -> None:
@@ -510,6 +517,16 @@ class LossPlot(QtWidgets.QWidget):
         # Staggered heights keep labels of nearby markers from covering each other.
         return {"position": (0.92, 0.74, 0.56)[k % 3], "color": QtGui.QColor(fg),
                 "fill": fill, "movable": False, "anchors": [(0, 0.5), (0, 0.5)]}
+
+    def _cache_legends(self) -> None:
+        """Legend entries (text is costly to lay out) are painted from pixmaps until they change."""
+        cache = QtWidgets.QGraphicsItem.CacheMode.DeviceCoordinateCache
+        for legend in (self._top_legend, self._bottom_legend):
+            legend.setCacheMode(cache)
+            for sample, label in legend.items:
+                for item in (sample, label, getattr(label, "item", None)):
+                    if item is not None:
+                        item.setCacheMode(cache)
 
     def _apply_theme(self) -> None:
         bg, fg = _theme(self.palette())

@@ -199,3 +199,26 @@ def test_bad_folder_gives_message_and_keeps_the_model(qtbot, win, tmp_path):
     qtbot.waitUntil(lambda: bar.isVisible(), timeout=10000)
     assert "broken.ckpt" in find(win, QtWidgets.QLabel, "messageText").text()
     assert win.session.trainer is trainer and win.session.state == TRAINED
+
+
+def test_map_holds_still_during_a_drag_while_training_and_catches_up_on_release(qtbot, win):
+    load(qtbot, win)
+    train_and_wait(qtbot, win, epochs=1)
+    view = find(win, QtWidgets.QWidget, "latentMap")
+    plot = find(win, QtWidgets.QWidget, "lossPlot")
+    set_epochs(win, 50)
+    qtbot.mouseClick(find(win, QtWidgets.QPushButton, "trainButton"), QtCore.Qt.LeftButton)
+    qtbot.waitUntil(lambda: win.session.state == TRAINING, timeout=10000)
+    xy = win.session.xy.copy()
+    epoch_at_press = win.session.last_epoch.epoch
+    press(view, float(np.median(xy[:, 0])), float(np.median(xy[:, 1])))
+    assert plot.redraw_interval() > 100  # curves slow down while the user drags
+    shown = win.session.xy
+    qtbot.waitUntil(lambda: win.session.last_epoch.epoch >= epoch_at_press + 2, timeout=60000)
+    for k in range(5):
+        move(view, float(xy[k, 0]), float(xy[k, 1]))
+    assert win.session.xy is shown  # new epochs arrived, the map stayed as it was under the cursor
+    release(view, float(xy[4, 0]), float(xy[4, 1]))
+    assert plot.redraw_interval() == 100
+    qtbot.waitUntil(lambda: win.session.xy is not shown, timeout=5000)  # the newest codes are shown
+    win.session.stop()
