@@ -18,7 +18,7 @@ temporary folder so the user's layout is neither read nor written.
   ``vae_core.training.Trainer`` with the same configs, run in a plain thread
   while the GUI is idle;
 * ``gui_train_throughput_ratio``: the median over rounds of their quotient.
-  Rounds of 3 epochs alternate between the two (the order flips each round)
+  Rounds of 4 epochs alternate between the two (the order flips each round)
   so machine load hits both alike;
 * ``event_loop_p99_ms``: while the program trains, a precise 10 ms repeating
   QTimer records how late each tick fires (interval minus 10 ms, floored at
@@ -59,7 +59,7 @@ TARGETS = {
 
 ROOT = Path(__file__).resolve().parent.parent
 WARMUP_BATCHES = 20
-EPOCHS_PER_ROUND = 3
+EPOCHS_PER_ROUND = 4
 TICK_MS = 10
 MOVE_MS = 16
 
@@ -341,7 +341,7 @@ def _drag(win, spin, seconds: float) -> list[float]:
 def run() -> dict[str, float]:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     quick = os.environ.get("BENCH_QUICK") == "1"
-    rounds = 1 if quick else 3
+    rounds = 1 if quick else 5
     loop_s = 4.0 if quick else 10.0
     drag_s = 3.0 if quick else 6.0
     results: dict[str, float] = {}
