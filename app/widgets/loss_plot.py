@@ -46,6 +46,9 @@ NICE_STEPS = (1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0)
 #: The y range is refitted when the data leave it or fill less than this share of it.
 Y_FILL_MIN = 0.6
 Y_PAD = 0.08
+#: While following, the vertical range leaves out the first 3% of the steps (once there are enough points).
+SETTLE_FRACTION = 0.03
+SETTLE_MIN_POINTS = 50
 
 
 def nice_ceil(v: float) -> float:
@@ -440,6 +443,20 @@ class LossPlot(QtWidgets.QWidget):
             return MAX_DRAW_POINTS
         return int(min(MAX_DRAW_POINTS, max(MIN_DRAW_POINTS, 2 * width)))
 
+    @staticmethod
+    def _settled(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """The y values that set the vertical range: all but the first steps of a long run.
+
+        The first few batches of a run are far above (or, for the KL, far off) where
+        the curves settle; fitting the range to them squeezes the rest of the run
+        into a sliver.  They are drawn, just allowed to leave the top of the plot.
+        """
+        if len(x) < 2 * SETTLE_MIN_POINTS:
+            return y
+        cut = x[0] + SETTLE_FRACTION * (x[-1] - x[0])
+        keep = x >= cut
+        return y[keep] if keep.sum() >= SETTLE_MIN_POINTS else y
+
     def _follow_ranges(self, force_y: bool = False) -> None:
         """While following: x from the first step to a round number past the last, y sticky around the data."""
         if not self._follow:
@@ -457,7 +474,7 @@ class LossPlot(QtWidgets.QWidget):
             if cur[0] != x0 or cur[1] != hi:
                 vb_top.setXRange(x0, hi, padding=0)
         for plot, keys in ((self._top, ("recon", "loss")), (self._bottom, ("kl",))):
-            ys = [self._drawn[k][1] for k in keys if k in self._drawn]
+            ys = [self._settled(*self._drawn[k]) for k in keys if k in self._drawn]
             ys += [self._epoch_arrays(k)[1] for k in keys]
             y = np.concatenate(ys) if ys else np.zeros(0)
             if self._log_y:
