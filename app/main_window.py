@@ -34,6 +34,17 @@ def settings() -> QtCore.QSettings:
     return QtCore.QSettings(QtCore.QSettings.IniFormat, QtCore.QSettings.UserScope, ORG, "latent-explorer")
 
 
+def default_window_size() -> tuple[int, int]:
+    """1360 x 860, or larger (up to 1680 x 1020) where the screen has room."""
+    w, h = 1360, 860
+    screen = QtGui.QGuiApplication.primaryScreen()
+    if screen is not None:
+        avail = screen.availableGeometry()
+        w = max(w, min(1680, int(avail.width() * 0.92)))
+        h = max(h, min(1020, int(avail.height() * 0.92)))
+    return w, h
+
+
 def is_checkpoint_path(path: str) -> bool:
     return path.lower().endswith(CHECKPOINT_SUFFIXES)
 
@@ -208,7 +219,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self._wire()
         self._install_tools()
         self._on_state(self.session.state)
-        self.resize(1360, 860)
+        self.resize(*default_window_size())
         self.resizeDocks([self.loss_dock], [280], QtCore.Qt.Vertical)
         if restore:
             self._restore_layout()

@@ -33,7 +33,8 @@ COLLAPSE_KL = 0.05
 #: Refreshes of the decoded manifold while panning or zooming are this far apart at least.
 MANIFOLD_THROTTLE_MS = 60
 #: On-screen size (pixels) a manifold tile aims for; the grid has between
-#: MANIFOLD_MIN and MANIFOLD_MAX tiles along each axis.
+#: MANIFOLD_MIN and MANIFOLD_MAX tiles along the longer side of the map, and
+#: square tiles.
 MANIFOLD_TILE_PX = 44
 MANIFOLD_MIN, MANIFOLD_MAX = 12, 20
 #: Brightness of manifold tiles far from any data on an interpolated (UMAP) map.
@@ -193,6 +194,11 @@ class Monitor(QtCore.QObject):
         bar = getattr(self.w, "message_bar", None)
         if bar is not None and bar.isVisible() and bar.text.text() == text:
             bar.hide()
+        # The status bar repeats warnings for a few seconds; the first figures may differ since.
+        status = self.w.statusBar()
+        current = status.currentMessage()
+        if current and current.split(":", 1)[0] == text.split(":", 1)[0]:
+            status.clearMessage()
 
     def _forget(self) -> None:
         self.kl_bars.clear()
@@ -266,9 +272,11 @@ class Monitor(QtCore.QObject):
     def grid_shape(self) -> tuple[int, int]:
         """Tiles along x and y for the map's current size on screen."""
         wpx, hpx = self.view.plot_area_size()
-        nx = int(np.clip(round(wpx / MANIFOLD_TILE_PX), MANIFOLD_MIN, MANIFOLD_MAX))
-        ny = int(np.clip(round(hpx / MANIFOLD_TILE_PX), MANIFOLD_MIN, MANIFOLD_MAX))
-        return nx, ny
+        # Square tiles on screen: the longer side sets the tile size, the shorter one follows.
+        long_px, short_px = max(wpx, hpx), min(wpx, hpx)
+        n_long = int(np.clip(round(long_px / MANIFOLD_TILE_PX), MANIFOLD_MIN, MANIFOLD_MAX))
+        n_short = int(np.clip(round(short_px * n_long / max(long_px, 1)), 1, MANIFOLD_MAX))
+        return (n_long, n_short) if wpx >= hpx else (n_short, n_long)
 
     @Slot()
     def refresh_manifold(self) -> None:

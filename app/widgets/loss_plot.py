@@ -210,14 +210,20 @@ class LossPlot(QtWidgets.QWidget):
                 # Axes (ticks, labels, grid lines) are kept as a pixmap and redrawn only when
                 # their range changes, not every time a curve under the grid moves.
                 ax.setCacheMode(QtWidgets.QGraphicsItem.CacheMode.DeviceCoordinateCache)
-        self._top_title = "Reconstruction and loss (nats per example)"
-        self._bottom_title = "KL (nats per example)"
+        # The titles double as legends (a legend inside the plot covers the curves).
+        self._top_keys = (("recon", "reconstruction"), ("loss", "loss = recon + β·KL"))
+        self._bottom_keys = (("kl", "KL"),)
         self._bottom.setLabel("bottom", "training step")
         self._top.setLabel("bottom", "training step")
-        # Compact legends: two columns of small text in the top right corner.
-        self._top_legend = self._top.addLegend(offset=(-10, 10), colCount=2, labelTextSize="8pt", verSpacing=-6)
-        # KL usually rises and levels off: its legend sits bottom right.
-        self._bottom_legend = self._bottom.addLegend(offset=(-10, -10), colCount=2, labelTextSize="8pt", verSpacing=-6)
+        # pyqtgraph's legends keep the list of what is drawn; the titles show it.
+        self._top_legend = self._top.addLegend(offset=(10, -10), colCount=2, labelTextSize="8pt", verSpacing=-6)
+        self._bottom_legend = self._bottom.addLegend(offset=(10, 10), colCount=1, labelTextSize="8pt", verSpacing=-6)
+        for legend in (self._top_legend, self._bottom_legend):
+            legend.setVisible(False)
+        self._glw.setToolTip(
+            "Lines: the training batches (recon = −E_q[log p(x|z)], loss = recon + β·KL, and KL).\n"
+            "Dots: the held-out split after each epoch (its loss is −ELBO).\n"
+            "Dashed lines: changes of β or the learning rate.  All in nats per example.")
 
         self._curves: dict[str, pg.PlotDataItem] = {}
         for name, plot in (("recon", self._top), ("loss", self._top), ("kl", self._bottom)):
@@ -545,12 +551,18 @@ class LossPlot(QtWidgets.QWidget):
                     if item is not None:
                         item.setCacheMode(cache)
 
+    @staticmethod
+    def _title_html(keys, fg: QtGui.QColor) -> str:
+        parts = [f"<span style='color:{CURVE_COLOURS[k]}'>━ {text}</span>" for k, text in keys]
+        parts.append(f"<span style='color:{fg.name()}'>● held-out</span>")
+        return "&nbsp;&nbsp;&nbsp;".join(parts) + "&nbsp;&nbsp;&nbsp;(nats per example)"
+
     def _apply_theme(self) -> None:
         bg, fg = _theme(self.palette())
         self._glw.setBackground(bg)
         axis_pen = pg.mkPen(fg)
-        for plot, title in ((self._top, self._top_title), (self._bottom, self._bottom_title)):
-            plot.setTitle(title, color=fg.name(), size="10pt")
+        for plot, keys in ((self._top, self._top_keys), (self._bottom, self._bottom_keys)):
+            plot.setTitle(self._title_html(keys, fg), color=fg.name(), size="9pt")
             for side in ("left", "bottom"):
                 ax = plot.getAxis(side)
                 ax.setPen(axis_pen)
