@@ -483,6 +483,7 @@ class Session(QtCore.QObject):
         import torch
 
         torch.set_num_threads(1)  # per thread: decoding on the GUI thread must not fight the trainer
+        torch.set_flush_denormal(True)  # as in the training thread: subnormals slow the CPU down
         self.decoder = _decoder_from(snapshot)
         self.snapshot_step = snapshot.step
         if self.selected is not None:

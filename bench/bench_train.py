@@ -91,6 +91,9 @@ def run() -> dict[str, float]:
     rounds = 4 if quick else 10
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
+    # The trainer flushes subnormal floats to zero in its thread; the plain loop runs in
+    # the same thread, so both do the same arithmetic from the first batch on.
+    torch.set_flush_denormal(True)
     try:
         ds = load_dataset("mnist")
         mcfg = ModelConfig(input_shape=ds.input_shape, latent_dim=2)
