@@ -626,6 +626,8 @@ class LatentView(QtWidgets.QWidget):
 
     @QtCore.Slot(float, float)
     def set_crosshair(self, x: float, y: float) -> None:
+        if self._crosshair_pos == (float(x), float(y)) and self._cross_ring.isVisible():
+            return  # e.g. the same point decoded again by a new epoch's decoder: nothing to redraw
         self._crosshair_pos = (float(x), float(y))
         self._cross_v.setPos(float(x))
         self._cross_h.setPos(float(y))
