@@ -463,6 +463,14 @@ class LatentView(QtWidgets.QWidget):
         for i, c in enumerate(classes):
             self._legend.addItem(self._clouds[i], self.class_name(c))
         self._apply_legend_theme()
+        # Entries are painted from pixmaps: the map repaints after every epoch and each entry's
+        # sample and text are costly to draw from scratch.
+        cache = QtWidgets.QGraphicsItem.CacheMode.DeviceCoordinateCache
+        self._legend.setCacheMode(cache)
+        for sample, label in self._legend.items:
+            for item in (sample, label, getattr(label, "item", None)):
+                if item is not None:
+                    item.setCacheMode(cache)
         self._legend.show()
 
     def legend_labels(self) -> list[str]:
