@@ -311,6 +311,8 @@ class LatentView(QtWidgets.QWidget):
         # (e.g. the decoded manifold); not part of the data bounds.
         self._underlay = pg.ImageItem(axisOrder="row-major")
         self._underlay.setZValue(-10)
+        # Dimmed, so the coloured points on top stay readable over bright strokes.
+        self._underlay.setOpacity(0.6)
         self._underlay.hide()
         self._item.addItem(self._underlay, ignoreBounds=True)
         self._underlay_image: np.ndarray | None = None
