@@ -356,11 +356,12 @@ class LossPlot(QtWidgets.QWidget):
         if on == self._log_y:
             return
         self._log_y = on
-        for plot in (self._top, self._bottom):
-            plot.setLogMode(x=False, y=on)
+        # The data are floored first, so the log axes never see a zero.
         self._dirty = True
         self._redraw()
         self._draw_epochs()
+        for plot in (self._top, self._bottom):
+            plot.setLogMode(x=False, y=on)
         self._follow_ranges(force_y=True)
 
     def log_y(self) -> bool:
