@@ -215,9 +215,9 @@ class LossPlot(QtWidgets.QWidget):
         self._bottom_keys = (("kl", "KL"),)
         self._bottom.setLabel("bottom", "training step")
         self._top.setLabel("bottom", "training step")
-        # pyqtgraph's legends keep the list of what is drawn; the titles show it.
-        self._top_legend = self._top.addLegend(offset=(10, -10), colCount=2, labelTextSize="8pt", verSpacing=-6)
-        self._bottom_legend = self._bottom.addLegend(offset=(10, 10), colCount=1, labelTextSize="8pt", verSpacing=-6)
+        # pyqtgraph's legends keep the list of what is drawn (hidden: the titles show it).
+        self._top_legend = self._top.addLegend()
+        self._bottom_legend = self._bottom.addLegend()
         for legend in (self._top_legend, self._bottom_legend):
             legend.setVisible(False)
         self._glw.setToolTip(
@@ -259,7 +259,6 @@ class LossPlot(QtWidgets.QWidget):
         self._top.getViewBox().sigXRangeChanged.connect(self._on_x_range_changed)
 
         self._apply_theme()
-        self._cache_legends()
 
     # --- data -----------------------------------------------------------------------
 
@@ -288,7 +287,6 @@ class LossPlot(QtWidgets.QWidget):
             self._top_legend.addItem(self._epoch_items["recon"], EPOCH_NAMES["recon"])
             self._top_legend.addItem(self._epoch_items["loss"], EPOCH_NAMES["loss"])
             self._bottom_legend.addItem(self._epoch_items["kl"], EPOCH_NAMES["kl"])
-            self._cache_legends()
             self._epoch_legend_added = True
         self._draw_epochs()
         self._follow_ranges()
@@ -541,16 +539,6 @@ class LossPlot(QtWidgets.QWidget):
         # Staggered heights keep labels of nearby markers from covering each other.
         return {"position": (0.92, 0.74, 0.56)[k % 3], "color": QtGui.QColor(fg),
                 "fill": fill, "movable": False, "anchors": [(0, 0.5), (0, 0.5)]}
-
-    def _cache_legends(self) -> None:
-        """Legend entries (text is costly to lay out) are painted from pixmaps until they change."""
-        cache = QtWidgets.QGraphicsItem.CacheMode.DeviceCoordinateCache
-        for legend in (self._top_legend, self._bottom_legend):
-            legend.setCacheMode(cache)
-            for sample, label in legend.items:
-                for item in (sample, label, getattr(label, "item", None)):
-                    if item is not None:
-                        item.setCacheMode(cache)
 
     @staticmethod
     def _title_html(keys, fg: QtGui.QColor) -> str:
