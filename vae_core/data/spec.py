@@ -1,0 +1,259 @@
+"""What to load (``DatasetSpec``), what a load gives (``Dataset``), the seeded split, and shared helpers.
+
+Everything random is drawn from ``spec.seed`` through independent NumPy
+streams (:func:`_rng`): stream 0 splits train from test, 1 binarises
+statically, 2 generates "shapes".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import DatasetError
+
+BUILTINS = ("mnist", "digits", "shapes")
+COLORS = ("auto", "gray", "rgb")
+BINARIZE_MODES = ("none", "static", "dynamic")
+
+#: Largest value of ``DatasetSpec.size``.
+MAX_SIZE = 1024
+#: Largest number of generated shapes.
+MAX_SHAPES = 2_000_000
+#: Largest float32 image array (and largest raw array read from a file) that
+#: a load may build; beyond it the user is asked to choose a smaller size.
+MAX_DATASET_BYTES = 12 * 2**30
+
+_STREAM_SPLIT = 0
+_STREAM_BINARIZE = 1
+_STREAM_SHAPES = 2
+
+# Elements per chunk when converting, resizing or binarizing arrays.
+_CHUNK_ELEMENTS = 1 << 22
+
+
+def _as_int(value: Any, name: str) -> int:
+    if isinstance(value, bool):
+        raise DatasetError(f"{name} must be a whole number, got {value!r}")
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer():
+        return int(value)
+    raise DatasetError(f"{name} must be a whole number, got {value!r}")
+
+
+def _as_float(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise DatasetError(f"{name} must be a number, got {value!r}")
+    out = float(value)
+    if not math.isfinite(out):
+        raise DatasetError(f"{name} must be a finite number, got {value!r}")
+    return out
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What to load and how.
+
+    ``source`` is a builtin name (see :data:`BUILTINS`) or a path to a folder
+    or a file.  ``size`` resizes every image to ``size`` x ``size`` (None keeps
+    the native size; a folder then needs all its images to share one size).
+    ``color`` is "auto" (RGB if any image is in colour, else grey), "gray" or
+    "rgb".  ``binarize`` is "none", "static" (each pixel replaced once by a
+    Bernoulli sample with that pixel's grey level as probability, drawn with a
+    generator seeded by ``seed``) or "dynamic" (images stay grey; the trainer
+    draws a new binary sample for every batch).  ``test_fraction`` of the
+    examples, chosen by a permutation seeded by ``seed``, form the test set.
+    ``n`` is the number of generated images for "shapes" (ignored otherwise).
+    ``labels`` is an optional path to a labels file (IDX or .npy) for IDX and
+    array sources.
+    """
+
+    source: str
+    size: int | None = None
+    color: str = "auto"
+    binarize: str = "none"
+    test_fraction: float = 0.1
+    seed: int = 0
+    n: int = 10000
+    labels: str | None = None
+
+    def __post_init__(self) -> None:
+        source = self.source
+        if isinstance(source, os.PathLike):
+            source = os.fspath(source)
+        if not isinstance(source, str) or not source.strip():
+            raise DatasetError(
+                f"dataset source must be one of {', '.join(BUILTINS)} or a path to a folder or file, got {source!r}"
+            )
+        if source.strip().lower() in BUILTINS:
+            source = source.strip().lower()
+        object.__setattr__(self, "source", source)
+
+        if self.size is not None:
+            size = _as_int(self.size, "size")
+            if not 1 <= size <= MAX_SIZE:
+                raise DatasetError(f"size must be between 1 and {MAX_SIZE} pixels, got {size}")
+            object.__setattr__(self, "size", size)
+
+        color = self.color
+        if isinstance(color, str):
+            color = {"grey": "gray", "color": "rgb", "colour": "rgb"}.get(color.lower(), color.lower())
+        if color not in COLORS:
+            raise DatasetError(f"color must be one of {COLORS}, got {self.color!r}")
+        object.__setattr__(self, "color", color)
+
+        binarize = self.binarize.lower() if isinstance(self.binarize, str) else self.binarize
+        if binarize not in BINARIZE_MODES:
+            raise DatasetError(f"binarize must be one of {BINARIZE_MODES}, got {self.binarize!r}")
+        object.__setattr__(self, "binarize", binarize)
+
+        fraction = _as_float(self.test_fraction, "test_fraction")
+        if not 0.0 < fraction < 1.0:
+            raise DatasetError(f"test_fraction must be between 0 and 1 (exclusive), got {fraction}")
+        object.__setattr__(self, "test_fraction", fraction)
+
+        seed = _as_int(self.seed, "seed")
+        if not 0 <= seed < 2**63:
+            raise DatasetError(f"seed must be a non-negative whole number below 2**63, got {seed}")
+        object.__setattr__(self, "seed", seed)
+
+        n = _as_int(self.n, "n")
+        if not 1 <= n <= MAX_SHAPES:
+            raise DatasetError(f"n (number of generated images) must be between 1 and {MAX_SHAPES}, got {n}")
+        object.__setattr__(self, "n", n)
+
+        labels = self.labels
+        if isinstance(labels, os.PathLike):
+            labels = os.fspath(labels)
+        if labels is not None and not isinstance(labels, str):
+            raise DatasetError(f"labels must be a path to a labels file or None, got {labels!r}")
+        object.__setattr__(self, "labels", labels or None)
+
+    @property
+    def is_builtin(self) -> bool:
+        return self.source in BUILTINS
+
+    def replace(self, **changes: Any) -> "DatasetSpec":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "DatasetSpec":
+        if not isinstance(d, dict):
+            raise DatasetError(f"a dataset spec must be a dictionary, got {type(d).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise DatasetError(f"unknown DatasetSpec fields: {sorted(map(str, unknown))}")
+        if "source" not in d:
+            raise DatasetError("a dataset spec needs a 'source'")
+        return cls(**d)
+
+
+@dataclass
+class Dataset:
+    """Images ready for training.
+
+    ``images`` is float32 (N, C, H, W) in [0, 1], C-contiguous.  ``labels`` is
+    int64 (N,) or None; a label of -1 marks an example without a label (for
+    example an image lying directly in a folder whose other images sit in
+    class subfolders).  ``label_names[k]`` names label value ``k``.
+    ``train_idx`` and ``test_idx`` are disjoint int64 index arrays covering
+    all examples.  ``binarize`` is "dynamic" when the trainer should draw
+    binary samples each batch ("static" images are already binary).
+    ``notes`` lists harmless things that were skipped or assumed.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray | None
+    label_names: list[str] | None
+    name: str
+    spec: DatasetSpec
+    train_idx: np.ndarray
+    test_idx: np.ndarray
+    factors: dict[str, np.ndarray] | None = None
+    binarize: str = "none"
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def n(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        c, h, w = self.images.shape[1:]
+        return (int(c), int(h), int(w))
+
+
+def _coerce_spec(spec: Any) -> DatasetSpec:
+    if isinstance(spec, DatasetSpec):
+        return spec
+    if isinstance(spec, (str, os.PathLike)):
+        return DatasetSpec(source=os.fspath(spec))
+    if isinstance(spec, dict):
+        return DatasetSpec.from_dict(spec)
+    raise DatasetError(f"expected a DatasetSpec, a builtin name, a path or a dict, got {type(spec).__name__}")
+
+
+def _rng(seed: int, stream: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(stream,)))
+
+
+def split_indices(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded train/test split of ``range(n)``: (train_idx, test_idx), both int64.
+
+    The test set holds ``round(test_fraction * n)`` examples, at least one and
+    at most ``n - 1`` when ``n >= 2``.  Both arrays are in permutation order.
+    """
+    perm = _rng(seed, _STREAM_SPLIT).permutation(n).astype(np.int64)
+    n_test = 0 if n < 2 else min(max(int(round(test_fraction * n)), 1), n - 1)
+    return perm[n_test:].copy(), perm[:n_test].copy()
+
+
+@dataclass
+class _Loaded:
+    """What one loader returns before the common steps (float32, static binarisation, split)."""
+
+    images: np.ndarray
+    labels: np.ndarray | None
+    label_names: list[str] | None
+    name: str
+    factors: dict[str, np.ndarray] | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _fail(path: str, problem: str) -> DatasetError:
+    return DatasetError(f"{path}: {problem}")
+
+
+def _fmt_bytes(n: int) -> str:
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _allocate(shape: tuple[int, ...], where: str) -> np.ndarray:
+    """Allocate the final float32 image array, refusing sizes no machine should try."""
+    nbytes = int(np.prod(shape, dtype=object)) * 4
+    if nbytes > MAX_DATASET_BYTES:
+        raise _fail(
+            where,
+            f"{shape[0]} images of {shape[1]}x{shape[2]}x{shape[3]} would need {_fmt_bytes(nbytes)} of memory "
+            f"(the limit is {_fmt_bytes(MAX_DATASET_BYTES)}); choose a smaller image size",
+        )
+    try:
+        return np.empty(shape, dtype=np.float32)
+    except MemoryError:
+        raise _fail(
+            where, f"not enough memory for {shape[0]} images of {shape[1]}x{shape[2]}x{shape[3]} ({_fmt_bytes(nbytes)})"
+        ) from None
