@@ -85,7 +85,8 @@ def run() -> dict[str, float]:
     from vae_core import ModelConfig, TrainConfig
     from vae_core.data import load_dataset
     from vae_core.objectives import elbo
-    from vae_core.training import _STREAM_NOISE, _STREAM_SHUFFLE, build_model, evaluate_model, make_generator
+    from vae_core.training import build_model, evaluate_model, make_generator
+    from vae_core.training.trainer import _STREAM_NOISE, _STREAM_SHUFFLE
 
     quick = os.environ.get("BENCH_QUICK") == "1"
     threads = int(os.environ.get("BENCH_THREADS", "1"))

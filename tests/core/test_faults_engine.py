@@ -119,9 +119,9 @@ def test_a_non_finite_state_never_becomes_the_rollback_point():
 
 
 def test_a_periodic_copy_becomes_the_rollback_point_only_after_a_finite_loss(monkeypatch):
-    import vae_core.training as training
+    import vae_core.training.trainer as trainer_module
 
-    monkeypatch.setattr(training, "ROLLBACK_EVERY", 3)
+    monkeypatch.setattr(trainer_module, "ROLLBACK_EVERY", 3)
     t = Trainer(MODEL, TRAIN, TinyDataset())
     initial = state(t.model)
     real_step = t.optimizer.step

@@ -1,9 +1,4 @@
-"""The training loop as a generator, and a small thread-safe control object.
-
-A GUI runs ``Trainer.run()`` in a worker thread and forwards the events it
-yields; another thread steers it through a ``TrainControl`` (pause, resume,
-stop, change beta / learning rate / warm-up / free bits).  Everything an event
-carries is a Python number or a fresh numpy array, never a live tensor.
+"""The ``Trainer``: the training loop as a generator, its snapshots, NaN rollback and checkpoint state.
 
 Reproducibility: the model is initialised from ``train_config.seed`` without
 touching torch's global RNG, and the trainer owns the generators it draws from
@@ -17,29 +12,26 @@ from __future__ import annotations
 import math
 import threading
 import time
-import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 
-from .config import WARMUPS, ModelConfig, TrainConfig, kl_weight
-from .errors import ConfigError
-from .model import VAE, resolve_device
-from .objectives import elbo, iwae_log_likelihood
-
-#: A latent dimension is "active" when the variance over the data of its
-#: posterior mean exceeds this (Burda et al. 2016).
-ACTIVE_UNIT_THRESHOLD = 0.01
+from ..config import ModelConfig, TrainConfig, kl_weight
+from ..errors import ConfigError
+from ..model import VAE, resolve_device
+from ..objectives import elbo
+from .control import SETTABLE, TrainControl
+from .evaluate import encode_dataset, evaluate_model, images_tensor
+from .events import BatchEvent, ChangeEvent, EpochEvent, StatusEvent
+from .history import History
 
 #: Steps between the in-memory copies the trainer rolls back to after a NaN.
 ROLLBACK_EVERY = 200
 
 # Stream numbers for the generators derived from the seed.
 _STREAM_SHUFFLE, _STREAM_NOISE, _STREAM_BINARIZE, _STREAM_EVAL, _STREAM_TEST_BINARIZE = range(1, 6)
-
-SETTABLE = ("beta", "lr", "warmup", "warmup_epochs", "free_bits")
 
 
 def derive_seed(seed: int, stream: int) -> int:
@@ -61,314 +53,6 @@ def build_model(model_config: ModelConfig, seed: int) -> VAE:
         return VAE(model_config)
 
 
-def images_tensor(images: np.ndarray) -> torch.Tensor:
-    """A float32 tensor over ``images`` (N, C, H, W), sharing memory where possible.
-
-    The engine never writes to it, so read-only arrays are used as they are.
-    """
-    arr = np.ascontiguousarray(images, dtype=np.float32)
-    if not arr.flags.writeable:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            return torch.from_numpy(arr)
-    return torch.from_numpy(arr)
-
-
-def validate_settings(changes: dict[str, Any]) -> dict[str, Any]:
-    """Check and normalise live-settable values; raise ConfigError on a bad one."""
-    out: dict[str, Any] = {}
-    for name, value in changes.items():
-        if name not in SETTABLE:
-            raise ConfigError(f"cannot change {name!r} during training; settable: {', '.join(SETTABLE)}")
-        if name == "warmup":
-            if value not in WARMUPS:
-                raise ConfigError(f"warmup must be one of {WARMUPS}, got {value!r}")
-            out[name] = str(value)
-            continue
-        if name == "warmup_epochs":
-            try:
-                v = int(value)
-            except (TypeError, ValueError) as exc:
-                raise ConfigError(f"warmup_epochs must be an integer, got {value!r}") from exc
-            if v != value or v < 1:
-                raise ConfigError(f"warmup_epochs must be an integer of at least 1, got {value!r}")
-            out[name] = v
-            continue
-        try:
-            v = float(value)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{name} must be a number, got {value!r}") from exc
-        if not math.isfinite(v):
-            raise ConfigError(f"{name} must be finite, got {value!r}")
-        if name == "lr" and not v > 0:
-            raise ConfigError(f"learning rate must be positive, got {value!r}")
-        if name in ("beta", "free_bits") and v < 0:
-            raise ConfigError(f"{name} must be >= 0, got {value!r}")
-        out[name] = v
-    return out
-
-
-# ---------------------------------------------------------------------------
-# Control
-# ---------------------------------------------------------------------------
-
-
-class TrainControl:
-    """Steers a running trainer from another thread.
-
-    ``pause``/``resume``/``stop`` and ``set`` may be called from any thread at
-    any time; the trainer acts on them at the next batch boundary.  ``stop``
-    takes effect within one batch and also wakes a paused trainer.  The stop
-    request stays set (``run`` keeps returning at once) until ``reset()``.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._wake.set()
-        self._paused = False
-        self._stopped = False
-        self._changes: dict[str, Any] = {}
-        # Read by the trainer once per batch without the lock: True when there is
-        # anything to look at (a pause, stop or change request).
-        self.pending = False
-
-    def pause(self) -> None:
-        with self._lock:
-            self._paused = True
-            self._wake.clear()
-            self.pending = True
-
-    def resume(self) -> None:
-        with self._lock:
-            self._paused = False
-            self._wake.set()
-            self.pending = True
-
-    def stop(self) -> None:
-        with self._lock:
-            self._stopped = True
-            self._wake.set()
-            self.pending = True
-
-    def reset(self) -> None:
-        """Clear a stop and a pause so that the trainer can be run again."""
-        with self._lock:
-            self._stopped = False
-            self._paused = False
-            self._wake.set()
-            self.pending = bool(self._changes)
-
-    @property
-    def paused(self) -> bool:
-        return self._paused
-
-    @property
-    def stopped(self) -> bool:
-        return self._stopped
-
-    def set(self, **changes: Any) -> None:
-        """Request new values for beta, lr, warmup, warmup_epochs or free_bits.
-
-        Values are validated here (ConfigError on a bad one, and then nothing
-        is changed); the trainer applies them at the next batch boundary.
-        """
-        checked = validate_settings(changes)
-        with self._lock:
-            self._changes.update(checked)
-            self.pending = True
-
-    def pending_changes(self) -> dict[str, Any]:
-        with self._lock:
-            return dict(self._changes)
-
-    # -- used by the trainer ---------------------------------------------
-    def _take(self) -> tuple[dict[str, Any], bool, bool]:
-        """(changes, paused, stopped), clearing the changes; a stop stays pending until reset."""
-        with self._lock:
-            changes, self._changes = self._changes, {}
-            self.pending = self._stopped
-            return changes, self._paused, self._stopped
-
-    def _wait(self, timeout: float) -> None:
-        self._wake.wait(timeout)
-
-
-# ---------------------------------------------------------------------------
-# Events
-# ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class BatchEvent:
-    """One optimizer step.  Means over the batch, in nats per example.
-
-    ``step`` counts optimizer steps done; ``beta`` is the KL weight used
-    (after warm-up); ``loss`` = recon + beta * KL (with free bits).
-    """
-
-    kind: ClassVar[str] = "batch"
-    step: int
-    epoch: int
-    batch: int
-    n_batches: int
-    recon: float
-    kl: float
-    loss: float
-    beta: float
-    lr: float
-    samples_per_s: float
-
-
-@dataclass(frozen=True, slots=True)
-class EpochEvent:
-    """The end of an epoch: test-split figures (beta = 1, nats per example) and all latents.
-
-    ``epoch`` is the number of epochs completed.  ``latents`` / ``latent_logvar``
-    hold mu and log-variance of q(z|x) for every example in dataset order.
-    """
-
-    kind: ClassVar[str] = "epoch"
-    epoch: int
-    step: int
-    train_loss: float
-    test_elbo: float
-    test_recon: float
-    test_kl: float
-    kl_per_dim: np.ndarray
-    active_units: int
-    latents: np.ndarray
-    latent_logvar: np.ndarray
-    seconds: float
-
-
-@dataclass(frozen=True, slots=True)
-class ChangeEvent:
-    kind: ClassVar[str] = "change"
-    step: int
-    name: str
-    old: Any
-    new: Any
-
-
-@dataclass(frozen=True, slots=True)
-class StatusEvent:
-    """status: "paused", "resumed", "stopped", "finished" or "diverged"."""
-
-    kind: ClassVar[str] = "status"
-    status: str
-    message: str
-    step: int
-
-
-# ---------------------------------------------------------------------------
-# History
-# ---------------------------------------------------------------------------
-
-STEP_FIELDS = ("step", "recon", "kl", "loss", "beta", "lr")
-
-
-class History:
-    """Everything a run has recorded: per-step curves, per-epoch figures, changes.
-
-    The per-step values live in one growing float64 array (doubling, so
-    appends are amortised O(1)); nothing is ever dropped.  Reading from
-    another thread while the trainer appends is safe.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._buf = np.zeros((1024, len(STEP_FIELDS)), dtype=np.float64)
-        self._n = 0
-        self._epochs: list[dict[str, Any]] = []
-        self._changes: list[dict[str, Any]] = []
-
-    def __len__(self) -> int:
-        return self._n
-
-    def append_step(self, step: int, recon: float, kl: float, loss: float, beta: float, lr: float) -> None:
-        n = self._n
-        if n == self._buf.shape[0]:
-            bigger = np.zeros((2 * n, len(STEP_FIELDS)), dtype=np.float64)
-            bigger[:n] = self._buf
-            with self._lock:
-                self._buf = bigger
-        self._buf[n] = (step, recon, kl, loss, beta, lr)
-        self._n = n + 1
-
-    def add_epoch(self, record: dict[str, Any]) -> None:
-        with self._lock:
-            self._epochs.append(dict(record))
-
-    def add_change(self, step: int, name: str, old: Any, new: Any) -> None:
-        with self._lock:
-            self._changes.append({"step": int(step), "name": name, "old": old, "new": new})
-
-    @property
-    def epochs(self) -> list[dict[str, Any]]:
-        with self._lock:
-            return [dict(e) for e in self._epochs]
-
-    @property
-    def changes(self) -> list[dict[str, Any]]:
-        with self._lock:
-            return [dict(c) for c in self._changes]
-
-    def arrays(self, start: int = 0) -> dict[str, np.ndarray]:
-        """Copies of the per-step columns from index ``start`` on (for incremental plots)."""
-        with self._lock:
-            n = self._n
-            block = self._buf[start:n].copy()
-        out = {name: block[:, i].copy() for i, name in enumerate(STEP_FIELDS)}
-        out["step"] = out["step"].astype(np.int64)
-        return out
-
-    def table(self) -> np.ndarray:
-        """The per-step values as one (n, 6) float64 array (columns: STEP_FIELDS)."""
-        with self._lock:
-            return self._buf[: self._n].copy()
-
-    def to_dict(self, include_arrays: bool = True) -> dict[str, Any]:
-        d: dict[str, Any] = {"epochs": self.epochs, "changes": self.changes, "n_steps": self._n}
-        if include_arrays:
-            d["steps"] = {k: v.tolist() for k, v in self.arrays().items()}
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any], table: np.ndarray | None = None) -> "History":
-        """Rebuild from ``to_dict()``; the per-step values come from ``d["steps"]`` or ``table``."""
-        h = cls()
-        h._epochs = [dict(e) for e in d.get("epochs", [])]
-        h._changes = [dict(c) for c in d.get("changes", [])]
-        if table is None and "steps" in d:
-            cols = [np.asarray(d["steps"][k], dtype=np.float64) for k in STEP_FIELDS]
-            table = np.stack(cols, axis=1) if cols[0].size else np.zeros((0, len(STEP_FIELDS)))
-        if table is not None:
-            table = np.asarray(table, dtype=np.float64).reshape(-1, len(STEP_FIELDS))
-            cap = max(1024, 1 << max(0, int(table.shape[0] - 1).bit_length()))
-            h._buf = np.zeros((cap, len(STEP_FIELDS)), dtype=np.float64)
-            h._buf[: table.shape[0]] = table
-            h._n = int(table.shape[0])
-        return h
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, History):
-            return NotImplemented
-        return (
-            np.array_equal(self.table(), other.table())
-            and self.epochs == other.epochs
-            and self.changes == other.changes
-        )
-
-    def __repr__(self) -> str:
-        return f"History(steps={self._n}, epochs={len(self._epochs)}, changes={len(self._changes)})"
-
-
-# ---------------------------------------------------------------------------
-# Snapshots
-# ---------------------------------------------------------------------------
-
-
 @dataclass(frozen=True)
 class ModelSnapshot:
     """The model's weights at one step, as CPU tensor clones that nobody else changes."""
@@ -385,91 +69,6 @@ class ModelSnapshot:
         return model.eval()
 
 
-# ---------------------------------------------------------------------------
-# Evaluation helpers
-# ---------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def evaluate_model(
-    model: VAE,
-    x: torch.Tensor,
-    batch_size: int = 1024,
-    iwae_k: int = 0,
-    generator: torch.Generator | None = None,
-) -> dict[str, Any]:
-    """ELBO (beta = 1, one sample), recon, KL, KL per dim, active units and optionally IWAE_k.
-
-    All figures are means over the examples of ``x``, in nats per example:
-    ``elbo`` is the lower bound on log p(x), ``recon`` = -E_q[log p(x|z)].
-    """
-    was_training = model.training
-    model.eval()
-    try:
-        n = int(x.shape[0])
-        d = model.config.latent_dim
-        if n == 0:
-            out: dict[str, Any] = {
-                "elbo": float("nan"), "recon": float("nan"), "kl": float("nan"),
-                "kl_per_dim": np.zeros(d), "active_units": 0, "n": 0,
-            }
-            if iwae_k > 0:
-                out["iwae"] = float("nan")
-            return out
-        recon = torch.zeros((), dtype=torch.float64, device=x.device)
-        kl = torch.zeros((), dtype=torch.float64, device=x.device)
-        kl_dim = torch.zeros(d, dtype=torch.float64, device=x.device)
-        iw = torch.zeros((), dtype=torch.float64, device=x.device)
-        mus = []
-        for s in range(0, n, batch_size):
-            xb = x[s : s + batch_size]
-            o = elbo(model, xb, beta=1.0, mc_samples=1, generator=generator)
-            recon += o.recon.double().sum()
-            kl += o.kl.double().sum()
-            kl_dim += o.kl_per_dim.double().sum(0)
-            mus.append(o.mu.double())
-            if iwae_k > 0:
-                iw += iwae_log_likelihood(model, xb, iwae_k, generator=generator).double().sum()
-        mu = torch.cat(mus)
-        variance = mu.var(0, unbiased=False) if n > 1 else torch.zeros(d, dtype=torch.float64)
-        r = float(recon) / n
-        k = float(kl) / n
-        out = {
-            "elbo": -(r + k),
-            "recon": r,
-            "kl": k,
-            "kl_per_dim": (kl_dim / n).cpu().numpy(),
-            "active_units": int((variance > ACTIVE_UNIT_THRESHOLD).sum()),
-            "n": n,
-        }
-        if iwae_k > 0:
-            out["iwae"] = float(iw) / n
-        return out
-    finally:
-        model.train(was_training)
-
-
-@torch.no_grad()
-def encode_dataset(model: VAE, x: torch.Tensor, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-    """mu and logvar of q(z|x) for every row of ``x``, as float32 numpy arrays (N, d)."""
-    was_training = model.training
-    model.eval()
-    try:
-        d = model.config.latent_dim
-        n = int(x.shape[0])
-        mu = torch.empty((n, d), dtype=torch.float32, device=x.device)
-        lv = torch.empty((n, d), dtype=torch.float32, device=x.device)
-        for s in range(0, n, batch_size):
-            m, l = model.encode(x[s : s + batch_size])
-            mu[s : s + m.shape[0]] = m
-            lv[s : s + m.shape[0]] = l
-        # Fresh tensors made here: on the CPU the arrays share their memory and
-        # nothing else holds a reference to it.
-        return mu.cpu().numpy(), lv.cpu().numpy()
-    finally:
-        model.train(was_training)
-
-
 def _clone_state(state: dict[str, Any]) -> dict[str, Any]:
     """Deep copy of a (nested) state dict, cloning every tensor."""
     if isinstance(state, torch.Tensor):
@@ -481,11 +80,6 @@ def _clone_state(state: dict[str, Any]) -> dict[str, Any]:
     if isinstance(state, tuple):
         return tuple(_clone_state(v) for v in state)
     return state
-
-
-# ---------------------------------------------------------------------------
-# Trainer
-# ---------------------------------------------------------------------------
 
 
 class Trainer:
@@ -596,7 +190,7 @@ class Trainer:
 
     @classmethod
     def from_checkpoint(cls, ckpt: Any, dataset: Any, control: TrainControl | None = None, device: Any = None) -> "Trainer":
-        from .checkpoint import restore_trainer
+        from ..checkpoint import restore_trainer
 
         return restore_trainer(ckpt, dataset, control=control, device=device)
 
