@@ -32,7 +32,7 @@ import torch
 from .config import ModelConfig, TrainConfig
 from .errors import CheckpointError, ConfigError
 from .model import VAE
-from .training import History, Trainer, TrainControl, build_model
+from .training import History, Trainer, TrainControl, TrainerState, build_model
 
 FORMAT = "latent-explorer-checkpoint"
 FORMAT_VERSION = 1
@@ -101,11 +101,91 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 # ---------------------------------------------------------------------------
 
 
+def _state_tensors_and_meta(state: TrainerState) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """A trainer's state as this format's flat tensors and JSON metadata (see the module docstring)."""
+    tensors: dict[str, torch.Tensor] = {f"model/{k}": v for k, v in state.model.items()}
+    opt_meta: dict[str, Any] = {"param_groups": state.optimizer["param_groups"], "state": {}}
+    for pid, st in state.optimizer["state"].items():
+        plain = {}
+        for key, value in st.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optim/{pid}/{key}"] = value
+            else:
+                plain[key] = value
+        opt_meta["state"][str(pid)] = {
+            "keys": list(st),
+            "tensors": [k for k, v in st.items() if isinstance(v, torch.Tensor)],
+            "values": plain,
+        }
+    for name, rng_state in state.rng.items():
+        tensors[f"rng/{name}"] = rng_state
+    if state.perm is not None:
+        tensors["position/perm"] = state.perm
+    table = state.history.table()
+    if table.shape[0]:
+        tensors["history/steps"] = torch.from_numpy(table)
+    if state.latents is not None and state.latent_logvar is not None:
+        tensors["latents/mu"] = torch.from_numpy(np.ascontiguousarray(state.latents))
+        tensors["latents/logvar"] = torch.from_numpy(np.ascontiguousarray(state.latent_logvar))
+    meta = {
+        "epoch": state.epoch,
+        "step": state.step,
+        "position": {
+            "batch": state.batch,
+            "n_train": state.n_train,
+            "epoch_loss_sum": state.epoch_loss_sum,
+            "epoch_count": state.epoch_count,
+        },
+        "settings": state.settings,
+        "optimizer": opt_meta,
+        "rng_device": state.rng_device,
+        "history": state.history.to_dict(include_arrays=False),
+    }
+    return tensors, meta
+
+
+def _trainer_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> TrainerState:
+    """Inverse of ``_state_tensors_and_meta``; raises KeyError, TypeError or ValueError on a malformed file."""
+    model = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
+    opt_meta = meta["optimizer"]
+    opt_state: dict[int, dict[str, Any]] = {}
+    for pid, st in opt_meta["state"].items():
+        tensor_keys = set(st["tensors"])
+        opt_state[int(pid)] = {
+            key: tensors[f"optim/{pid}/{key}"] if key in tensor_keys else st["values"][key]
+            for key in st.get("keys", [*st["values"], *st["tensors"]])
+        }
+    pos = meta["position"]
+    table = tensors.get("history/steps")
+    mu = tensors.get("latents/mu")
+    logvar = tensors.get("latents/logvar")
+    return TrainerState(
+        model=model,
+        optimizer={"state": opt_state, "param_groups": opt_meta["param_groups"]},
+        rng={name: tensors[f"rng/{name}"] for name in ("shuffle", "noise", "binarize")},
+        rng_device=str(meta.get("rng_device", "cpu")),
+        epoch=int(meta["epoch"]),
+        step=int(meta["step"]),
+        batch=int(pos["batch"]),
+        perm=tensors.get("position/perm"),
+        n_train=int(pos["n_train"]),
+        epoch_loss_sum=float(pos["epoch_loss_sum"]),
+        epoch_count=int(pos["epoch_count"]),
+        settings=dict(meta["settings"]),
+        history=History.from_dict(meta["history"], None if table is None else table.numpy()),
+        latents=None if mu is None or logvar is None else mu.numpy(),
+        latent_logvar=None if mu is None or logvar is None else logvar.numpy(),
+    )
+
+
 def checkpoint_bytes(trainer: Trainer) -> bytes:
     """The checkpoint of ``trainer`` as the bytes of a safetensors file."""
     from safetensors.torch import save
 
-    tensors, state = trainer.state_for_checkpoint()
+    tensors, state = _state_tensors_and_meta(trainer.get_state())
+    labels = trainer.labels
+    if "latents/mu" in tensors and labels is not None:
+        tensors["latents/labels"] = torch.from_numpy(np.ascontiguousarray(labels))
     dataset = trainer.dataset
     spec = getattr(dataset, "spec", None)
     if spec is None:
@@ -127,7 +207,7 @@ def checkpoint_bytes(trainer: Trainer) -> bytes:
             "name": str(getattr(dataset, "name", "")),
             "label_names": None if label_names is None else [str(s) for s in label_names],
             "input_shape": list(trainer.model_config.input_shape),
-            "n": int(trainer._x_all.shape[0]),
+            "n": trainer.n_examples,
         },
         **state,
     }
@@ -330,7 +410,7 @@ def restore_trainer(
     check_dataset_fits(ckpt, dataset)
     trainer = Trainer(ckpt.model_config, ckpt.train_config, dataset, control=control, device=device)
     try:
-        trainer.restore_state(ckpt.tensors, ckpt.meta)
+        trainer.set_state(_trainer_state(ckpt.tensors, ckpt.meta))
     except (KeyError, ValueError, RuntimeError, TypeError, IndexError) as exc:
         raise CheckpointError(
             f"checkpoint {ckpt.path} is incomplete or does not fit its model ({type(exc).__name__}: {exc})"

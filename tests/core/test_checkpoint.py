@@ -93,7 +93,7 @@ def test_two_plus_two_epochs_equal_four_bit_for_bit(tmp_path):
     save_checkpoint(t, path)
     ck = load_checkpoint(path)
     assert ck.epoch == 2 and ck.step == t.step
-    b = Trainer.from_checkpoint(ck, ds)
+    b = restore_trainer(ck, ds)
     events = list(b.run())
     assert [e.epoch for e in events if e.kind == "epoch"] == [3, 4]
     assert_same_state(a, b)
@@ -138,7 +138,7 @@ def test_exact_resume_with_dynamic_binarisation_warmup_free_bits_and_changes(tmp
     ck = load_checkpoint(tmp_path / "x.ckpt")
     assert ck.settings["beta"] == 0.5 and ck.train_config.lr == 2e-3
     assert [c["name"] for c in ck.history.changes] == ["beta", "lr"]
-    b = Trainer.from_checkpoint(ck, ds)
+    b = restore_trainer(ck, ds)
     drive(b)
     assert_same_state(a, b)
 

@@ -375,3 +375,40 @@ def test_training_thread_flushes_subnormal_floats():
         pytest.skip("this CPU cannot flush subnormals")
     assert seen["before"] != 0.0
     assert seen["after"] == 0.0
+
+
+def test_state_moves_a_run_to_another_trainer_and_is_a_private_copy():
+    ds = tiny_dataset()
+    straight = Trainer(MODEL, TRAIN, ds)
+    list(straight.run())
+    t = Trainer(MODEL, TRAIN, ds)
+    for ev in t.run():
+        if ev.kind == "batch" and ev.step == 7:  # mid-way through the second epoch
+            t.control.stop()
+    state = t.get_state()
+    before = {k: v.clone() for k, v in state.model.items()}
+    list(t.run())  # the original goes on; the state must not follow it
+    assert all(torch.equal(before[k], v) for k, v in state.model.items())
+    assert len(state.history) == 7 and state.step == 7 and state.perm is not None
+    other = Trainer(MODEL, TRAIN, ds)
+    other.set_state(state)
+    assert (other.epoch, other.step, other.batch_position) == (1, 7, state.batch)
+    list(other.run())
+    assert same_params(params(other.model), params(straight.model))
+    assert other.history == straight.history
+
+
+def test_training_modules_never_import_checkpoint():
+    """checkpoint builds on training (it owns the file format); training never reaches back."""
+    import ast
+    from pathlib import Path
+
+    import vae_core.training
+
+    for path in Path(vae_core.training.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] + [a.name for a in node.names]
+                assert not any(n.split(".")[-1] == "checkpoint" for n in names), path
+            elif isinstance(node, ast.Import):
+                assert not any(a.name.startswith("vae_core.checkpoint") for a in node.names), path

@@ -16,7 +16,7 @@ from .control import TrainControl, validate_settings
 from .evaluate import encode_dataset, evaluate_model, images_tensor
 from .events import BatchEvent, ChangeEvent, EpochEvent, StatusEvent
 from .history import STEP_FIELDS, History
-from .trainer import ModelSnapshot, Trainer, build_model, make_generator
+from .trainer import ModelSnapshot, Trainer, TrainerState, build_model, make_generator
 
 __all__ = [
     "STEP_FIELDS",
@@ -28,6 +28,7 @@ __all__ = [
     "StatusEvent",
     "TrainControl",
     "Trainer",
+    "TrainerState",
     "build_model",
     "encode_dataset",
     "evaluate_model",

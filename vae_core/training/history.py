@@ -93,6 +93,10 @@ class History:
             h._n = int(table.shape[0])
         return h
 
+    def copy(self) -> "History":
+        """An independent copy (appending to one does not change the other)."""
+        return History.from_dict(self.to_dict(include_arrays=False), self.table())
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, History):
             return NotImplemented

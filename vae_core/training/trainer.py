@@ -69,6 +69,38 @@ class ModelSnapshot:
         return model.eval()
 
 
+@dataclass(frozen=True)
+class TrainerState:
+    """Everything that restores a trainer exactly, as CPU copies nobody else holds (``Trainer.get_state``).
+
+    ``model`` is the model's state dict; ``optimizer`` the optimizer's, in
+    torch's form (``{"state": {param: {key: value}}, "param_groups": [...]}``);
+    ``rng`` the states of the "shuffle", "noise" and "binarize" generators, as
+    uint8 tensors, drawn on a ``rng_device`` device.  ``batch`` is the next
+    batch of the current epoch and ``perm`` that epoch's order of the
+    ``n_train`` training examples (None between epochs), with the running loss
+    sum and example count of the epoch.  ``settings`` are the live settings,
+    ``history`` a copy of the run's history, ``latents`` / ``latent_logvar``
+    the last codes of every example (None before the first epoch ends).
+    """
+
+    model: dict[str, torch.Tensor] = field(repr=False)
+    optimizer: dict[str, Any] = field(repr=False)
+    rng: dict[str, torch.Tensor] = field(repr=False)
+    rng_device: str
+    epoch: int
+    step: int
+    batch: int
+    perm: torch.Tensor | None = field(repr=False)
+    n_train: int
+    epoch_loss_sum: float
+    epoch_count: int
+    settings: dict[str, Any]
+    history: History = field(repr=False)
+    latents: np.ndarray | None = field(repr=False)
+    latent_logvar: np.ndarray | None = field(repr=False)
+
+
 def _clone_state(state: dict[str, Any]) -> dict[str, Any]:
     """Deep copy of a (nested) state dict, cloning every tensor."""
     if isinstance(state, torch.Tensor):
@@ -178,6 +210,11 @@ class Trainer:
         return {name: getattr(c, name) for name in SETTABLE}
 
     @property
+    def n_examples(self) -> int:
+        """Number of examples in the dataset (both splits): the rows of ``latents``."""
+        return int(self._x_all.shape[0])
+
+    @property
     def labels(self) -> np.ndarray | None:
         labels = getattr(self.dataset, "labels", None)
         return None if labels is None else np.asarray(labels, dtype=np.int64)
@@ -187,12 +224,6 @@ class Trainer:
         if progress_epochs is None:
             progress_epochs = self.epoch + self._batch_pos / self.n_batches
         return kl_weight(c.beta, c.warmup, c.warmup_epochs, progress_epochs)
-
-    @classmethod
-    def from_checkpoint(cls, ckpt: Any, dataset: Any, control: TrainControl | None = None, device: Any = None) -> "Trainer":
-        from ..checkpoint import restore_trainer
-
-        return restore_trainer(ckpt, dataset, control=control, device=device)
 
     # -- snapshots and evaluation -------------------------------------------
     def snapshot(self) -> ModelSnapshot:
@@ -466,100 +497,90 @@ class Trainer:
             seconds=time.perf_counter() - epoch_t0,
         )
 
-    # -- state for checkpoints -------------------------------------------------
-    def state_for_checkpoint(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        """(tensors, JSON-able metadata) that restore this trainer exactly."""
-        tensors: dict[str, torch.Tensor] = {}
-        with self._state_lock:
-            for k, v in self.model.state_dict().items():
-                tensors[f"model/{k}"] = v.detach().to("cpu", copy=True).contiguous()
-            opt_state = self.optimizer.state_dict()
-            opt_meta: dict[str, Any] = {"param_groups": opt_state["param_groups"], "state": {}}
-            for pid, st in opt_state["state"].items():
-                plain = {}
-                for key, value in st.items():
-                    if isinstance(value, torch.Tensor):
-                        tensors[f"optim/{pid}/{key}"] = value.detach().to("cpu", copy=True).contiguous()
-                    else:
-                        plain[key] = value
-                opt_meta["state"][str(pid)] = {
-                    "keys": list(st),
-                    "tensors": [k for k, v in st.items() if isinstance(v, torch.Tensor)],
-                    "values": plain,
-                }
-        for name, g in (("shuffle", self._shuffle_gen), ("noise", self._noise_gen), ("binarize", self._binarize_gen)):
-            tensors[f"rng/{name}"] = g.get_state().to("cpu", copy=True)
-        if self._perm is not None:
-            tensors["position/perm"] = self._perm.to("cpu", copy=True)
-        table = self.history.table()
-        if table.shape[0]:
-            tensors["history/steps"] = torch.from_numpy(table)
-        if self.latents is not None:
-            tensors["latents/mu"] = torch.from_numpy(np.ascontiguousarray(self.latents))
-            tensors["latents/logvar"] = torch.from_numpy(np.ascontiguousarray(self.latent_logvar))
-            labels = self.labels
-            if labels is not None:
-                tensors["latents/labels"] = torch.from_numpy(np.ascontiguousarray(labels))
-        meta = {
-            "epoch": self.epoch,
-            "step": self.step,
-            "position": {
-                "batch": self._batch_pos,
-                "n_train": self.n_train,
-                "epoch_loss_sum": self._epoch_loss_sum,
-                "epoch_count": self._epoch_count,
-            },
-            "settings": self.settings,
-            "optimizer": opt_meta,
-            "rng_device": self.device.type,
-            "history": self.history.to_dict(include_arrays=False),
-        }
-        return tensors, meta
+    # -- the complete state ----------------------------------------------------
+    def get_state(self) -> "TrainerState":
+        """CPU copies of everything that restores this trainer exactly (see ``TrainerState``).
 
-    def restore_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        """Inverse of ``state_for_checkpoint`` (the configs are given to the constructor)."""
-        model_state = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
-        self.model.load_state_dict(model_state)
-        opt_meta = meta["optimizer"]
-        state: dict[int, dict[str, Any]] = {}
-        for pid, st in opt_meta["state"].items():
-            tensor_keys = set(st["tensors"])
-            state[int(pid)] = {
-                key: tensors[f"optim/{pid}/{key}"] if key in tensor_keys else st["values"][key]
-                for key in st.get("keys", [*st["values"], *st["tensors"]])
+        Call it from the thread that runs ``run()`` (between events) or when
+        training is not running.
+        """
+
+        def cpu(t: torch.Tensor) -> torch.Tensor:
+            return t.detach().to("cpu", copy=True).contiguous()
+
+        with self._state_lock:
+            model = {k: cpu(v) for k, v in self.model.state_dict().items()}
+            opt = self.optimizer.state_dict()
+            optimizer = {
+                "state": {
+                    pid: {key: cpu(v) if isinstance(v, torch.Tensor) else v for key, v in st.items()}
+                    for pid, st in opt["state"].items()
+                },
+                "param_groups": [dict(g) for g in opt["param_groups"]],
             }
+        rng = {name: g.get_state().to("cpu", copy=True) for name, g in self._generators().items()}
+        return TrainerState(
+            model=model,
+            optimizer=optimizer,
+            rng=rng,
+            rng_device=self.device.type,
+            epoch=self.epoch,
+            step=self.step,
+            batch=self._batch_pos,
+            perm=None if self._perm is None else self._perm.to("cpu", copy=True),
+            n_train=self.n_train,
+            epoch_loss_sum=self._epoch_loss_sum,
+            epoch_count=self._epoch_count,
+            settings=self.settings,
+            history=self.history.copy(),
+            latents=None if self.latents is None else self.latents.copy(),
+            latent_logvar=None if self.latent_logvar is None else self.latent_logvar.copy(),
+        )
+
+    def set_state(self, state: "TrainerState") -> None:
+        """Continue from ``state`` (from ``get_state``, possibly of another process; the configs are the constructor's).
+
+        Generator states saved on another kind of device are not restored
+        (they do not transfer), except the CPU shuffling stream.  On a dataset
+        with another number of training examples a state taken mid-epoch
+        restarts that epoch from its first batch; latents of another number of
+        examples are dropped.  Raises ``RuntimeError``, ``KeyError`` or
+        ``ValueError`` when the state does not fit the model.
+        """
+        self.model.load_state_dict(state.model)
         groups = []
-        for saved, current in zip(opt_meta["param_groups"], self.optimizer.param_groups):
+        for saved, current in zip(state.optimizer["param_groups"], self.optimizer.param_groups):
             group = dict(saved)
             for key, value in group.items():
                 if isinstance(value, list) and isinstance(current.get(key), tuple):
                     group[key] = tuple(value)
             groups.append(group)
-        self.optimizer.load_state_dict({"state": state, "param_groups": groups})
+        self.optimizer.load_state_dict({"state": state.optimizer["state"], "param_groups": groups})
         for group in self.optimizer.param_groups:
             group["lr"] = self.train_config.lr
-        if meta.get("rng_device", "cpu") == self.device.type:
-            self._noise_gen.set_state(tensors["rng/noise"].clone())
-            self._binarize_gen.set_state(tensors["rng/binarize"].clone())
-        self._shuffle_gen.set_state(tensors["rng/shuffle"].clone())
-        self.epoch = int(meta["epoch"])
-        self.step = int(meta["step"])
-        pos = meta["position"]
-        perm = tensors.get("position/perm")
-        if perm is not None and int(pos["n_train"]) == self.n_train and perm.numel() == self.n_train:
+        if state.rng_device == self.device.type:
+            self._noise_gen.set_state(state.rng["noise"].clone())
+            self._binarize_gen.set_state(state.rng["binarize"].clone())
+        self._shuffle_gen.set_state(state.rng["shuffle"].clone())
+        self.epoch = int(state.epoch)
+        self.step = int(state.step)
+        perm = state.perm
+        if perm is not None and int(state.n_train) == self.n_train and perm.numel() == self.n_train:
             self._perm = perm.to(self.device)
-            self._batch_pos = int(pos["batch"])
-            self._epoch_loss_sum = float(pos["epoch_loss_sum"])
-            self._epoch_count = int(pos["epoch_count"])
+            self._batch_pos = int(state.batch)
+            self._epoch_loss_sum = float(state.epoch_loss_sum)
+            self._epoch_count = int(state.epoch_count)
         else:
             self._perm = None
             self._batch_pos = 0
             self._epoch_loss_sum = 0.0
             self._epoch_count = 0
-        table = tensors.get("history/steps")
-        self.history = History.from_dict(meta["history"], None if table is None else table.numpy())
-        mu = tensors.get("latents/mu")
-        if mu is not None and mu.shape[0] == self._x_all.shape[0]:
-            self.latents = tensors["latents/mu"].numpy().copy()
-            self.latent_logvar = tensors["latents/logvar"].numpy().copy()
+        self.history = state.history.copy()
+        if state.latents is not None and state.latent_logvar is not None and state.latents.shape[0] == self.n_examples:
+            self.latents = np.array(state.latents, dtype=np.float32)
+            self.latent_logvar = np.array(state.latent_logvar, dtype=np.float32)
         self._keep_good()
+
+    def _generators(self) -> dict[str, torch.Generator]:
+        """The generators whose states a ``TrainerState`` carries (the evaluation one is reseeded each time)."""
+        return {"shuffle": self._shuffle_gen, "noise": self._noise_gen, "binarize": self._binarize_gen}
