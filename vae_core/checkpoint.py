@@ -31,8 +31,8 @@ import torch
 
 from .config import ModelConfig, TrainConfig
 from .errors import CheckpointError, ConfigError
-from .model import VAE
-from .training import History, Trainer, TrainControl, TrainerState, build_model
+from .model import VAE, vae_from_state
+from .training import History, Trainer, TrainControl, TrainerState
 
 FORMAT = "latent-explorer-checkpoint"
 FORMAT_VERSION = 1
@@ -263,12 +263,10 @@ class Checkpoint:
 
     def build_model(self) -> VAE:
         """An eval-mode VAE on the CPU with the saved weights (no dataset needed)."""
-        model = build_model(self.model_config, 0)
         try:
-            model.load_state_dict(self.model_state)
+            return vae_from_state(self.model_config, self.model_state)
         except RuntimeError as exc:
             raise CheckpointError(f"checkpoint {self.path}: the weights do not fit the model config: {exc}") from exc
-        return model.eval()
 
 
 def _fail(path: Any, problem: str) -> CheckpointError:

@@ -420,7 +420,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     from .checkpoint import atomic_write_bytes
     from .model import resolve_device
-    from .training import encode_dataset, images_tensor
+    from .training import encode_dataset
 
     ckpt, dataset = _checkpoint_and_dataset(args)
     device = resolve_device(args.device or "cpu")
@@ -428,8 +428,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise ConfigError(f"device {args.device!r} asked for, but CUDA is not available here; use the CPU")
     _set_threads(ckpt.train_config.num_threads)
     model = ckpt.build_model().to(device)
-    x = images_tensor(dataset.images).to(device)
-    mu, logvar = encode_dataset(model, x, ckpt.train_config.eval_batch_size)
+    mu, logvar = encode_dataset(model, dataset.images, ckpt.train_config.eval_batch_size)
     sigma = np.exp(0.5 * logvar.astype(np.float64))
     d = mu.shape[1]
     labels = None if dataset.labels is None else np.asarray(dataset.labels, dtype=np.int64)

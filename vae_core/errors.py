@@ -1,4 +1,4 @@
-"""Exceptions the engine raises for problems a user can fix."""
+"""Exceptions the engine raises: ``VAEError`` and its kinds for problems a user can fix, and ``Cancelled``."""
 
 
 class VAEError(Exception):
@@ -19,3 +19,7 @@ class CheckpointError(VAEError):
 
 class TrainingError(VAEError):
     """Training cannot go on (for example the loss became NaN)."""
+
+
+class Cancelled(Exception):
+    """A long call stopped because its ``cancelled`` callable returned True."""

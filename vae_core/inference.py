@@ -21,14 +21,14 @@ import numpy as np
 import torch
 
 from .config import ModelConfig
-from .model import VAE, vae_from_state
+from .errors import Cancelled
+from .model import VAE
+from .training.evaluate import encode_dataset, images_tensor
+
+__all__ = ["Cancelled", "Decoder", "Encoder", "configure_thread", "load_models"]
 
 ProgressFn = Callable[[float, str], None]
 CancelFn = Callable[[], bool]
-
-
-class Cancelled(Exception):
-    """Raised when a long call's ``cancelled`` callable returned True."""
 
 
 def configure_thread(num_threads: int = 1) -> None:
@@ -42,13 +42,6 @@ def configure_thread(num_threads: int = 1) -> None:
     torch.set_flush_denormal(True)
 
 
-def _images_tensor(images: np.ndarray) -> torch.Tensor:
-    arr = np.asarray(images)
-    if arr.dtype == np.uint8:
-        return torch.from_numpy(np.ascontiguousarray(arr)).float().div_(255.0)
-    return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
-
-
 @dataclass(frozen=True)
 class _Shared:
     """The model both halves use, and where its weights came from."""
@@ -59,17 +52,14 @@ class _Shared:
 
 
 def _shared_from(source: Any) -> _Shared:
-    """A model from a ModelSnapshot (shares its private tensors) or a Checkpoint (copies its weights)."""
-    from .errors import CheckpointError
+    """A model from a ModelSnapshot (shares its private tensors) or a Checkpoint (copies its weights).
 
-    state = getattr(source, "state", None)
-    if state is not None:  # ModelSnapshot: its tensors are a copy that nobody changes
-        model = vae_from_state(source.model_config, state, share=True)
-        return _Shared(model, int(source.step), int(source.epoch))
-    try:
-        model = vae_from_state(source.model_config, source.model_state)
-    except RuntimeError as exc:
-        raise CheckpointError(f"checkpoint {source.path}: the weights do not fit the model config: {exc}") from exc
+    A checkpoint whose weights do not fit its config raises CheckpointError.
+    """
+    if hasattr(source, "state"):  # ModelSnapshot: its tensors are a copy that nobody changes
+        model = source.build_model(share=True)
+    else:
+        model = source.build_model()
     return _Shared(model, int(source.step), int(source.epoch))
 
 
@@ -138,26 +128,21 @@ class Encoder(_Half):
         if tuple(x.shape[1:]) != self.input_shape:
             raise ValueError(f"images must have shape (N, {', '.join(map(str, self.input_shape))}), got {x.shape}")
         with torch.no_grad():
-            mu, lv = self._model.encode(_images_tensor(x))
+            mu, lv = self._model.encode(images_tensor(x))
         mu, lv = mu.numpy(), lv.numpy()
         return (mu[0], lv[0]) if single else (mu, lv)
 
     def encode_all(self, images: np.ndarray, batch_size: int = 2048, progress: Optional[ProgressFn] = None,
                    cancelled: Optional[CancelFn] = None) -> tuple[np.ndarray, np.ndarray]:
-        """Every example of a (possibly memory-mapped, uint8) array, a batch at a time."""
-        n = len(images)
-        d = self.latent_dim
-        mu = np.empty((n, d), dtype=np.float32)
-        lv = np.empty((n, d), dtype=np.float32)
-        for s in range(0, n, batch_size):
-            if cancelled is not None and cancelled():
-                raise Cancelled("encoding was cancelled")
-            m, l = self.encode(images[s:s + batch_size])
-            mu[s:s + len(m)] = m
-            lv[s:s + len(m)] = l
-            if progress is not None:
-                progress(min(1.0, (s + len(m)) / max(1, n)), f"Encoding {s + len(m):,} of {n:,}")
-        return mu, lv
+        """Every example of a (possibly memory-mapped, uint8) (N, C, H, W) array, a batch at a time.
+
+        ``progress(fraction, text)`` follows every batch; ``cancelled()`` is
+        asked before each and True raises ``Cancelled``.
+        """
+        if np.ndim(images) != 4 or tuple(images.shape[1:]) != self.input_shape:
+            raise ValueError(f"images must have shape (N, {', '.join(map(str, self.input_shape))}), "
+                             f"got {np.shape(images)}")
+        return encode_dataset(self._model, images, batch_size, progress=progress, cancelled=cancelled)
 
     def elbo_breakdown(self, x: np.ndarray, k: int = 1000, seed: Optional[int] = 0, mc_samples: int = 1000,
                        progress: Optional[ProgressFn] = None, cancelled: Optional[CancelFn] = None) -> Any:

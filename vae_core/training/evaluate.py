@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
+from ..errors import Cancelled
 from ..model import VAE
 from ..objectives import elbo, iwae_log_likelihood
 
@@ -15,13 +16,20 @@ from ..objectives import elbo, iwae_log_likelihood
 #: posterior mean exceeds this (Burda et al. 2016).
 ACTIVE_UNIT_THRESHOLD = 0.01
 
+ProgressFn = Callable[[float, str], None]
+CancelFn = Callable[[], bool]
+
 
 def images_tensor(images: np.ndarray) -> torch.Tensor:
-    """A float32 tensor over ``images`` (N, C, H, W), sharing memory where possible.
+    """A float32 tensor of images (N, C, H, W) in data space: uint8 is scaled to [0, 1], floats are used as they are.
 
-    The engine never writes to it, so read-only arrays are used as they are.
+    Float arrays are shared where possible (the engine never writes to
+    them, so read-only and memory-mapped arrays are used as they are).
     """
-    arr = np.ascontiguousarray(images, dtype=np.float32)
+    arr = np.asarray(images)
+    if arr.dtype == np.uint8:
+        return torch.from_numpy(np.ascontiguousarray(arr)).float().div_(255.0)
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
     if not arr.flags.writeable:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
@@ -89,19 +97,41 @@ def evaluate_model(
 
 
 @torch.no_grad()
-def encode_dataset(model: VAE, x: torch.Tensor, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-    """mu and logvar of q(z|x) for every row of ``x``, as float32 numpy arrays (N, d)."""
+def encode_dataset(
+    model: VAE,
+    images: torch.Tensor | np.ndarray,
+    batch_size: int = 1024,
+    progress: ProgressFn | None = None,
+    cancelled: CancelFn | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """mu and logvar of q(z|x) for every example, a batch at a time, as float32 numpy arrays (N, d).
+
+    ``images`` is a tensor (N, C, H, W) already on the model's device, or a
+    numpy array of them (float, or uint8 scaled to [0, 1]; a memory-mapped
+    file is read a batch at a time), each batch converted and moved to the
+    model's device.  ``progress(fraction, text)`` is called after every
+    batch; ``cancelled()`` is asked before every batch and True raises
+    ``Cancelled``.
+    """
     was_training = model.training
     model.eval()
     try:
+        device = next(model.parameters()).device
         d = model.config.latent_dim
-        n = int(x.shape[0])
-        mu = torch.empty((n, d), dtype=torch.float32, device=x.device)
-        lv = torch.empty((n, d), dtype=torch.float32, device=x.device)
+        n = int(images.shape[0])
+        mu = torch.empty((n, d), dtype=torch.float32, device=device)
+        lv = torch.empty((n, d), dtype=torch.float32, device=device)
+        on_device = isinstance(images, torch.Tensor)
         for s in range(0, n, batch_size):
-            m, l = model.encode(x[s : s + batch_size])
-            mu[s : s + m.shape[0]] = m
-            lv[s : s + m.shape[0]] = l
+            if cancelled is not None and cancelled():
+                raise Cancelled("encoding was cancelled")
+            x = images[s : s + batch_size]
+            m, l = model.encode(x if on_device else images_tensor(x).to(device))
+            done = s + m.shape[0]
+            mu[s:done] = m
+            lv[s:done] = l
+            if progress is not None:
+                progress(min(1.0, done / n), f"Encoding {done:,} of {n:,}")
         # Fresh tensors made here: on the CPU the arrays share their memory and
         # nothing else holds a reference to it.
         return mu.cpu().numpy(), lv.cpu().numpy()

@@ -20,7 +20,7 @@ import torch
 
 from ..config import ModelConfig, TrainConfig, kl_weight
 from ..errors import ConfigError
-from ..model import VAE, resolve_device
+from ..model import VAE, resolve_device, vae_from_state
 from ..objectives import elbo
 from .control import SETTABLE, TrainControl
 from .evaluate import encode_dataset, evaluate_model, images_tensor
@@ -62,11 +62,13 @@ class ModelSnapshot:
     step: int
     epoch: int
 
-    def build_model(self) -> VAE:
-        """An eval-mode VAE on the CPU with these weights (its own copy)."""
-        model = build_model(self.model_config, 0)
-        model.load_state_dict(self.state)
-        return model.eval()
+    def build_model(self, share: bool = False) -> VAE:
+        """An eval-mode VAE on the CPU with these weights: its own copy, or with ``share`` the snapshot's tensors.
+
+        Sharing is safe because nobody changes a snapshot; the model must
+        then not be trained either (see ``model.vae_from_state``).
+        """
+        return vae_from_state(self.model_config, self.state, share=share)
 
 
 @dataclass(frozen=True)
