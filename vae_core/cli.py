@@ -19,7 +19,7 @@ import sys
 import threading
 from typing import Any, Sequence
 
-from .config import ARCHITECTURES, LIKELIHOODS, WARMUPS, ModelConfig, TrainConfig
+from .config import ARCHITECTURES, LIKELIHOODS, LIVE_SETTINGS, WARMUPS, ModelConfig, TrainConfig, parse_hidden_dims
 from .errors import ConfigError, VAEError
 
 EXIT_ERROR = 2
@@ -49,18 +49,6 @@ TRAIN_DEFAULTS: dict[str, Any] = {
 }
 DEFAULT_HIDDEN = {"mlp": (512, 256), "conv": (32, 64)}
 MODEL_OPTIONS = ("latent_dim", "arch", "hidden", "likelihood", "sigma", "learn_sigma")
-LIVE_OPTIONS = ("beta", "lr", "warmup", "warmup_epochs", "free_bits")
-
-
-def parse_hidden(text: str) -> tuple[int, ...]:
-    """"512,256" -> (512, 256); "" or "none" -> () (a linear encoder and decoder)."""
-    text = text.strip()
-    if text.lower() in ("", "none", "linear"):
-        return ()
-    try:
-        return tuple(int(part) for part in text.replace(" ", "").split(","))
-    except ValueError as exc:
-        raise ConfigError(f"--hidden takes comma-separated integers such as 512,256 (or none), got {text!r}") from exc
 
 
 def _err(message: str) -> None:
@@ -243,7 +231,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             overrides["num_threads"] = args.threads
         if overrides:
             ckpt.train_config = ckpt.train_config.replace(**overrides)
-        live = {n: getattr(args, n) for n in LIVE_OPTIONS if getattr(args, n) is not None}
+        live = {n: getattr(args, n) for n in LIVE_SETTINGS if getattr(args, n) is not None}
         if live:
             control.set(**live)  # applied at the first batch and recorded in the history
         trainer = restore_trainer(ckpt, dataset, control=control)
@@ -252,7 +240,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         spec = _dataset_spec(None, args, ("size", "binarize", "test_fraction"))
         arch = opt("arch")
-        hidden = parse_hidden(args.hidden) if args.hidden is not None else DEFAULT_HIDDEN[arch]
+        try:
+            hidden = parse_hidden_dims(args.hidden) if args.hidden is not None else DEFAULT_HIDDEN[arch]
+        except ConfigError as exc:
+            raise ConfigError(f"--hidden: {exc}") from None
         tcfg = TrainConfig(
             epochs=opt("epochs"), batch_size=opt("batch_size"), lr=opt("lr"), beta=opt("beta"),
             warmup=opt("warmup"), warmup_epochs=opt("warmup_epochs"), free_bits=opt("free_bits"),

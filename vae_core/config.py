@@ -17,6 +17,9 @@ ARCHITECTURES = ("mlp", "conv")
 LIKELIHOODS = ("bernoulli", "continuous_bernoulli", "gaussian")
 WARMUPS = ("none", "linear", "cyclical")
 
+#: The TrainConfig fields a running trainer accepts changes to (``TrainControl.set``).
+LIVE_SETTINGS = ("beta", "lr", "warmup", "warmup_epochs", "free_bits")
+
 
 def _tuple_of_ints(value: Any, name: str) -> tuple[int, ...]:
     try:
@@ -24,6 +27,36 @@ def _tuple_of_ints(value: Any, name: str) -> tuple[int, ...]:
     except TypeError as exc:
         raise ConfigError(f"{name} must be a sequence of integers, got {value!r}") from exc
     return out
+
+
+def parse_hidden_dims(text: str) -> tuple[int, ...]:
+    """Hidden sizes from text: "512, 256" -> (512, 256); "", "none" or "linear" -> () (a linear model).
+
+    The sizes are comma-separated positive integers (blanks around them and
+    empty entries, as after a trailing comma, are skipped).  Raises
+    ConfigError naming the entry that is not a positive integer.
+    """
+    stripped = str(text).strip()
+    if stripped.lower() in ("", "none", "linear"):
+        return ()
+    sizes = []
+    for part in stripped.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            size = int(part)
+        except ValueError:
+            raise ConfigError(
+                f"hidden sizes are comma-separated positive integers such as 512,256 (or none for a linear "
+                f"model); {part!r} in {stripped!r} is not an integer"
+            ) from None
+        if size < 1:
+            raise ConfigError(f"hidden sizes must be positive integers, got {size} in {stripped!r}")
+        sizes.append(size)
+    if not sizes:
+        raise ConfigError(f"no hidden sizes in {stripped!r}; give comma-separated positive integers or none")
+    return tuple(sizes)
 
 
 @dataclass(frozen=True)

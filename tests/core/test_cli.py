@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 
 from vae_core.checkpoint import load_checkpoint
-from vae_core.cli import main, parse_hidden
-from vae_core.errors import ConfigError
+from vae_core.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = ["--hidden", "16", "--batch-size", "32", "--threads", "1"]
@@ -167,13 +166,6 @@ def test_divergence_saves_and_exits_nonzero(npz, tmp_path, capsys):
     assert "rolled back" in err and "--resume" in err
     ck = load_checkpoint(out)
     assert ck.history.changes[-1]["name"] == "rollback"
-
-
-def test_parse_hidden():
-    assert parse_hidden("512, 256") == (512, 256)
-    assert parse_hidden("") == () and parse_hidden("none") == ()
-    with pytest.raises(ConfigError):
-        parse_hidden("a,b")
 
 
 @pytest.mark.parametrize("sig, code, name", [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "SIGINT")])

@@ -1,9 +1,10 @@
+import dataclasses
 import json
 
 import pytest
 
 from vae_core import ConfigError, ModelConfig, TrainConfig
-from vae_core.config import kl_weight
+from vae_core.config import LIVE_SETTINGS, kl_weight, parse_hidden_dims
 
 
 def test_model_config_round_trip_json():
@@ -37,3 +38,25 @@ def test_kl_weight_schedules():
     assert kl_weight(1.0, "cyclical", 4, 1.0) == pytest.approx(0.5)
     assert kl_weight(1.0, "cyclical", 4, 3.0) == 1.0
     assert kl_weight(1.0, "cyclical", 4, 4.0) == 0.0
+
+
+@pytest.mark.parametrize(
+    "text, dims",
+    [("512,256", (512, 256)), (" 512 , 256 ", (512, 256)), ("64,", (64,)), ("8", (8,)), ("", ()), ("  ", ()),
+     ("none", ()), ("None", ()), ("linear", ())],
+)
+def test_parse_hidden_dims(text, dims):
+    assert parse_hidden_dims(text) == dims
+    assert ModelConfig(hidden_dims=dims).hidden_dims == dims
+
+
+@pytest.mark.parametrize("text, fragment", [("a,b", "'a'"), ("512,x", "'x'"), ("12.5", "'12.5'"), ("0", "positive"),
+                                            ("64,-1", "positive"), (",", "no hidden sizes")])
+def test_parse_hidden_dims_refuses(text, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        parse_hidden_dims(text)
+
+
+def test_live_settings_are_train_config_fields():
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert set(LIVE_SETTINGS) <= fields and len(set(LIVE_SETTINGS)) == len(LIVE_SETTINGS)

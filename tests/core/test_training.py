@@ -412,3 +412,16 @@ def test_training_modules_never_import_checkpoint():
                 assert not any(n.split(".")[-1] == "checkpoint" for n in names), path
             elif isinstance(node, ast.Import):
                 assert not any(a.name.startswith("vae_core.checkpoint") for a in node.names), path
+
+
+def test_every_live_setting_can_be_set_and_nothing_else():
+    from vae_core.config import LIVE_SETTINGS
+
+    values = {"beta": 0.5, "lr": 2e-3, "warmup": "linear", "warmup_epochs": 3, "free_bits": 0.1}
+    assert set(values) == set(LIVE_SETTINGS)
+    c = TrainControl()
+    c.set(**values)
+    assert c.pending_changes() == values
+    assert tuple(Trainer(MODEL, TRAIN, tiny_dataset()).settings) == LIVE_SETTINGS
+    with pytest.raises(ConfigError, match="settable: " + ", ".join(LIVE_SETTINGS)):
+        c.set(epochs=3)

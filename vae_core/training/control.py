@@ -6,18 +6,16 @@ import math
 import threading
 from typing import Any
 
-from ..config import WARMUPS
+from ..config import LIVE_SETTINGS, WARMUPS
 from ..errors import ConfigError
-
-SETTABLE = ("beta", "lr", "warmup", "warmup_epochs", "free_bits")
 
 
 def validate_settings(changes: dict[str, Any]) -> dict[str, Any]:
     """Check and normalise live-settable values; raise ConfigError on a bad one."""
     out: dict[str, Any] = {}
     for name, value in changes.items():
-        if name not in SETTABLE:
-            raise ConfigError(f"cannot change {name!r} during training; settable: {', '.join(SETTABLE)}")
+        if name not in LIVE_SETTINGS:
+            raise ConfigError(f"cannot change {name!r} during training; settable: {', '.join(LIVE_SETTINGS)}")
         if name == "warmup":
             if value not in WARMUPS:
                 raise ConfigError(f"warmup must be one of {WARMUPS}, got {value!r}")

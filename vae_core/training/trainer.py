@@ -18,11 +18,11 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from ..config import ModelConfig, TrainConfig, kl_weight
+from ..config import LIVE_SETTINGS, ModelConfig, TrainConfig, kl_weight
 from ..errors import ConfigError
 from ..model import VAE, resolve_device, vae_from_state
 from ..objectives import elbo
-from .control import SETTABLE, TrainControl
+from .control import TrainControl
 from .evaluate import encode_dataset, evaluate_model, images_tensor
 from .events import BatchEvent, ChangeEvent, EpochEvent, StatusEvent
 from .history import History
@@ -209,7 +209,7 @@ class Trainer:
     @property
     def settings(self) -> dict[str, Any]:
         c = self.train_config
-        return {name: getattr(c, name) for name in SETTABLE}
+        return {name: getattr(c, name) for name in LIVE_SETTINGS}
 
     @property
     def n_examples(self) -> int:
