@@ -111,7 +111,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
     x = sub.add_parser("export", help="write every example's latent code to a CSV file",
                        description="Encode a dataset with a checkpoint's model and write "
-                                   "index,label,mu_1..mu_d,sigma_1..sigma_d to CSV.")
+                                   "index,label,mu_1..mu_d,sigma_1..sigma_d to CSV (label: the class name, "
+                                   "numbers to six significant digits).")
     x.add_argument("checkpoint")
     x.add_argument("--latents", required=True, metavar="CSV", help="output CSV file ('-' = stdout)")
     x.add_argument("--dataset", help="dataset to encode (default: the checkpoint's)")
@@ -406,10 +407,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    import numpy as np
     import torch
 
-    from .checkpoint import atomic_write_bytes
+    from .export import iter_latents_csv, write_latents_csv
     from .model import resolve_device
     from .training import encode_dataset
 
@@ -420,20 +420,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     _set_threads(ckpt.train_config.num_threads)
     model = ckpt.build_model().to(device)
     mu, logvar = encode_dataset(model, dataset.images, ckpt.train_config.eval_batch_size)
-    sigma = np.exp(0.5 * logvar.astype(np.float64))
-    d = mu.shape[1]
-    labels = None if dataset.labels is None else np.asarray(dataset.labels, dtype=np.int64)
-    header = ["index", "label"] + [f"mu_{j + 1}" for j in range(d)] + [f"sigma_{j + 1}" for j in range(d)]
-    lines = [",".join(header)]
-    for i in range(mu.shape[0]):
-        label = "" if labels is None or labels[i] < 0 else str(int(labels[i]))
-        values = ",".join(f"{v:.9g}" for v in (*mu[i].tolist(), *sigma[i].tolist()))
-        lines.append(f"{i},{label},{values}")
-    text = "\n".join(lines) + "\n"
+    columns = {"logvar": logvar, "labels": dataset.labels, "label_names": dataset.label_names}
     if args.latents == "-":
-        sys.stdout.write(text)
+        for piece in iter_latents_csv(mu, **columns):
+            sys.stdout.write(piece)
         sys.stdout.flush()
     else:
-        atomic_write_bytes(args.latents, text.encode("utf-8"))
-        _note(f"wrote {mu.shape[0]} latent codes ({d} dims) to {args.latents}")
+        rows = write_latents_csv(args.latents, mu, **columns)
+        _note(f"wrote {rows} latent codes ({mu.shape[1]} dims) to {args.latents}")
     return 0
