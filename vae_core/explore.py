@@ -553,23 +553,84 @@ def save_png(image: Any, path: str, scale: int = 4) -> None:
     _atomic_save(path, lambda f: im.save(f, format="PNG"))
 
 
+def _as_tile(image: Any, stacked: bool = False) -> np.ndarray:
+    """An image as float32 (H, W) grey or (H, W, 3) colour, or with ``stacked`` a stack (N, H, W[, 3]) of them.
+
+    uint8 is scaled to [0, 1], a channel axis of 1 is dropped (grey), a
+    fourth channel (alpha) is dropped.
+    """
+    a = np.asarray(image)
+    a = a.astype(np.float32) / np.float32(255.0) if a.dtype == np.uint8 else a.astype(np.float32)
+    grey = 3 if stacked else 2
+    if a.ndim == grey + 1 and a.shape[-1] in (1, 4):
+        a = a[..., 0] if a.shape[-1] == 1 else a[..., :3]
+    if not (a.ndim == grey or (a.ndim == grey + 1 and a.shape[-1] == 3)):
+        what = "images must be (N, H, W) or (N, H, W, 3)" if stacked else "each image must be (H, W) or (H, W, 3)"
+        raise ValueError(f"{what} (or with 1 or 4 channels), got shape {np.shape(image)}")
+    return a
+
+
+def _as_tiles(images: Any, pad_value: float) -> np.ndarray:
+    """Images as one float32 stack (N, h, w[, 3]) of equal tiles.
+
+    A list may mix sizes and grey with colour: every tile is then as large as
+    the largest image, each image centred in its tile on ``pad_value``, and
+    grey images are repeated into RGB when any image is in colour.
+    """
+    if isinstance(images, np.ndarray) and images.dtype != object:
+        return _as_tile(images, stacked=True)
+    tiles = [_as_tile(im) for im in images]
+    if not tiles:
+        return np.zeros((0, 0, 0), dtype=np.float32)
+    if any(t.ndim == 3 for t in tiles):
+        tiles = [np.repeat(t[:, :, None], 3, axis=2) if t.ndim == 2 else t for t in tiles]
+    th = max(t.shape[0] for t in tiles)
+    tw = max(t.shape[1] for t in tiles)
+    if all(t.shape[:2] == (th, tw) for t in tiles):
+        return np.stack(tiles)
+    out = np.full((len(tiles), th, tw, *tiles[0].shape[2:]), pad_value, dtype=np.float32)
+    for k, t in enumerate(tiles):
+        h, w = t.shape[:2]
+        oy, ox = (th - h) // 2, (tw - w) // 2
+        out[k, oy:oy + h, ox:ox + w] = t
+    return out
+
+
 def compose_grid(images: Any, ncols: int, pad: int = 1, pad_value: float = 0.5) -> np.ndarray:
-    """Tile images (N, H, W[, 3]) row-major, ``ncols`` per row, ``pad`` pixels apart."""
-    a = _as_frames(images)
+    """Tile images row-major into one picture, ``ncols`` per row (fewer when there are fewer images), ``pad`` pixels apart.
+
+    ``images`` is an array (N, H, W) grey or (N, H, W, 3) colour ((N, H, W, 1)
+    and (N, H, W, 4) are taken as grey and as colour without alpha; uint8 is
+    scaled to [0, 1]), or a sequence of such images, which may differ in size
+    and mix grey with colour (see ``_as_tiles``).  A last row that is not
+    full, and the padding, hold ``pad_value``.  With ``pad=0`` and
+    ``ny * nx`` images in ``ncols = nx`` columns it is a plain (ny * H, nx * W)
+    mosaic.  Returns float32 (rows * H + (rows - 1) * pad,
+    ncols * W + (ncols - 1) * pad[, 3]); no images give a (0, 0) array.
+    """
+    pad = int(pad)
+    if pad < 0:
+        raise ValueError(f"pad must be >= 0, got {pad}")
+    a = _as_tiles(images, pad_value)
     n, h, w = a.shape[:3]
+    if n == 0:
+        return np.zeros((0, 0), dtype=np.float32)
+    rest = a.shape[3:]
     ncols = max(1, min(int(ncols), n))
     nrows = -(-n // ncols)
-    shape = (nrows * h + (nrows - 1) * pad, ncols * w + (ncols - 1) * pad) + a.shape[3:]
-    out = np.full(shape, pad_value, dtype=np.float32)
-    for k in range(n):
-        r, c = divmod(k, ncols)
-        out[r * (h + pad):r * (h + pad) + h, c * (w + pad):c * (w + pad) + w] = a[k]
-    return out
+    # Every tile with its padding below and to the right, laid out (row, y, column, x);
+    # the padding after the last row and column is cut off at the end.
+    cells = np.full((nrows, h + pad, ncols, w + pad, *rest), pad_value, dtype=np.float32)
+    full = np.full((nrows * ncols, h, w, *rest), pad_value, dtype=np.float32)
+    full[:n] = a
+    cells[:, :h, :, :w] = full.reshape(nrows, ncols, h, w, *rest).swapaxes(1, 2)
+    out = cells.reshape(nrows * (h + pad), ncols * (w + pad), *rest)
+    return np.ascontiguousarray(out[: out.shape[0] - pad, : out.shape[1] - pad])
 
 
 def save_png_grid(images: Any, path: str, ncols: Optional[int] = None, scale: int = 4, pad: int = 1,
                   pad_value: float = 0.5) -> None:
-    """Write images (N, H, W[, 3]) as one PNG grid of ``ncols`` columns (default: about square)."""
+    """Write images (N, H, W[, 3]) as one PNG grid of ``ncols`` columns (default: about square); see ``compose_grid``."""
     a = _as_frames(images)
     if ncols is None:
         ncols = int(math.ceil(math.sqrt(a.shape[0])))

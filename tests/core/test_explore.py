@@ -265,3 +265,49 @@ def test_failed_write_leaves_no_file(tmp_path):
     with pytest.raises(ValueError):
         E.save_gif(np.zeros((2, 4, 4, 2)), str(tmp_path / "bad.gif"))
     assert os.listdir(tmp_path) == []
+
+
+def _grid_by_hand(imgs, ncols, pad, pad_value):
+    n, h, w = imgs.shape[:3]
+    nrows = -(-n // ncols)
+    out = np.full((nrows * (h + pad) - pad, ncols * (w + pad) - pad, *imgs.shape[3:]), pad_value, np.float32)
+    for k in range(n):
+        r, c = divmod(k, ncols)
+        out[r * (h + pad):r * (h + pad) + h, c * (w + pad):c * (w + pad) + w] = imgs[k]
+    return out
+
+
+@pytest.mark.parametrize("n, ncols, pad", [(7, 3, 1), (6, 3, 0), (1, 4, 2), (5, 5, 3), (12, 4, 0)])
+@pytest.mark.parametrize("colour", [False, True])
+def test_compose_grid_tiles_row_major(n, ncols, pad, colour):
+    rng = np.random.default_rng(n + pad)
+    imgs = rng.uniform(size=(n, 4, 5, 3) if colour else (n, 4, 5)).astype(np.float32)
+    grid = E.compose_grid(imgs, ncols, pad=pad, pad_value=0.25)
+    assert grid.dtype == np.float32 and grid.flags.c_contiguous
+    np.testing.assert_array_equal(grid, _grid_by_hand(imgs, min(ncols, n), pad, 0.25))
+
+
+def test_compose_grid_without_padding_is_a_plain_mosaic():
+    ny, nx = 3, 4
+    imgs = np.random.default_rng(0).uniform(size=(ny * nx, 5, 6, 3)).astype(np.float32)
+    mosaic = imgs.reshape(ny, nx, 5, 6, 3).transpose(0, 2, 1, 3, 4).reshape(ny * 5, nx * 6, 3)
+    np.testing.assert_array_equal(E.compose_grid(imgs, nx, pad=0), mosaic)
+
+
+def test_compose_grid_takes_lists_of_mixed_images():
+    grey_small = np.ones((2, 2), np.float32)
+    colour = np.zeros((4, 4, 3), np.float32)
+    grid = E.compose_grid([grey_small, colour], 2, pad=2, pad_value=0.5)
+    assert grid.shape == (4, 10, 3)
+    assert np.all(grid[1:3, 1:3] == 1.0)  # the small grey image centred in its tile, in every channel
+    assert np.all(grid[0, 0] == 0.5) and np.all(grid[:, 4:6] == 0.5)  # around it, and between the tiles
+    assert np.all(grid[:, 6:] == 0.0)
+    u8 = np.full((2, 3, 3, 1), 255, np.uint8)
+    np.testing.assert_array_equal(E.compose_grid(u8, 2, pad=0), np.ones((3, 6), np.float32))
+    rgba = np.zeros((1, 2, 2, 4), np.float32)
+    assert E.compose_grid(rgba, 1).shape == (2, 2, 3)
+    assert E.compose_grid([], 3).shape == (0, 0)
+    with pytest.raises(ValueError):
+        E.compose_grid(np.zeros((2, 3, 3, 2)), 2)
+    with pytest.raises(ValueError):
+        E.compose_grid(np.zeros((2, 3, 3)), 2, pad=-1)
