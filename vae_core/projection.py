@@ -189,9 +189,9 @@ class Projection:
         self._require_fit()
         return self._index.spacing
 
-    @property
     def axis_labels(self) -> tuple[str, str]:
-        return ("x", "y")
+        """The titles of the map's x and y axes, as the program shows them."""
+        raise NotImplementedError
 
     def distance(self, xy: np.ndarray) -> np.ndarray:
         """Only the distance part of ``inverse``."""
@@ -233,9 +233,9 @@ class RawDims(Projection):
         self.j = j
         self.base = base
 
-    @property
     def axis_labels(self) -> tuple[str, str]:
-        return (f"z[{self.i}]", f"z[{self.j}]")
+        """("z1", "z2") for dimensions 0 and 1: numbered from 1, as the program names latent dimensions."""
+        return (f"z{self.i + 1}", f"z{self.j + 1}")
 
     def _check_dims(self, d: int) -> None:
         for k in (self.i, self.j):
@@ -306,10 +306,12 @@ class PCAProjection(Projection):
         self.components: Optional[np.ndarray] = None  # (2, d), rows orthonormal or zero
         self.explained_variance_ratio: np.ndarray = np.zeros(2)
 
-    @property
     def axis_labels(self) -> tuple[str, str]:
+        """("PC1 (NN% of variance)", "PC2 (NN%)") once fitted, ("PC1", "PC2") before."""
+        if not self.is_fitted:
+            return ("PC1", "PC2")
         r = self.explained_variance_ratio
-        return (f"PC1 ({100 * r[0]:.0f}%)", f"PC2 ({100 * r[1]:.0f}%)")
+        return (f"PC1 ({100 * r[0]:.0f}% of variance)", f"PC2 ({100 * r[1]:.0f}%)")
 
     def fit(self, codes, progress=None, cancel=None):
         rep = _Reporter(progress, cancel)
@@ -708,7 +710,6 @@ class UMAPProjection(Projection):
         self.n_epochs_used: Optional[int] = None
         self._fitted = None  # (codes, mesh, index), replaced as a whole by fit
 
-    @property
     def axis_labels(self) -> tuple[str, str]:
         return ("UMAP 1", "UMAP 2")
 

@@ -210,6 +210,19 @@ def test_linear_progress_and_cancel(codes):
         RawDims().fit(codes, cancel=lambda: True)
 
 
+def test_axis_labels():
+    assert RawDims().axis_labels() == ("z1", "z2")
+    assert RawDims(2, 5).axis_labels() == ("z3", "z6")  # numbered from 1, as the program names dims
+    pca = PCAProjection()
+    assert pca.axis_labels() == ("PC1", "PC2")
+    rng = np.random.default_rng(0)
+    pca.fit(rng.normal(size=(500, 3)) * np.array([3.0, 1.0, 0.1]))
+    r = pca.explained_variance_ratio
+    assert pca.axis_labels() == (f"PC1 ({100 * r[0]:.0f}% of variance)", f"PC2 ({100 * r[1]:.0f}%)")
+    assert pca.axis_labels()[0] == "PC1 (90% of variance)"
+    assert UMAPProjection().axis_labels() == ("UMAP 1", "UMAP 2")
+
+
 def test_factory():
     assert isinstance(make_projection("raw", i=1, j=2), RawDims)
     assert isinstance(make_projection("PCA"), PCAProjection)
