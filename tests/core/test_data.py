@@ -82,10 +82,17 @@ def check_split(ds: Dataset):
         assert len(ds.test_idx) >= 1 and len(ds.train_idx) >= 1
 
 
+def px(ds: Dataset) -> np.ndarray:
+    """Every pixel value of a dataset, float32 in [0, 1]."""
+    return ds.float_images()
+
+
 def check_images(ds: Dataset):
     x = ds.images
-    assert x.dtype == np.float32 and x.ndim == 4 and x.flags.c_contiguous
-    assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
+    assert x.dtype in (np.uint8, np.float32) and x.ndim == 4
+    values = px(ds)
+    assert values.dtype == np.float32 and values.shape == x.shape
+    assert float(values.min()) >= 0.0 and float(values.max()) <= 1.0
     assert ds.input_shape == tuple(x.shape[1:]) and ds.n == x.shape[0]
     if ds.labels is not None:
         assert ds.labels.dtype == np.int64 and ds.labels.shape == (ds.n,)
@@ -106,7 +113,7 @@ def test_mnist():
     check_images(ds)
     assert ds.images.shape == (5000, 1, 28, 28)
     assert ds.name == "mnist" and ds.factors is None and ds.binarize == "none"
-    assert ds.images.max() == 1.0
+    assert px(ds).max() == 1.0
     assert ds.label_names == [str(i) for i in range(10)]
     assert set(np.unique(ds.labels)) == set(range(10))
     assert len(ds.test_idx) == 500
@@ -118,14 +125,14 @@ def test_digits_and_resize():
     ds = load_dataset({"source": "digits"})
     check_images(ds)
     assert ds.images.shape == (1797, 1, 8, 8)
-    assert ds.images.max() == 1.0
+    assert px(ds).max() == 1.0
     assert ds.label_names == [str(i) for i in range(10)]
     big = load_dataset(DatasetSpec("digits", size=16, color="rgb"))
     check_images(big)
     assert big.images.shape == (1797, 3, 16, 16)
-    assert np.array_equal(big.images[:, 0], big.images[:, 2])
+    assert np.array_equal(px(big)[:, 0], px(big)[:, 2])
     # resizing keeps the mean brightness roughly
-    assert abs(big.images.mean() - ds.images.mean()) < 0.02
+    assert abs(px(big).mean() - px(ds).mean()) < 0.02
 
 
 def test_shapes_builtin():
@@ -141,8 +148,9 @@ def test_shapes_builtin():
 
 
 def test_make_shapes_properties():
-    x, y, f = make_shapes(600, size=32, seed=5)
-    assert x.shape == (600, 1, 32, 32) and x.dtype == np.float32
+    raw, y, f = make_shapes(600, size=32, seed=5)
+    assert raw.shape == (600, 1, 32, 32) and raw.dtype == np.uint8
+    x = raw / 255.0
     assert y.dtype == np.int64 and set(np.unique(y)) == {0, 1, 2}
     assert 0.5 <= f["scale"].min() and f["scale"].max() <= 1.0
     assert 0.0 <= f["rotation"].min() and f["rotation"].max() < 2 * np.pi
@@ -162,9 +170,9 @@ def test_make_shapes_properties():
     assert np.abs(cols[square] / 32 - f["x"][square]).max() < 0.05
     # same seed, same shapes; another seed, other shapes
     x2, y2, _ = make_shapes(600, size=32, seed=5)
-    assert np.array_equal(x, x2) and np.array_equal(y, y2)
+    assert np.array_equal(raw, x2) and np.array_equal(y, y2)
     x3, _, _ = make_shapes(600, size=32, seed=6)
-    assert not np.array_equal(x, x3)
+    assert not np.array_equal(raw, x3)
 
 
 def test_make_shapes_sizes_and_errors():
@@ -178,7 +186,9 @@ def test_make_shapes_sizes_and_errors():
 
 def test_builtin_rgb_and_gray():
     ds = load_dataset(DatasetSpec("shapes", n=20, color="rgb"))
-    assert ds.images.shape == (20, 3, 32, 32) and ds.images.flags.c_contiguous
+    assert ds.images.shape == (20, 3, 32, 32)
+    grey = load_dataset(DatasetSpec("shapes", n=20))
+    assert np.array_equal(px(ds), np.repeat(px(grey), 3, axis=1))
     ds = load_dataset(DatasetSpec("digits", color="gray"))
     assert ds.images.shape[1] == 1
 
@@ -272,13 +282,13 @@ def test_static_and_dynamic_binarization():
     s1 = load_dataset(DatasetSpec("digits", binarize="static", seed=3))
     s2 = load_dataset(DatasetSpec("digits", binarize="static", seed=3))
     s3 = load_dataset(DatasetSpec("digits", binarize="static", seed=4))
-    assert set(np.unique(s1.images)) <= {0.0, 1.0}
+    assert set(np.unique(px(s1))) <= {0.0, 1.0}
     assert s1.binarize == "static"
-    assert np.array_equal(s1.images, s2.images) and not np.array_equal(s1.images, s3.images)
-    assert abs(s1.images.mean() - grey.images.mean()) < 0.01
-    assert np.all(s1.images[grey.images == 0] == 0) and np.all(s1.images[grey.images == 1] == 1)
+    assert np.array_equal(px(s1), px(s2)) and not np.array_equal(px(s1), px(s3))
+    assert abs(px(s1).mean() - px(grey).mean()) < 0.01
+    assert np.all(px(s1)[px(grey) == 0] == 0) and np.all(px(s1)[px(grey) == 1] == 1)
     dyn = load_dataset(DatasetSpec("digits", binarize="dynamic"))
-    assert dyn.binarize == "dynamic" and np.array_equal(dyn.images, grey.images)
+    assert dyn.binarize == "dynamic" and np.array_equal(px(dyn), px(grey))
 
 
 # ----------------------------------------------------------------------------
@@ -321,20 +331,20 @@ def test_folder_with_labels(labelled_folder):
     notes = " ".join(ds.notes)
     assert "skipped 1 non-image file" in notes and "e_empty" in notes
     # grey images fill all three channels
-    assert np.allclose(ds.images[0], 10 / 255) and np.allclose(ds.images[1], 20 / 255)
+    assert np.allclose(px(ds)[0], 10 / 255) and np.allclose(px(ds)[1], 20 / 255)
     # nested files take the label of the top subfolder
-    assert np.allclose(ds.images[2, :, 0, 0], [1, 0, 0]) and np.allclose(ds.images[3, :, 0, 0], [0, 0, 1])
+    assert np.allclose(px(ds)[2, :, 0, 0], [1, 0, 0]) and np.allclose(px(ds)[3, :, 0, 0], [0, 0, 1])
     # transparent areas are composited onto black
-    assert np.allclose(ds.images[4, :, 0, 0], [0, 200 / 255, 0]) and np.all(ds.images[4, :, 7, :] == 0)
+    assert np.allclose(px(ds)[4, :, 0, 0], [0, 200 / 255, 0]) and np.all(px(ds)[4, :, 7, :] == 0)
     # palette images are expanded to their colours
-    assert np.allclose(ds.images[5, :, 3, 3], [0, 128 / 255, 1])
+    assert np.allclose(px(ds)[5, :, 3, 3], [0, 128 / 255, 1])
 
 
 def test_folder_color_modes(labelled_folder):
     gray = load_dataset(DatasetSpec(str(labelled_folder), color="gray"))
     assert gray.images.shape == (6, 1, 8, 8)
     red_luma = 0.299 * 255
-    assert abs(gray.images[2, 0, 0, 0] * 255 - red_luma) <= 1
+    assert abs(px(gray)[2, 0, 0, 0] * 255 - red_luma) <= 1
 
 
 def test_folder_all_grey_gives_one_channel(tmp_path):
@@ -350,9 +360,9 @@ def test_folder_all_grey_gives_one_channel(tmp_path):
     check_images(ds)
     assert ds.images.shape == (4, 1, 8, 8)
     assert ds.labels is None and ds.label_names is None
-    assert np.allclose(ds.images[1], 50 / 255)
-    assert set(np.unique(ds.images[2])) == {0.0, 1.0}
-    assert np.all(ds.images[3] == 0)  # fully transparent grey -> black
+    assert np.allclose(px(ds)[1], 50 / 255)
+    assert set(np.unique(px(ds)[2])) == {0.0, 1.0}
+    assert np.all(px(ds)[3] == 0)  # fully transparent grey -> black
     rgb = load_dataset(DatasetSpec(str(root), color="rgb"))
     assert rgb.images.shape == (4, 3, 8, 8)
 
@@ -368,7 +378,7 @@ def test_folder_16bit_and_jpeg_and_animated_gif(tmp_path):
     ds = load_dataset(DatasetSpec(str(root), size=8))
     check_images(ds)
     assert ds.images.shape == (3, 3, 8, 8)
-    by_name = dict(zip(["anim.gif", "deep.png", "photo.JPG"], ds.images))
+    by_name = dict(zip(["anim.gif", "deep.png", "photo.JPG"], px(ds)))
     assert np.allclose(by_name["deep.png"], 0.5, atol=1e-3)
     assert np.allclose(by_name["anim.gif"], 1.0)  # first frame
     assert by_name["photo.JPG"][1].mean() > 0.7 and by_name["photo.JPG"][0].mean() < 0.1
@@ -398,7 +408,7 @@ def test_folder_mixed_sizes(tmp_path):
     assert "8x8" in msg and "12x10" in msg and "size" in msg
     ds = load_dataset(DatasetSpec(str(root), size=6))
     assert ds.images.shape == (2, 1, 6, 6)
-    assert np.allclose(ds.images, 5 / 255, atol=1 / 255)
+    assert np.allclose(px(ds), 5 / 255, atol=1 / 255)
 
 
 def test_folder_corrupt_image_names_the_file(tmp_path):
@@ -479,24 +489,24 @@ def test_npy_layouts(tmp_path):
     ds = load_dataset(str(tmp_path / "nhw.npy"))
     check_images(ds)
     assert ds.images.shape == (5, 1, 7, 9) and ds.name == "nhw.npy"
-    assert np.allclose(ds.images[:, 0], nhw / 255.0)
+    assert np.allclose(px(ds)[:, 0], nhw / 255.0)
 
     nhwc = _rand_u8((4, 6, 6, 3))
     np.save(tmp_path / "nhwc.npy", nhwc)
     ds = load_dataset(str(tmp_path / "nhwc.npy"))
     assert ds.images.shape == (4, 3, 6, 6)
-    assert np.allclose(ds.images, nhwc.transpose(0, 3, 1, 2) / 255.0)
+    assert np.allclose(px(ds), nhwc.transpose(0, 3, 1, 2) / 255.0)
 
     rgba = _rand_u8((4, 6, 6, 4))
     np.save(tmp_path / "rgba.npy", rgba)
     ds = load_dataset(str(tmp_path / "rgba.npy"))
     assert ds.images.shape == (4, 3, 6, 6) and any("alpha" in n for n in ds.notes)
-    assert np.allclose(ds.images, rgba[..., :3].transpose(0, 3, 1, 2) / 255.0)
+    assert np.allclose(px(ds), rgba[..., :3].transpose(0, 3, 1, 2) / 255.0)
 
     nchw = np.random.default_rng(1).random((3, 3, 10, 10)).astype(np.float32)
     np.save(tmp_path / "nchw.npy", nchw)
     ds = load_dataset(str(tmp_path / "nchw.npy"))
-    assert ds.images.shape == (3, 3, 10, 10) and np.array_equal(ds.images, nchw)
+    assert ds.images.shape == (3, 3, 10, 10) and np.array_equal(px(ds), nchw)
 
     one = np.random.default_rng(2).random((3, 1, 10, 10))
     np.save(tmp_path / "one.npy", one)
@@ -511,13 +521,13 @@ def test_npy_value_ranges(tmp_path):
     f255 = np.linspace(0, 255, 2 * 4 * 4).reshape(2, 4, 4)
     np.save(tmp_path / "f255.npy", f255)
     ds = load_dataset(str(tmp_path / "f255.npy"))
-    assert ds.images.max() == 1.0 and np.allclose(ds.images[:, 0], f255 / 255)
+    assert px(ds).max() == 1.0 and np.allclose(px(ds)[:, 0], f255 / 255)
 
     b = np.zeros((2, 4, 4), dtype=bool)
     b[0, 1, 1] = True
     np.save(tmp_path / "b.npy", b)
     ds = load_dataset(str(tmp_path / "b.npy"))
-    assert ds.images.sum() == 1.0
+    assert px(ds).sum() == 1.0
 
     ints = np.array([[[0, 1], [1, 0]]] * 3, dtype=np.int64)
     np.save(tmp_path / "ints.npy", ints)
@@ -579,9 +589,9 @@ def test_npy_resize_and_colour(tmp_path):
     np.save(tmp_path / "red.npy", a)
     ds = load_dataset(DatasetSpec(str(tmp_path / "red.npy"), size=8, color="gray"))
     assert ds.images.shape == (5, 1, 8, 8)
-    assert np.allclose(ds.images, 0.299, atol=1e-4)
+    assert np.allclose(px(ds), 0.299, atol=1e-4)
     ds = load_dataset(DatasetSpec(str(tmp_path / "red.npy"), size=32))
-    assert ds.images.shape == (5, 3, 32, 32) and np.allclose(ds.images[:, 0], 1.0)
+    assert ds.images.shape == (5, 3, 32, 32) and np.allclose(px(ds)[:, 0], 1.0)
 
 
 def test_object_arrays_are_never_unpickled(tmp_path):
@@ -683,7 +693,7 @@ def test_idx_with_labels_found(tmp_path, images_name, labels_name, gz_images, gz
     ds = load_dataset(str(tmp_path / images_name))
     check_images(ds)
     assert ds.images.shape == (20, 1, 6, 6) and ds.name == images_name
-    assert np.allclose(ds.images[:, 0], x / 255.0)
+    assert np.allclose(px(ds)[:, 0], x / 255.0)
     assert np.array_equal(ds.labels, y) and ds.label_names == [str(i) for i in range(10)][: y.max() + 1]
 
 
@@ -789,7 +799,7 @@ def test_idx_other_dtypes(tmp_path, code, values):
     write_idx(tmp_path / "v-images-idx3-ubyte", values, code=code)
     ds = load_dataset(str(tmp_path / "v-images-idx3-ubyte"))
     expected = values if values.max() <= 1 else values / 255.0
-    assert np.allclose(ds.images[:, 0], expected, atol=1e-6)
+    assert np.allclose(px(ds)[:, 0], expected, atol=1e-6)
 
 
 def test_idx_resize(tmp_path):
@@ -820,5 +830,5 @@ def test_folder_cmyk_jpeg(tmp_path):
     Image.new("CMYK", (8, 8), (0, 255, 255, 0)).save(root / "red.jpg", quality=95)
     ds = load_dataset(str(root))
     assert ds.images.shape == (1, 3, 8, 8)
-    r, g, b = ds.images[0].mean(axis=(1, 2))
+    r, g, b = px(ds)[0].mean(axis=(1, 2))
     assert r > 0.8 and g < 0.2 and b < 0.2

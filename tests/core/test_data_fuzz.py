@@ -73,8 +73,9 @@ def _load_bytes(data: bytes, name: str, labels: bytes | None = None, labels_name
             assert str(exc)
             return None
         assert isinstance(ds, Dataset)
-        assert ds.images.dtype == np.float32 and ds.images.ndim == 4
-        assert np.isfinite(ds.images).all() and ds.images.min() >= 0 and ds.images.max() <= 1
+        assert ds.images.dtype in (np.uint8, np.float32) and ds.images.ndim == 4
+        values = ds.float_images()
+        assert np.isfinite(values).all() and values.min() >= 0 and values.max() <= 1
         if ds.labels is not None:
             assert ds.labels.shape == (ds.n,)
         return ds

