@@ -531,7 +531,7 @@ def test_npy_value_ranges(tmp_path):
 
     ints = np.array([[[0, 1], [1, 0]]] * 3, dtype=np.int64)
     np.save(tmp_path / "ints.npy", ints)
-    assert load_dataset(str(tmp_path / "ints.npy")).images.max() == 1.0
+    assert px(load_dataset(str(tmp_path / "ints.npy"))).max() == 1.0
 
     bad = np.full((2, 4, 4), -1.0)
     bad[0, 0, 0] = 1.0

@@ -2,12 +2,12 @@
 
 ``_convert_array`` turns a raw array of any supported layout ((N, H, W),
 (N, H, W, C), (N, C, H, W) or flattened square images) and numeric dtype
-into stored images (N, C, H, W) and their scale (see ``Dataset``); the
-built-in datasets and IDX files go through it too.  What can be done by a
-view is done by a view (layout, dropping alpha, grey shown as RGB, the
-scale), so a memory-mapped file stays mapped; what cannot (a resize, grey
-from colour, another dtype) is done in chunks into one uint8 array (float32
-for float sources), allocated once after checking that it fits.
+into stored images (N, C, H, W) (uint8 grey levels or float32 values, see
+``Dataset``); the built-in datasets and IDX files go through it too.  What
+can be done by a view is done by a view (layout, dropping alpha, grey shown
+as RGB), so a memory-mapped file stays mapped; what cannot (a resize, grey
+from colour, another dtype or range) is done in chunks into one uint8 array
+(float32 for float sources), allocated once after checking that it fits.
 """
 
 from __future__ import annotations
@@ -123,16 +123,17 @@ def _convert_array(
     scale: float | None = None,
     notes: list[str] | None = None,
     progress: ProgressFn | None = None,
-) -> tuple[np.ndarray, float]:
-    """Stored images (N, C, H, W) and their scale from a raw image array of any supported layout and dtype.
+) -> np.ndarray:
+    """Stored images (N, C, H, W) from a raw image array of any supported layout and dtype.
 
-    The pixel values are ``clip(images / scale, 0, 1)``.  ``scale`` None
-    chooses it from the data: bool -> 1, uint8 -> 255 (1 when every value is 0
-    or 1), other values within [0, 1] as they are, within [0, 255] -> 255,
-    uint16 beyond 255 -> 65535.  A native uint8, bool or float32 array that
-    needs no resize and no grey conversion is returned as a view (memory-mapped
-    input stays mapped); otherwise the images are converted in chunks into a
-    new uint8 array (float32 when the source holds floats or more than 8 bits).
+    The raw values divided by ``scale`` are the pixel values in [0, 1].
+    ``scale`` None chooses it from the data: bool -> 1, uint8 -> 255 (1 when
+    every value is 0 or 1), other values within [0, 1] as they are, within
+    [0, 255] -> 255, uint16 beyond 255 -> 65535.  A native uint8 array of
+    scale 255 or float32 array of scale 1 that needs no resize and no grey
+    conversion is returned as a view (memory-mapped input stays mapped);
+    otherwise the images are converted in chunks into a new uint8 array
+    (float32 when the source holds floats or more than 8 bits).
     """
     notes = notes if notes is not None else []
     _check_numeric_dtype(arr.dtype, where)
@@ -157,14 +158,14 @@ def _convert_array(
         scale = 1.0 if scale is None else scale
     if scale is None:
         scale = _find_scale(src, where, notes, progress)
-    if resize or luma or src.dtype not in (np.dtype(np.uint8), np.dtype(np.float32)):
-        out, scale = _convert_chunks(src, where, size=size if resize else None, luma=luma, scale=scale,
-                                     progress=progress)
+    as_is = (src.dtype == np.uint8 and scale == 255.0) or (src.dtype == np.float32 and scale == 1.0)
+    if resize or luma or not as_is:
+        out = _convert_chunks(src, where, size=size if resize else None, luma=luma, scale=scale, progress=progress)
     else:
         out = src
     if c_out == 3 and out.shape[1] == 1:
         out = np.broadcast_to(out, (n, 3, *out.shape[2:]))  # grey shown as RGB: no copy
-    return out, float(scale)
+    return out
 
 
 def _chunk_rows(src: np.ndarray) -> int:
@@ -191,7 +192,7 @@ def _find_scale(src: np.ndarray, where: str, notes: list[str], progress: Progres
                 return 255.0
             _report(progress, (start + per) / n, "checking pixel values")
         if hi > 0:
-            notes.append("the uint8 pixel values are all 0 or 1 and were taken as they are (not divided by 255)")
+            notes.append("the uint8 pixel values are all 0 or 1 and were taken as black and white (not divided by 255)")
         return 1.0
 
     is_float = src.dtype.kind == "f"
@@ -224,20 +225,19 @@ def _find_scale(src: np.ndarray, where: str, notes: list[str], progress: Progres
 
 def _convert_chunks(
     src: np.ndarray, where: str, *, size: int | None, luma: bool, scale: float, progress: ProgressFn | None
-) -> tuple[np.ndarray, float]:
-    """Convert (N, C, H, W) ``src`` chunk by chunk into one new array; returns (images, their scale).
+) -> np.ndarray:
+    """Convert (N, C, H, W) ``src`` (values / ``scale`` in [0, 1]) chunk by chunk into one new array.
 
-    Integer sources of at most 8 bits of values give uint8: copied as they are
-    (keeping ``scale``) when nothing else changes, else the resized or grey
-    values in [0, 1] rounded to 1/255 steps (scale 255).  Float sources and
-    wider integers give float32 values in [0, 1] (scale 1).
+    Integer sources of at most 8 bits of values give uint8 grey levels (the
+    values themselves when they are 0..255 and nothing else changes, else the
+    pixel values rounded to 1/255 steps); float sources and wider integers
+    give float32 values in [0, 1].
     """
     n, c_in, h, w = (int(v) for v in src.shape)
     c = 1 if luma else c_in
     h_out, w_out = (size, size) if size is not None else (h, w)
     to_u8 = src.dtype.kind in "iu" and scale <= 255.0
-    exact = to_u8 and size is None and not luma
-    out_scale = scale if exact else (255.0 if to_u8 else 1.0)
+    exact = to_u8 and scale == 255.0 and size is None and not luma
     out = _allocate((n, c, h_out, w_out), np.uint8 if to_u8 else np.float32, where)
     per = _chunk_rows(src)
     weights = np.array([0.299, 0.587, 0.114], dtype=np.float32)[None, :, None, None]
@@ -246,7 +246,7 @@ def _convert_chunks(
         block = np.asarray(src[start : start + per])
         stop = start + block.shape[0]
         if exact:
-            out[start:stop] = block  # integers within 0..scale <= 255
+            out[start:stop] = block  # integers within 0..255
         else:
             x = block.astype(np.float32)
             if luma:
@@ -261,7 +261,7 @@ def _convert_chunks(
                 np.rint(x, out=x)
             out[start:stop] = x
         _report(progress, stop / n, "converting images")
-    return out, out_scale
+    return out
 
 
 def _choose_scale(dtype: np.dtype, lo: float, hi: float, where: str, notes: list[str]) -> float:

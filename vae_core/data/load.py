@@ -48,9 +48,9 @@ def load_dataset(spec: DatasetSpec | str | dict, progress: ProgressFn | None = N
     else:
         loaded = _load_path(spec, progress)
 
-    images, scale = loaded.images, loaded.scale
+    images = loaded.images
     if spec.binarize == "static":
-        images, scale = _binarize(images, scale, spec.seed, loaded.name, progress), 1.0
+        images = _binarize(images, spec.seed, loaded.name, progress)
     train_idx, test_idx = split_indices(images.shape[0], spec.test_fraction, spec.seed)
     return Dataset(
         images=images,
@@ -63,12 +63,11 @@ def load_dataset(spec: DatasetSpec | str | dict, progress: ProgressFn | None = N
         factors=loaded.factors,
         binarize=spec.binarize,
         notes=loaded.notes,
-        scale=scale,
     )
 
 
-def _binarize(images: np.ndarray, scale: float, seed: int, where: str, progress: ProgressFn | None) -> np.ndarray:
-    """uint8 0/1 images: each pixel p replaced by a Bernoulli(p) sample, drawn from the seed's binarize stream.
+def _binarize(images: np.ndarray, seed: int, where: str, progress: ProgressFn | None) -> np.ndarray:
+    """uint8 images of 0 and 255: each pixel p replaced by a Bernoulli(p) sample, from the seed's binarize stream.
 
     Chunk by chunk, comparing float32 uniforms with the float pixel values,
     so the draw is the same whatever the images are stored as.
@@ -78,9 +77,11 @@ def _binarize(images: np.ndarray, scale: float, seed: int, where: str, progress:
     out = _allocate(tuple(images.shape), np.uint8, where)
     per = max(1, _CHUNK_ELEMENTS // max(1, int(np.prod(images.shape[1:]))))
     for start in range(0, n, per):
-        p = to_float(images[start : start + per], scale)
+        p = to_float(images[start : start + per])
         u = rng.random(p.shape, dtype=np.float32)
-        np.less(u, p, out=out[start : start + p.shape[0]])  # 1 where the sample is "on"
+        block = out[start : start + p.shape[0]]
+        np.less(u, p, out=block)  # 1 where the sample is "on"
+        block *= np.uint8(255)
         _report(progress, (start + p.shape[0]) / n, "binarising images")
     return out
 
@@ -176,9 +177,9 @@ def _load_array_file(path: str, kind: str, spec: DatasetSpec, progress: Progress
         labels_where = os.path.abspath(os.path.expanduser(spec.labels))
         labels_raw = _read_labels_file(labels_where)
 
-    images, scale = _convert_array(raw, path, size=spec.size, color=spec.color, notes=notes, progress=progress)
+    images = _convert_array(raw, path, size=spec.size, color=spec.color, notes=notes, progress=progress)
     del raw
     labels = label_names = None
     if labels_raw is not None:
         labels, label_names = _labels_from_array(labels_raw, images.shape[0], labels_where, names_hint)
-    return _Loaded(images, labels, label_names, os.path.basename(path), None, notes, scale=scale)
+    return _Loaded(images, labels, label_names, os.path.basename(path), None, notes)

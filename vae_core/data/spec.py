@@ -167,15 +167,16 @@ class DatasetSpec:
 class Dataset:
     """Images ready for training, held in the precision of their source.
 
-    ``images`` is the stored array, (N, C, H, W): uint8 for 8-bit sources
-    (IDX, PNG / JPEG, uint8 arrays, the built-ins; 0/1 after static
-    binarisation) and float32 only when the source holds floats.  It may be a
-    read-only memory map of the file or a view of one (channels-last files are
-    seen through a transposed view, grey images shown as RGB through a
-    broadcast one), so it is not always C-contiguous and must not be written.
-    The pixel values in [0, 1] are ``clip(images / scale, 0, 1)``: use
-    :meth:`float_images` for a few of them; the trainer converts one batch at
-    a time on its device.  ``labels`` is int64 (N,) or None; a label of -1
+    ``images`` is the stored array, (N, C, H, W): uint8 grey levels for 8-bit
+    sources (IDX, PNG / JPEG, uint8 arrays, "mnist", "shapes"; 0 and 255
+    after static binarisation), whose pixel values are ``images / 255``, and
+    float32 values in [0, 1] when the source holds floats or more than 8 bits
+    ("digits", 16-bit PNG).  It may be a read-only memory map of the file or
+    a view of one (channels-last files are seen through a transposed view,
+    grey images shown as RGB through a broadcast one), so it is not always
+    C-contiguous and must never be written.  :meth:`float_images` gives the
+    float32 values of a few images; the trainer converts one batch at a time
+    on its device.  ``labels`` is int64 (N,) or None; a label of -1
     marks an example without a label (for example an image lying directly in
     a folder whose other images sit in class subfolders).  ``label_names[k]``
     names label value ``k``.  ``train_idx`` and ``test_idx`` are disjoint
@@ -196,7 +197,6 @@ class Dataset:
     factors: dict[str, np.ndarray] | None = None
     binarize: str = "none"
     notes: list[str] = field(default_factory=list)
-    scale: float = 1.0
 
     @property
     def n(self) -> int:
@@ -220,14 +220,18 @@ class Dataset:
         Meant for a few images at a time (display, a batch); the whole dataset
         at once would be a float copy of it.
         """
-        return to_float(self.images[index], self.scale)
+        return to_float(self.images[index])
 
 
-def to_float(stored: np.ndarray, scale: float) -> np.ndarray:
-    """float32 ``clip(stored / scale, 0, 1)``, as the trainer computes it (multiplying by float32(1 / scale))."""
-    out = np.asarray(stored).astype(np.float32)  # always a copy
-    if scale != 1.0:
-        out *= np.float32(1.0 / scale)
+def to_float(stored: np.ndarray) -> np.ndarray:
+    """float32 pixel values in [0, 1] of stored images (a fresh array): uint8 / 255, floats clipped to [0, 1].
+
+    The same arithmetic as the trainer's conversion on its device.
+    """
+    arr = np.asarray(stored)
+    if arr.dtype == np.uint8:
+        return np.divide(arr, np.float32(255.0), dtype=np.float32)
+    out = arr.astype(np.float32)  # always a copy
     np.clip(out, 0.0, 1.0, out=out)
     return out
 
@@ -261,8 +265,8 @@ def split_indices(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, 
 class _Loaded:
     """What one loader returns before the common steps (static binarisation, split).
 
-    ``images`` is (N, C, H, W), possibly a view of a memory map; the pixel
-    values are ``images / scale`` (see :class:`Dataset`).
+    ``images`` is stored as in :class:`Dataset` (uint8 grey levels or float32
+    values), possibly a view of a memory map.
     """
 
     images: np.ndarray
@@ -271,7 +275,6 @@ class _Loaded:
     name: str
     factors: dict[str, np.ndarray] | None = None
     notes: list[str] = field(default_factory=list)
-    scale: float = 1.0
 
 
 def _fail(path: str, problem: str) -> DatasetError:
