@@ -10,7 +10,7 @@ import importlib
 from typing import Any
 
 from .config import ModelConfig, TrainConfig
-from .errors import CheckpointError, ConfigError, DatasetError, TrainingError, VAEError
+from .errors import CheckpointError, ConfigError, DatasetError, VAEError
 
 _LAZY = {
     "VAE": "model",
@@ -38,7 +38,6 @@ __all__ = [
     "ConfigError",
     "DatasetError",
     "CheckpointError",
-    "TrainingError",
     *_LAZY,
 ]
 

@@ -7,7 +7,6 @@ in checkpoints.  ``to_dict``/``from_dict`` round-trip through plain JSON types.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,9 +125,6 @@ class ModelConfig:
         if unknown:
             raise ConfigError(f"unknown ModelConfig fields: {sorted(unknown)}")
         return cls(**d)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict())
 
 
 @dataclass(frozen=True)

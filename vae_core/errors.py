@@ -17,9 +17,5 @@ class CheckpointError(VAEError):
     """A checkpoint could not be read or does not fit; the message names the file."""
 
 
-class TrainingError(VAEError):
-    """Training cannot go on (for example the loss became NaN)."""
-
-
 class Cancelled(Exception):
     """A long call stopped because its ``cancelled`` callable returned True."""

@@ -10,8 +10,9 @@ Everything here is plain numpy (and torch for ``elbo_breakdown``), with no GUI:
 * ``elbo_breakdown``: reconstruction, KL, ELBO, an importance-weighted estimate
   of log p(x) and the gap between the two for one example (or a few);
 * ``posterior_ellipse``: the 1- and 2-sigma ellipses of q(z|x) on a 2-D map;
-* ``save_gif``, ``save_png`` and ``save_png_grid``: image files written
-  atomically, enlarged without smoothing so that 8x8 images stay visible.
+* ``compose_grid``: images tiled into one picture (a grid or a plain mosaic);
+* ``save_gif`` and ``save_png``: image files written atomically, enlarged
+  without smoothing so that 8x8 images stay visible.
 
 torch and Pillow are imported inside the functions that need them, so
 importing this module is cheap.
@@ -38,13 +39,11 @@ __all__ = [
     "Ellipses",
     "CodePlacer",
     "cov_to_ellipses",
-    "ellipse_covariance",
     "posterior_ellipse",
     "place_codes",
     "compose_grid",
     "save_gif",
     "save_png",
-    "save_png_grid",
 ]
 
 #: A latent dimension whose KL (nats, averaged over examples) is below this is "inactive":
@@ -371,14 +370,6 @@ def cov_to_ellipses(center: np.ndarray, cov: np.ndarray, sigmas: Sequence[float]
     return Ellipses(items, exact=exact, sigmas=sigmas)
 
 
-def ellipse_covariance(width: float, height: float, angle_deg: float, sigma: float = 1.0) -> np.ndarray:
-    """The 2x2 covariance whose ``sigma`` ellipse is (width, height, angle_deg): the inverse of ``cov_to_ellipses``."""
-    a = math.radians(angle_deg)
-    r = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
-    s = np.diag([(width / (2.0 * sigma)) ** 2, (height / (2.0 * sigma)) ** 2])
-    return r @ s @ r.T
-
-
 class CodePlacer:
     """Puts new codes on a map that has no formula for them (e.g. UMAP).
 
@@ -548,7 +539,7 @@ def save_png(image: Any, path: str, scale: int = 4) -> None:
     if a.ndim == 3 and a.shape[-1] == 1:
         a = a[..., 0]
     if not (a.ndim == 2 or (a.ndim == 3 and a.shape[-1] == 3)):
-        raise ValueError(f"save_png takes one (H, W) or (H, W, 3) image, got shape {a.shape}; use save_png_grid for several")
+        raise ValueError(f"save_png takes one (H, W) or (H, W, 3) image, got shape {a.shape}; tile several with compose_grid first")
     im = _to_pil(a, scale)
     _atomic_save(path, lambda f: im.save(f, format="PNG"))
 
@@ -626,12 +617,3 @@ def compose_grid(images: Any, ncols: int, pad: int = 1, pad_value: float = 0.5) 
     cells[:, :h, :, :w] = full.reshape(nrows, ncols, h, w, *rest).swapaxes(1, 2)
     out = cells.reshape(nrows * (h + pad), ncols * (w + pad), *rest)
     return np.ascontiguousarray(out[: out.shape[0] - pad, : out.shape[1] - pad])
-
-
-def save_png_grid(images: Any, path: str, ncols: Optional[int] = None, scale: int = 4, pad: int = 1,
-                  pad_value: float = 0.5) -> None:
-    """Write images (N, H, W[, 3]) as one PNG grid of ``ncols`` columns (default: about square); see ``compose_grid``."""
-    a = _as_frames(images)
-    if ncols is None:
-        ncols = int(math.ceil(math.sqrt(a.shape[0])))
-    save_png(compose_grid(a, ncols, pad=pad, pad_value=pad_value), path, scale=scale)

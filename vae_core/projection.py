@@ -41,7 +41,6 @@ __all__ = [
     "RawDims",
     "PCAProjection",
     "UMAPProjection",
-    "make_projection",
     "warm_umap",
     "PROJECTION_NAMES",
 ]
@@ -192,11 +191,6 @@ class Projection:
     def axis_labels(self) -> tuple[str, str]:
         """The titles of the map's x and y axes, as the program shows them."""
         raise NotImplementedError
-
-    def distance(self, xy: np.ndarray) -> np.ndarray:
-        """Only the distance part of ``inverse``."""
-        self._require_fit()
-        return self._index.query(_as_queries(xy))[0]
 
     # -- helpers for subclasses -------------------------------------------
     def _require_fit(self) -> None:
@@ -817,15 +811,6 @@ class UMAPProjection(Projection):
                 verts = codes_all[mesh.simplices[simplex[inside]]]  # (m, 3, d)
                 out[inside] = np.einsum("mk,mkd->md", weights[inside], verts)
         return out.astype(np.float32), dist
-
-
-def make_projection(name: str, **kw) -> Projection:
-    """A projection by name: "raw", "pca" or "umap"; keywords go to its constructor."""
-    key = str(name).strip().lower()
-    classes = {"raw": RawDims, "pca": PCAProjection, "umap": UMAPProjection}
-    if key not in classes:
-        raise ConfigError(f"unknown projection {name!r}; choose one of {', '.join(PROJECTION_NAMES)}")
-    return classes[key](**kw)
 
 
 def warm_umap(progress: Optional[ProgressFn] = None) -> float:

@@ -107,12 +107,20 @@ def test_prior_and_posterior_samples():
 
 
 # ------------------------------------------------------------------ ellipses
+def ellipse_covariance(width, height, angle_deg, sigma=1.0):
+    """The 2x2 covariance whose ``sigma`` ellipse is (width, height, angle_deg): the inverse of ``cov_to_ellipses``."""
+    a = math.radians(angle_deg)
+    r = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+    s = np.diag([(width / (2.0 * sigma)) ** 2, (height / (2.0 * sigma)) ** 2])
+    return r @ s @ r.T
+
+
 def _empirical_cov_check(ell, pts):
     """The ellipses' covariance and centre match those of the projected samples."""
     assert [round(s) for s in ell.sigmas] == [1, 2]
     for (center, w, h, ang), s in zip(ell, ell.sigmas):
         np.testing.assert_allclose(center, pts.mean(0), atol=0.05 * np.sqrt(np.trace(np.cov(pts, rowvar=False))) + 1e-3)
-        cov = E.ellipse_covariance(w, h, ang, sigma=s)
+        cov = ellipse_covariance(w, h, ang, sigma=s)
         emp = np.cov(pts, rowvar=False)
         np.testing.assert_allclose(cov, emp, atol=0.05 * np.abs(emp).max())
 
@@ -160,7 +168,7 @@ def test_posterior_ellipse_for_a_map_without_transform_is_approximate():
     ell = E.posterior_ellipse(mu, lv, MapOnly(), latents=latents, xy=xy, n_samples=2000, seed=0)
     assert not ell.exact
     true_cov = (a * np.exp(lv)) @ a.T
-    cov = E.ellipse_covariance(*ell[0][1:], sigma=1.0)
+    cov = ellipse_covariance(*ell[0][1:], sigma=1.0)
     # kNN averaging shrinks the spread a little; shape and size stay close.
     np.testing.assert_allclose(cov, true_cov, atol=0.35 * np.abs(true_cov).max())
     np.testing.assert_allclose(ell[0][0], a @ mu, atol=0.1)
@@ -227,7 +235,7 @@ def test_elbo_breakdown_reports_progress_and_can_be_cancelled():
 
 
 # ------------------------------------------------------------------ files
-def test_gif_has_every_frame_and_png_grid_is_upscaled(tmp_path):
+def test_gif_has_every_frame_and_png_is_upscaled(tmp_path):
     from PIL import Image
 
     rng = np.random.default_rng(0)
@@ -246,13 +254,14 @@ def test_gif_has_every_frame_and_png_grid_is_upscaled(tmp_path):
         assert im.n_frames == 1 and im.info["duration"] == 400
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".part")]
 
-    imgs = rng.uniform(size=(6, 8, 8)).astype(np.float32)
-    png = tmp_path / "grid.png"
-    E.save_png_grid(imgs, str(png), ncols=3, scale=4, pad=1)
-    with Image.open(png) as im:
-        assert im.size == ((3 * 8 + 2) * 4, (2 * 8 + 1) * 4)
+    grey = rng.uniform(size=(8, 9)).astype(np.float32)
+    E.save_png(grey, str(tmp_path / "grey.png"), scale=4)
+    with Image.open(tmp_path / "grey.png") as im:
+        assert im.mode == "L" and im.size == (36, 32)
         arr = np.asarray(im, dtype=np.float32) / 255
-    np.testing.assert_allclose(arr[0:32:4, (9 * 4):(17 * 4):4], imgs[1], atol=1.5 / 255)
+    np.testing.assert_allclose(arr[::4, ::4], grey, atol=1.5 / 255)
+    with pytest.raises(ValueError, match="compose_grid"):
+        E.save_png(np.zeros((3, 8, 8)), str(tmp_path / "three.png"))
     E.save_png(rng.uniform(size=(8, 8, 3)), str(tmp_path / "rgb.png"), scale=2)
     with Image.open(tmp_path / "rgb.png") as im:
         assert im.mode == "RGB" and im.size == (16, 16)

@@ -17,7 +17,6 @@ from vae_core.projection import (
     ProjectionCancelled,
     RawDims,
     UMAPProjection,
-    make_projection,
     warm_umap,
 )
 
@@ -221,23 +220,6 @@ def test_axis_labels():
     assert pca.axis_labels() == (f"PC1 ({100 * r[0]:.0f}% of variance)", f"PC2 ({100 * r[1]:.0f}%)")
     assert pca.axis_labels()[0] == "PC1 (90% of variance)"
     assert UMAPProjection().axis_labels() == ("UMAP 1", "UMAP 2")
-
-
-def test_factory():
-    assert isinstance(make_projection("raw", i=1, j=2), RawDims)
-    assert isinstance(make_projection("PCA"), PCAProjection)
-    proj = make_projection("umap", n_neighbors=10)
-    assert isinstance(proj, UMAPProjection) and proj.n_neighbors == 10
-    assert {make_projection(n).name for n in ("raw", "pca", "umap")} == {"raw", "pca", "umap"}
-    with pytest.raises(ConfigError):
-        make_projection("tsne")
-    with pytest.raises(ConfigError):
-        UMAPProjection(n_neighbors=1)
-    with pytest.raises(ConfigError):
-        UMAPProjection(init="circle")
-
-
-# -- UMAP -----------------------------------------------------------------
 
 
 def test_fuzzy_graph_matches_umap(codes):

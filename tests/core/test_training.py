@@ -216,7 +216,7 @@ def test_control_rejects_bad_values(bad):
     assert c.pending_changes() == {}
 
 
-def test_warmup_sets_effective_beta():
+def test_warmup_sets_the_kl_weight_of_every_batch():
     cfg = TRAIN.replace(epochs=2, warmup="linear", warmup_epochs=2, beta=2.0)
     t = Trainer(MODEL, cfg, tiny_dataset())
     batches = [e for e in t.run() if e.kind == "batch"]

@@ -221,12 +221,6 @@ class Trainer:
         labels = getattr(self.dataset, "labels", None)
         return None if labels is None else np.asarray(labels, dtype=np.int64)
 
-    def effective_beta(self, progress_epochs: float | None = None) -> float:
-        c = self.train_config
-        if progress_epochs is None:
-            progress_epochs = self.epoch + self._batch_pos / self.n_batches
-        return kl_weight(c.beta, c.warmup, c.warmup_epochs, progress_epochs)
-
     # -- snapshots and evaluation -------------------------------------------
     def snapshot(self) -> ModelSnapshot:
         """CPU copies of the weights; safe to call from any thread while training runs."""
