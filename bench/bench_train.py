@@ -85,7 +85,7 @@ def run() -> dict[str, float]:
     from vae_core import ModelConfig, TrainConfig
     from vae_core.data import load_dataset
     from vae_core.objectives import elbo
-    from vae_core.training import build_model, evaluate_model, make_generator
+    from vae_core.training import build_model, evaluate_model, images_tensor, make_generator
     from vae_core.training.trainer import _STREAM_NOISE, _STREAM_SHUFFLE
 
     quick = os.environ.get("BENCH_QUICK") == "1"
@@ -102,7 +102,7 @@ def run() -> dict[str, float]:
         tcfg = TrainConfig(epochs=rounds, batch_size=128, lr=1e-3, seed=0, device="cpu", num_threads=threads)
         trainer = _make_trainer(mcfg, tcfg, ds)
 
-        images = torch.from_numpy(ds.images)
+        images = images_tensor(ds.images)  # the trainer's conversion (uint8 grey levels / 255)
         x_train = images[torch.from_numpy(ds.train_idx)].contiguous()
         x_test = images[torch.from_numpy(ds.test_idx)].contiguous()
         bare = build_model(mcfg, tcfg.seed)
