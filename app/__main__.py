@@ -1,5 +1,7 @@
+"""``python -m app``: the ``vae-explorer`` command."""
+
 import sys
 
-from . import main
+from .program import main
 
-sys.exit(main(sys.argv[1:]))
+sys.exit(main())

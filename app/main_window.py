@@ -12,8 +12,12 @@ from typing import Any
 import numpy as np
 from PySide6 import QtCore, QtGui, QtWidgets
 
-from . import theme
-from .session import EMPTY, IDLE, LOADING, PAUSED, TRAINED, TRAINING, Session, fmt_eta, images_for_display
+from vae_core.config import parse_hidden_dims
+
+from . import recovery, theme
+from .display import HistoryView, code_text, images_for_display
+from .session import EMPTY, IDLE, LOADING, PAUSED, TRAINED, TRAINING, EpochSummary, MapView, Session
+from .tools import explore_docks, monitor
 from .widgets.decode_canvas import DecodeCanvas, ImagePair
 from .widgets.latent_view import LatentView
 from .widgets.loss_plot import LossPlot
@@ -134,7 +138,7 @@ class MapToolbar(QtWidgets.QWidget):
         lay.addWidget(QtWidgets.QLabel("Map:"))
         self.combo = QtWidgets.QComboBox()
         self.combo.setObjectName("projectionCombo")
-        for text, key, tip in (("Two latent dims", "dims", "Plot two chosen latent dimensions; the others stay at the selected example's code (or 0)."),
+        for text, key, tip in (("Two latent dims", "raw", "Plot two chosen latent dimensions; the others stay at the selected example's code (or 0)."),
                                ("PCA", "pca", "The plane of the two principal components of the codes; exactly invertible."),
                                ("UMAP", "umap", "A non-linear layout computed in the background; points map back by interpolating the stored codes.")):
             self.combo.addItem(text, key)
@@ -180,7 +184,7 @@ class MapToolbar(QtWidgets.QWidget):
             self.combo.setToolTip("")
 
     def _sync_visibility(self) -> None:
-        dims = self.combo.currentData() == "dims" and self.combo.isEnabled()
+        dims = self.combo.currentData() == "raw" and self.combo.isEnabled()
         for w in (self.dims_label, self.dim_x, self.dim_y):
             w.setVisible(dims)
 
@@ -206,8 +210,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.setWindowTitle(APP)
         self.setAcceptDrops(True)
         self.session = session or Session(self)
-        self._closing = False
-        self._drag_quiet = False
+        self._drag_quiet = False  # a drag on the map is on: the decoded image comes first
         self._progress_pending: dict | None = None
         self._progress_timer = QtCore.QTimer(self)
         self._progress_timer.setSingleShot(True)
@@ -217,7 +220,10 @@ class MainWindow(QtWidgets.QMainWindow):
         self._build_actions()
         self._build_menus()
         self._wire()
-        self._install_tools()
+        # Each tool module adds its docks, actions and wiring to the window.
+        self.recovery = recovery.install(self)  # autosave and the restore offer
+        self.explore_tools = explore_docks.install(self)  # posterior, ELBO, interpolation, traversals, prior samples
+        self.monitor = monitor.install(self)  # KL per dimension, collapse warnings, decoded manifold
         self._on_state(self.session.state)
         self.resize(*default_window_size())
         self.resizeDocks([self.loss_dock], [280], QtCore.Qt.Vertical)
@@ -227,7 +233,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     # ------------------------------------------------------------------ build
     def _build_widgets(self) -> None:
-        self.panel = TrainingPanel()
+        self.panel = TrainingPanel(hidden_parser=parse_hidden_dims)
         scroll = QtWidgets.QScrollArea()
         scroll.setWidget(self.panel)
         scroll.setWidgetResizable(True)
@@ -317,7 +323,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.export_latents_action = A("Export &latents as CSV…", self.export_latents_csv, None, "exportLatentsAction", "index, label, mu, sigma and map position of every example")
         self.export_decoded_action = A("Export &decoded image as PNG…", self.export_decoded_png, None, "exportDecodedAction")
         self.quit_action = A("&Quit", self.close, QtGui.QKeySequence.Quit, "quitAction")
-        self.train_action = A("&Train", self.panel.trainButton.click if hasattr(self.panel, "trainButton") else self._on_train, "Ctrl+Return", "trainAction")
+        self.train_action = A("&Train", self.panel.trainButton.click, "Ctrl+Return", "trainAction")
         self.pause_action = A("&Pause / resume", self._on_pause_shortcut, QtCore.Qt.Key_Space, "pauseAction")
         self.stop_action = A("S&top", self.session.stop, "Ctrl+.", "stopAction")
         self.reset_action = A("&Reset model", self.session.reset, None, "resetAction")
@@ -377,7 +383,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _wire(self) -> None:
         s, p = self.session, self.panel
-        p.trainRequested.connect(self._on_train)
+        p.trainRequested.connect(self.start_training)
         p.pauseToggled.connect(self._on_pause)
         p.stopRequested.connect(self._on_stop)
         p.resetRequested.connect(self._on_reset)
@@ -385,10 +391,11 @@ class MainWindow(QtWidgets.QMainWindow):
         p.openPathRequested.connect(self.open_path)
         p.liveSettingChanged.connect(self._on_live)
         s.stateChanged.connect(self._on_state)
-        s.message.connect(self._on_message)
+        s.message.connect(self.show_message)
         s.batchesArrived.connect(self._on_batches)
         s.trainProgress.connect(self._on_progress)
         s.epochArrived.connect(self._on_epoch)
+        s.epochShown.connect(self._on_epoch_shown)
         s.markerAdded.connect(self._on_marker)
         s.historyReplaced.connect(self._on_history)
         s.mapReady.connect(self._on_map)
@@ -403,19 +410,18 @@ class MainWindow(QtWidgets.QMainWindow):
         self.latent_view.exampleClicked.connect(self._on_example_clicked)
         self.map_toolbar.changed.connect(self._on_projection_choice)
 
-    def _install_tools(self) -> None:
-        """Each exploration tool module adds its docks, actions and wiring to the window."""
-        from . import recovery; recovery.install(self)  # noqa: E702 - autosave and the restore offer
-        from .tools import explore; explore.install(self)  # noqa: E702 - posterior, ELBO, interpolation, traversals, prior samples
-        from .tools import monitor; monitor.install(self)  # noqa: E702 - KL per dimension, collapse warnings, decoded manifold
-
     # --------------------------------------------------------------- actions
     @Slot()
-    def _on_train(self) -> None:
-        if not self.panel.hidden_valid():
-            self._on_message("error", "Hidden sizes must be comma-separated positive integers (or empty for a linear model).")
+    def start_training(self) -> None:
+        """Train with the panel's settings: a new model, or the current one for more epochs."""
+        try:
+            if not self.panel.hidden_valid():
+                raise ValueError("they must be comma-separated positive integers (or empty for a linear model)")
+            model = self.panel.model_settings()
+        except ValueError as exc:
+            self.show_message("error", f"Hidden sizes: {exc}")
             return
-        self.session.train(self.panel.model_settings(), self.panel.train_settings())
+        self.session.train(model, self.panel.train_settings())
 
     @Slot()
     def _on_pause(self) -> None:
@@ -461,14 +467,14 @@ class MainWindow(QtWidgets.QMainWindow):
         if not path:
             return
         if not os.path.exists(path):
-            self._on_message("error", f"{path}: no such file or folder.")
+            self.show_message("error", f"{path}: no such file or folder.")
             return
         self._add_recent(path)
         if is_checkpoint_path(path):
             self.session.load_checkpoint(path)
             return
         if self.session.running:
-            self._on_message("warning", "Stop training before opening another dataset.")
+            self.show_message("warning", "Stop training before opening another dataset.")
             return
         if self.session.has_model:
             # The model stays: the session switches only to data of the model's image size
@@ -483,25 +489,25 @@ class MainWindow(QtWidgets.QMainWindow):
 
     @Slot()
     def open_folder_dialog(self) -> None:
-        path = QtWidgets.QFileDialog.getExistingDirectory(self, "Open a folder of images", self._last_dir())
+        path = QtWidgets.QFileDialog.getExistingDirectory(self, "Open a folder of images", self.last_directory())
         if path:
-            self._remember_dir(path)
+            self.remember_directory(path)
             self.open_path(path)
 
     @Slot()
     def open_file_dialog(self) -> None:
         path, _ = QtWidgets.QFileDialog.getOpenFileName(
-            self, "Open a dataset or checkpoint", self._last_dir(),
+            self, "Open a dataset or checkpoint", self.last_directory(),
             "Datasets and checkpoints (*.npy *.npz *.gz *ubyte *idx* *.ckpt *.safetensors);;Checkpoints (*.ckpt *.safetensors);;All files (*)")
         if path:
-            self._remember_dir(os.path.dirname(path))
+            self.remember_directory(os.path.dirname(path))
             self.open_path(path)
 
     @Slot()
     def open_checkpoint_dialog(self) -> None:
-        path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Open a checkpoint", self._last_dir(), "Checkpoints (*.ckpt *.safetensors);;All files (*)")
+        path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Open a checkpoint", self.last_directory(), "Checkpoints (*.ckpt *.safetensors);;All files (*)")
         if path:
-            self._remember_dir(os.path.dirname(path))
+            self.remember_directory(os.path.dirname(path))
             self._add_recent(path)
             self.session.load_checkpoint(path)
 
@@ -515,33 +521,33 @@ class MainWindow(QtWidgets.QMainWindow):
     @Slot()
     def save_checkpoint_as(self) -> None:
         if self.session.trainer is None:
-            self._on_message("warning", "There is no trained model to save yet.")
+            self.show_message("warning", "There is no trained model to save yet.")
             return
-        name = f"{getattr(self.session.dataset, 'name', 'model')}.ckpt"
-        path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Save checkpoint", os.path.join(self._last_dir(), name), "Checkpoints (*.ckpt)")
+        name = f"{self.session.dataset.name if self.session.dataset is not None else 'model'}.ckpt"
+        path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Save checkpoint", os.path.join(self.last_directory(), name), "Checkpoints (*.ckpt)")
         if path:
             if not is_checkpoint_path(path):
                 path += ".ckpt"
-            self._remember_dir(os.path.dirname(path))
+            self.remember_directory(os.path.dirname(path))
             self._add_recent(path)
             self.session.save_checkpoint(path)
 
     @Slot()
     def export_map_png(self) -> None:
         if self.session.xy is None:
-            self._on_message("warning", "There is no latent map to export yet.")
+            self.show_message("warning", "There is no latent map to export yet.")
             return
-        path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Export latent map", os.path.join(self._last_dir(), "latent-map.png"), "PNG images (*.png)")
+        path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Export latent map", os.path.join(self.last_directory(), "latent-map.png"), "PNG images (*.png)")
         if path:
             self.latent_view.export_png(path)
-            self._on_message("info", f"Saved the latent map to {path}")
+            self.show_message("info", f"Saved the latent map to {path}")
 
     @Slot()
     def export_latents_csv(self) -> None:
         if self.session.latents is None:
-            self._on_message("warning", "There are no latent codes to export yet.")
+            self.show_message("warning", "There are no latent codes to export yet.")
             return
-        path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Export latents", os.path.join(self._last_dir(), "latents.csv"), "CSV files (*.csv)")
+        path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Export latents", os.path.join(self.last_directory(), "latents.csv"), "CSV files (*.csv)")
         if path:
             self.session.export_latents_csv(path)
 
@@ -549,17 +555,19 @@ class MainWindow(QtWidgets.QMainWindow):
     def export_decoded_png(self) -> None:
         img = self.decode_canvas.image()
         if img is None:
-            self._on_message("warning", "Click on the latent map first to decode a point.")
+            self.show_message("warning", "Click on the latent map first to decode a point.")
             return
-        path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Export decoded image", os.path.join(self._last_dir(), "decoded.png"), "PNG images (*.png)")
+        path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Export decoded image", os.path.join(self.last_directory(), "decoded.png"), "PNG images (*.png)")
         if path:
             save_array_png(img, path)
-            self._on_message("info", f"Saved the decoded image to {path}")
+            self.show_message("info", f"Saved the decoded image to {path}")
 
-    def _last_dir(self) -> str:
+    def last_directory(self) -> str:
+        """Where file dialogs open: the folder of the last file opened or saved (home at first)."""
         return str(settings().value("lastDir", os.path.expanduser("~")))
 
-    def _remember_dir(self, d: str) -> None:
+    def remember_directory(self, d: str) -> None:
+        """The folder the next file dialog opens in."""
         settings().setValue("lastDir", d)
 
     def recent_files(self) -> list[str]:
@@ -635,7 +643,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.state_label.setText(text)
 
     @Slot(str, str)
-    def _on_message(self, level: str, text: str) -> None:
+    def show_message(self, level: str, text: str) -> None:
+        """Tell the user: "info" in the status bar; "warning" and "error" also in the bar above the map."""
         if level == "info":
             self.statusBar().showMessage(text, 8000)
             if self.message_bar.isVisible() and self.message_bar.level == "info":
@@ -643,6 +652,26 @@ class MainWindow(QtWidgets.QMainWindow):
         else:
             self.message_bar.show_message(level, text)
             self.statusBar().showMessage(text, 8000)
+
+    def revise_message(self, old: str, new: str) -> None:
+        """Put ``new`` in place of ``old`` where ``old`` is still shown above the map."""
+        bar = self.message_bar
+        if bar.isVisible() and bar.text.text() == old:
+            bar.text.setText(new)
+
+    def withdraw_message(self, text: str) -> None:
+        """``text`` no longer holds: take it off the bar above the map and off the status line.
+
+        The status line repeats warnings for a few seconds; the version there
+        may have other figures, so it goes when it matches up to its first colon.
+        """
+        bar = self.message_bar
+        if bar.isVisible() and bar.text.text() == text:
+            bar.hide()
+        status = self.statusBar()
+        current = status.currentMessage()
+        if current and current.split(":", 1)[0] == text.split(":", 1)[0]:
+            status.clearMessage()
 
     @Slot(object)
     def _on_batches(self, b: dict) -> None:
@@ -665,9 +694,12 @@ class MainWindow(QtWidgets.QMainWindow):
     @Slot(object)
     def _on_epoch(self, ev: Any) -> None:
         self.loss_plot.add_epoch(ev.step, ev.test_recon, ev.test_kl, -ev.test_elbo)
+
+    @Slot(object)
+    def _on_epoch_shown(self, e: EpochSummary) -> None:
         self.state_label.setText(
-            f"Epoch {ev.epoch}: held-out ELBO {ev.test_elbo:.2f} nats (recon {ev.test_recon:.2f}, KL {ev.test_kl:.2f}); "
-            f"{ev.active_units}/{len(ev.kl_per_dim)} active units")
+            f"Epoch {e.epoch}: held-out ELBO {e.test_elbo:.2f} nats (recon {e.test_recon:.2f}, KL {e.test_kl:.2f}); "
+            f"{e.active_units}/{len(e.kl_per_dim)} active units")
         self.export_latents_action.setEnabled(True)
         self.export_map_action.setEnabled(True)
 
@@ -676,44 +708,39 @@ class MainWindow(QtWidgets.QMainWindow):
         self.loss_plot.add_marker(step, text)
 
     @Slot(object)
-    def _on_history(self, h: dict) -> None:
-        if len(h["steps"]) == 0 and not h["epochs"]:
+    def _on_history(self, h: HistoryView) -> None:
+        if h.empty:
             self.loss_plot.clear()
         else:
-            self.loss_plot.set_history(h["steps"], h["recon"], h["kl"], h["loss"], epochs=h["epochs"], markers=h["markers"])
+            self.loss_plot.set_history(h.steps, h.recon, h.kl, h.loss, epochs=h.epochs, markers=h.markers)
 
     @Slot(object)
-    def _on_map(self, m: dict) -> None:
-        follow = m["autorange"] or not self.latent_view.user_navigated()
-        self.latent_view.set_points(m["xy"], m["labels"], m["label_names"], autorange=follow)
-        self.latent_view.set_axis_labels(m["x_label"], m["y_label"])
-        if self.session.latents is not None:
-            self.map_toolbar.set_latent_dim(self.session.latents.shape[1])
-        if self.session.selected is not None:
-            self.latent_view.set_highlight(self.session.selected)
+    def _on_map(self, m: MapView) -> None:
+        follow = m.autorange or not self.latent_view.user_navigated()
+        self.latent_view.set_points(m.xy, m.labels, m.label_names, autorange=follow)
+        self.latent_view.set_axis_labels(m.x_label, m.y_label)
+        self.map_toolbar.set_latent_dim(m.latent_dim)
         self.export_latents_action.setEnabled(True)
         self.export_map_action.setEnabled(True)
 
     @Slot(str)
     def _on_map_cleared(self, text: str) -> None:
+        """No codes on the map any more: everything drawn from the previous ones goes."""
         self.latent_view.set_points(np.zeros((0, 2), np.float32), None, None)
         self.latent_view.set_message(text)
         self.latent_view.hide_crosshair()
+        self.latent_view.set_far_indicator(False)
+        self.latent_view.set_highlight(None)
         self.decode_canvas.clear()
         self.recon_pair.clear()
+        self.coords_label.setText("")
 
-    @Slot(object, float, float, bool)
-    def _on_decoded(self, img: np.ndarray, x: float, y: float, far: bool) -> None:
+    @Slot(object, object, float, float, bool)
+    def _on_decoded(self, img: np.ndarray, code: np.ndarray, x: float, y: float, far: bool) -> None:
         self.decode_canvas.set_image(img)
         self.latent_view.set_crosshair(x, y)
         self.latent_view.set_far_indicator(far)
-        code = getattr(self.session, "last_code", None)
-        if code is not None and len(code) <= 4:
-            ztxt = "z = (" + ", ".join(f"{v:+.2f}" for v in code) + ")"
-        elif code is not None:
-            ztxt = f"z = ({', '.join(f'{v:+.2f}' for v in code[:3])}, … {len(code)} dims)"
-        else:
-            ztxt = ""
+        ztxt = "z = " + code_text(code)
         where = f"map ({x:+.2f}, {y:+.2f})"
         warn = "  ⚠ far from any data: the decoder is extrapolating" if far else ""
         self.decode_canvas.set_caption(ztxt + ("  ⚠ far from data" if far else ""))
@@ -722,14 +749,8 @@ class MainWindow(QtWidgets.QMainWindow):
             # Paint the new image now rather than after whatever else waits in the event queue.
             self.decode_canvas.repaint()
 
-    @Slot(int, object, object)
-    def _on_example(self, index: int, original: np.ndarray, recon: Any) -> None:
-        ds = self.session.dataset
-        name = ""
-        if ds is not None and ds.labels is not None and ds.label_names:
-            lab = int(ds.labels[index])
-            name = ds.label_names[lab] if 0 <= lab < len(ds.label_names) else str(lab)
-        title = f"#{index}" + (f" · {name}" if name else "")
+    @Slot(int, str, object, object)
+    def _on_example(self, index: int, title: str, original: np.ndarray, recon: np.ndarray | None) -> None:
         if recon is None:
             recon = np.zeros_like(original)
         self.recon_pair.set_pair(original, recon, title=title)
@@ -740,7 +761,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.latent_view.set_images(images_for_display(ds.images))
         if self.session.latents is None:
             self.latent_view.set_message(f"{ds.name}: {ds.n:,} images. Press Train to see the latent map.")
-        src = ds.spec.source if hasattr(ds, "spec") else ds.name
+        src = ds.spec.source
         combo = self.panel.datasetCombo
         if combo.findData(src) < 0:
             self.panel.blockSignals(True)
@@ -856,7 +877,6 @@ class MainWindow(QtWidgets.QMainWindow):
         sp = s.value("splitter")
         if sp is not None:
             self.splitter.restoreState(sp)
-        self._default_state = None
 
     def save_layout(self) -> None:
         s = settings()
@@ -876,13 +896,13 @@ class MainWindow(QtWidgets.QMainWindow):
         self.splitter.setSizes([700, 300])
 
     def closeEvent(self, event: QtGui.QCloseEvent) -> None:
-        self._closing = True
         self.save_layout()
+        self.explore_tools.close()
+        self.monitor.close()
         ok = self.session.shutdown(2000)
         if not ok:
             self.statusBar().showMessage("Background work did not stop in time; closing anyway.")
-        if getattr(self, "recovery", None) is not None:
-            self.recovery.close()  # keeps an up-to-date recovery file of unsaved training
+        self.recovery.close()  # keeps an up-to-date recovery file of unsaved training
         event.accept()
 
 

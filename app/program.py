@@ -1,4 +1,9 @@
-"""Start the desktop program: arguments, QApplication, the window, screenshot mode."""
+"""The ``vae-explorer`` command, the program's one entry point.
+
+``vae-explorer train|evaluate|export ...`` runs the headless engine
+(``vae_core.cli``) and imports no Qt; anything else opens the desktop
+program: arguments, QApplication, the window, screenshot mode.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,8 @@ import time
 
 #: Milliseconds after the window shows before UMAP is warmed up in the background.
 WARMUP_DELAY_MS = 1500
+#: First arguments that run the engine without a window.
+HEADLESS = ("train", "evaluate", "export")
 
 USAGE = """vae-explorer [PATH] [options]
        vae-explorer train|evaluate|export ...   (headless; see vae-explorer train --help)"""
@@ -42,8 +49,19 @@ def prepare_qt_environment() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``vae-explorer`` with ``argv`` (default: the process's arguments); returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in HEADLESS:
+        from vae_core.cli import main as cli_main
+
+        return cli_main(argv)
+    return run_window(argv)
+
+
+def run_window(argv: list[str]) -> int:
+    """Open the desktop program with ``argv`` (no subcommand); returns the exit code."""
     t0 = time.perf_counter()
-    args = parse_args(list(sys.argv[1:] if argv is None else argv))
+    args = parse_args(argv)
     if args.screenshot and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     prepare_qt_environment()
@@ -91,15 +109,14 @@ def main(argv: list[str] | None = None) -> int:
         key = args.dataset or "mnist"
         _after_first_paint(win, lambda: win.load_initial_dataset(key))
     if args.train:
-        win.session.datasetLoaded.connect(win._on_train, QtCore.Qt.SingleShotConnection)
+        win.session.datasetLoaded.connect(win.start_training, QtCore.Qt.SingleShotConnection)
     if not os.environ.get("LATENT_EXPLORER_NO_WARMUP"):
         # Import umap and compile its layout code in the background once the
         # window is up, so the first UMAP map the user asks for comes quickly.
-        QtCore.QTimer.singleShot(WARMUP_DELAY_MS, win.session.warm_umap)
+        QtCore.QTimer.singleShot(WARMUP_DELAY_MS, win.session.map.warm_umap)
     stopper = _close_on_signals(app, win)
     code = app.exec()
     return 128 + stopper.signum if stopper.signum else code
-
 
 
 def _close_on_signals(app, win):

@@ -35,9 +35,16 @@ import threading
 import time
 import weakref
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from PySide6 import QtCore
+
+from .session import LOADING
+
+if TYPE_CHECKING:
+    from vae_core.training import Trainer
+
+    from .main_window import MainWindow
 
 Slot = QtCore.Slot
 
@@ -90,7 +97,7 @@ def recovery_dir() -> Path | None:
     return None if d is None else d / "recovery"
 
 
-def _env_number(name: str, default: float, cast: Any) -> Any:
+def _env_number(name: str, default: float, cast: Callable[[str], Any]) -> Any:
     try:
         value = cast(os.environ[name])
     except (KeyError, ValueError):
@@ -233,7 +240,7 @@ class Recovery(QtCore.QObject):
     saved = QtCore.Signal(str)  # emitted from the training thread after a recovery write
     failed = QtCore.Signal(str)  # emitted from the training thread when a write fails
 
-    def __init__(self, window: Any, directory: Path | None = None, every_seconds: float | None = None,
+    def __init__(self, window: "MainWindow", directory: Path | None = None, every_seconds: float | None = None,
                  every_epochs: int | None = None):
         super().__init__(window)
         self.window = window
@@ -254,7 +261,7 @@ class Recovery(QtCore.QObject):
         self._closed = False
         self._failing = False
         # Progress bookkeeping of the trainer being watched (touched by the training thread).
-        self._trainer_ref: Any = None
+        self._trainer_ref: weakref.ref[Trainer] | None = None
         self._clean_step = -1  # the step the user last saved (nothing to recover there)
         self._last_time = 0.0
         self._last_epoch = 0
@@ -263,6 +270,7 @@ class Recovery(QtCore.QObject):
         self._offered: Path | None = None
         self._adopted: Path | None = None  # a restored orphan, removed once superseded
         self._adopted_lock: _OwnerLock | None = None
+        self._restoring: tuple[Path, _OwnerLock | None] | None = None  # an orphan on its way to being restored
         self._restore_waiting = False
 
         if self.enabled:
@@ -273,7 +281,7 @@ class Recovery(QtCore.QObject):
         self.failed.connect(self._on_failed)
 
     # ------------------------------------------------------- training thread
-    def on_boundary(self, trainer: Any, epoch_end: bool) -> None:
+    def on_boundary(self, trainer: "Trainer", epoch_end: bool) -> None:
         """Called by the training thread between batches and after epochs; saves when due."""
         if self._closed or not self.enabled:
             return
@@ -297,7 +305,7 @@ class Recovery(QtCore.QObject):
             return
         self._write(trainer)
 
-    def _write(self, trainer: Any) -> bool:
+    def _write(self, trainer: "Trainer") -> bool:
         from vae_core.checkpoint import save_checkpoint
         from vae_core.errors import VAEError
 
@@ -358,7 +366,7 @@ class Recovery(QtCore.QObject):
 
     @Slot(str)
     def _on_failed(self, text: str) -> None:
-        self.window._on_message("warning", text)
+        self.window.show_message("warning", text)
 
     def close(self) -> None:
         """The window closes: bring an existing recovery file up to date, then let go of it.
@@ -377,6 +385,7 @@ class Recovery(QtCore.QObject):
             if self._adopted_lock is not None:
                 self._adopted_lock.release()
                 self._adopted_lock = None
+            self._release_restoring()
 
     # ---------------------------------------------------------------- offer
     def offer(self) -> bool:
@@ -407,22 +416,25 @@ class Recovery(QtCore.QObject):
         if self.session.running:
             self._show_offer(path, "Stop training first, then restore. ")
             return
-        if self.session.state == "busy":
+        if self.session.state == LOADING:
             # Something is loading: restore once it is done, so the two cannot overwrite each other.
             if not self._restore_waiting:
                 self._restore_waiting = True
                 self.session.stateChanged.connect(self._restore_when_idle)
             return
         if not path.exists():
-            self.window._on_message("error", f"The recovery file {path} is gone.")
+            self.window.show_message("error", f"The recovery file {path} is gone.")
             return
         ident = _NAME.match(path.name)["id"] if _NAME.match(path.name) else None
+        lock = None
         if ident is not None and ident != self.ident:
             try:
-                self._adopted_lock = _OwnerLock(self.directory / f"{_PREFIX}{ident}.lock")
+                lock = _OwnerLock(self.directory / f"{_PREFIX}{ident}.lock")
             except OSError:
-                self._adopted_lock = None
-        self._adopted = path
+                lock = None
+        # Adopted once loaded: the model it replaces is forgotten first, with that model's files.
+        self._release_restoring()
+        self._restoring = (path, lock)
         self._orphans = [p for p in self._orphans if p != path]
         self._offered = None
         self.window.message_bar.hide()
@@ -430,15 +442,22 @@ class Recovery(QtCore.QObject):
 
     @Slot(str)
     def _restore_when_idle(self, state: str) -> None:
-        if state == "busy":
+        if state == LOADING:
             return
         self._restore_waiting = False
         self.session.stateChanged.disconnect(self._restore_when_idle)
         self.restore()
 
+    def _release_restoring(self) -> None:
+        if self._restoring is not None and self._restoring[1] is not None:
+            self._restoring[1].release()
+        self._restoring = None
+
     @Slot(object, object, object)
     def _on_model_loaded(self, *_: Any) -> None:
-        if self._adopted is not None and self.session.checkpoint_path == str(self._adopted):
+        if self._restoring is not None and self.session.checkpoint_path == str(self._restoring[0]):
+            self._adopted, self._adopted_lock = self._restoring
+            self._restoring = None
             # A restored copy has no file of its own: Save must ask where to put it.
             self.session.checkpoint_path = None
             QtCore.QTimer.singleShot(0, self._announce_restored)
@@ -447,7 +466,7 @@ class Recovery(QtCore.QObject):
     def _announce_restored(self) -> None:
         ck = self.session.checkpoint
         if ck is not None:
-            self.window._on_message("info", f"Restored the unsaved model: {ck.epoch} epochs, step {ck.step:,}. "
+            self.window.show_message("info", f"Restored the unsaved model: {ck.epoch} epochs, step {ck.step:,}. "
                                             "Press Continue training to go on, or save it with Ctrl+S after training.")
 
     @Slot()
@@ -461,12 +480,11 @@ class Recovery(QtCore.QObject):
             self._show_offer(self._orphans[0])
         else:
             self.window.message_bar.hide()
-            self.window._on_message("info", "Discarded the recovery copy.")
+            self.window.show_message("info", "Discarded the recovery copy.")
 
 
-def install(window: Any) -> Recovery:
-    """Attach autosave to ``window`` and offer any recovery file a crashed program left behind."""
+def install(window: "MainWindow") -> Recovery:
+    """Autosave for ``window``'s session, and the offer of any recovery file a crashed program left behind."""
     rec = Recovery(window)
-    window.recovery = rec
     rec.offer()
     return rec

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from PySide6 import QtCore, QtWidgets
 
 from .session import TRAINED
 
+if TYPE_CHECKING:
+    from .main_window import MainWindow
+
 
 class ScreenshotDriver(QtCore.QObject):
-    def __init__(self, win, path: str, dataset: str = "digits", epochs: int = 3, checkpoint: str | None = None,
+    """Loads a dataset and trains (or opens a checkpoint), poses the map, saves the window as a PNG, quits."""
+
+    def __init__(self, win: "MainWindow", path: str, dataset: str = "digits", epochs: int = 3, checkpoint: str | None = None,
                  timeout_s: float = 600.0):
         super().__init__(win)
         self.win = win
@@ -38,7 +45,7 @@ class ScreenshotDriver(QtCore.QObject):
 
     @QtCore.Slot(object)
     def _on_dataset(self, _ds) -> None:
-        self.win._on_train()
+        self.win.start_training()
 
     @QtCore.Slot(str, str)
     def _on_message(self, level: str, text: str) -> None:
@@ -74,7 +81,7 @@ class ScreenshotDriver(QtCore.QObject):
 
     @QtCore.Slot()
     def _grab(self) -> None:
-        self.win.loss_plot.flush() if hasattr(self.win.loss_plot, "flush") else None
+        self.win.loss_plot.flush()
         QtWidgets.QApplication.processEvents()
         pix = self.win.grab()
         ok = pix.save(self.path, "PNG")

@@ -11,25 +11,36 @@
 * Samples from the prior.
 
 Each tool lives in a dock on the right (tabified together, hidden until first
-used) with an Export button.  The math is in ``vae_core.explore``; this module
-only decodes with the session's frozen decoder in the GUI thread (small
-batches, milliseconds) and sends anything slow to ``session.tasks``.
+used) with an Export button.  The math is in ``vae_core.explore``.  The GUI
+thread only asks and paints: decoding, tiling and placing codes on the map
+run on the tools' own worker thread (newest request of each tool first), the
+ELBO estimate on the session's task pool.  An example's mean and variance
+are the session's stored codes of it (the encoder's output for the weights
+the decoder has).  Open tools follow ``Session.epochShown``: while epochs
+are short they are redrawn at most twice a second.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import os
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from vae_core import explore as X
 
-from ..session import image_for_display
-from ..widgets.decode_canvas import ImageGrid, compose_grid
+from ..display import code_text, decoded_for_display, example_title, image_for_display
+from ..session import EpochSummary
+from ..widgets.decode_canvas import ImageGrid
+from ..worker import LatestWins, Task
+
+if TYPE_CHECKING:
+    from vae_core.inference import Decoder
+    from vae_core.projection import Projection
+
+    from ..main_window import MainWindow
 
 Slot = QtCore.Slot
 
@@ -39,6 +50,8 @@ POSTERIOR_SAMPLES = 14
 MAX_TRAVERSAL_ROWS = 32
 #: Images written to files are enlarged this many times (nearest neighbour).
 EXPORT_SCALE = 4
+#: Pixels between the tiles of a grid.
+GRID_PAD = 2
 
 TIPS = {
     "recon": "−E_q[log p(x|z)]: how badly the decoder rebuilds x from codes drawn from q(z|x) "
@@ -54,18 +67,23 @@ TIPS = {
 }
 
 
-def install(window: Any) -> "ExploreTools":
+def install(window: "MainWindow") -> "ExploreTools":
     """Add the Explore menu's per-example and latent-space tools to ``window``."""
-    tools = ExploreTools(window)
-    window.explore_tools = tools
-    return tools
+    return ExploreTools(window)
 
 
-def _fmt_code(z: np.ndarray) -> str:
-    z = np.asarray(z).reshape(-1)
-    if len(z) <= 4:
-        return "(" + ", ".join(f"{v:+.2f}" for v in z) + ")"
-    return "(" + ", ".join(f"{v:+.2f}" for v in z[:3]) + f", … {len(z)} dims)"
+def _tiled(images: np.ndarray, ncols: int) -> tuple[np.ndarray, int, int]:
+    """(N, H, W[, 3]) images in rows of ``ncols`` -> (grid, rows, columns) as ``ImageGrid.set_grid`` takes them."""
+    ncols = max(1, min(int(ncols), len(images)))
+    return X.compose_grid(images, ncols, pad=GRID_PAD), -(-len(images) // ncols), ncols
+
+
+def _place(codes: np.ndarray, projection: "Projection", placer: "X.CodePlacer | None") -> np.ndarray:
+    """Map positions of ``codes``: through the projection, or by nearest stored codes where it has no formula."""
+    try:
+        return X.place_codes(codes, projection)
+    except ValueError:
+        return X.place_codes(codes, None, placer)
 
 
 def _nats(v: float, se: float | None = None) -> str:
@@ -224,21 +242,24 @@ class ElboPanel(QtWidgets.QWidget):
 class ExploreTools(QtCore.QObject):
     """Builds the docks and actions and keeps them up to date with the session."""
 
-    def __init__(self, window: Any):
+    def __init__(self, window: "MainWindow"):
         super().__init__(window)
         self.w = window
         self.s = window.session
         self.view = window.latent_view
-        self._placer: Any = None
-        self._placer_key: tuple | None = None
+        self._worker = LatestWins(self)
+        self._gen = 0  # counts forgotten models: results made with an earlier one are dropped
+        #: The nearest-stored-codes placer of the map it was built for: ((id(latents), id(xy)), placer).
+        self._placer: tuple[tuple[int, int], X.CodePlacer] | None = None
         self._posterior_seed = 0
         self._prior_seed = 0
         self._prior_z: np.ndarray | None = None
         self._elbo_seed = 1
-        self._elbo_task: Any = None
-        self._elbo_request: tuple | None = None
+        self._elbo_task: Task | None = None
+        self._elbo_request: tuple[int, int, int] | None = None
         self._elbo_note = ""
-        self._ends: dict[str, Any] = {"A": None, "B": None}
+        #: Interpolation ends: ("example", index) or ("code", z).
+        self._ends: dict[str, tuple[str, Any] | None] = {"A": None, "B": None}
         self._interp_frames: np.ndarray | None = None
         self._traverse_frames: np.ndarray | None = None
         self._dirty: set[str] = set()
@@ -426,15 +447,24 @@ class ExploreTools(QtCore.QObject):
     def _wire(self) -> None:
         s = self.s
         s.stateChanged.connect(self._on_state)
-        s.epochArrived.connect(self._on_epoch)
+        s.epochShown.connect(self._on_epoch)
         s.mapReady.connect(self._on_map)
         s.mapCleared.connect(self._on_map_cleared)
         s.exampleSelected.connect(self._on_example)
         s.modelLoaded.connect(self._on_model_loaded)
+        s.modelForgotten.connect(self._forget_model)
+        self._worker.done.connect(self._on_done)
+        self._worker.failed.connect(self._on_failed)
+
+    def close(self) -> bool:
+        """Stop the tools' worker (the window closes); True when it ended in time."""
+        if self._elbo_task is not None:
+            self._elbo_task.cancel()
+        return self._worker.close()
 
     # ---------------------------------------------------------------- helpers
     def _message(self, level: str, text: str) -> None:
-        self.w._on_message(level, text)
+        self.w.show_message(level, text)
 
     def _has_model(self, say: bool = True) -> bool:
         if self.s.decoder is None:
@@ -444,24 +474,18 @@ class ExploreTools(QtCore.QObject):
         return True
 
     def _latent_dim(self) -> int:
-        return int(self.s.decoder.config.latent_dim)
+        return self.s.decoder.latent_dim if self.s.decoder is not None else 0
 
     def _example_name(self, index: int) -> str:
         ds = self.s.dataset
-        name = ""
-        if ds is not None and ds.labels is not None and ds.label_names and 0 <= index < len(ds.labels):
-            lab = int(ds.labels[index])
-            name = ds.label_names[lab] if 0 <= lab < len(ds.label_names) else str(lab)
-        return f"#{index}" + (f" · {name}" if name else "")
+        return example_title(index, ds.labels if ds is not None else None, ds.label_names if ds is not None else None)
 
-    def _encode(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """mu and logvar of q(z|x) for example ``index``, with the current decoder (GUI thread, one example)."""
-        import torch
-
-        x = torch.from_numpy(np.ascontiguousarray(self.s.dataset.images[index:index + 1]))
-        with torch.no_grad():
-            mu, lv = self.s.decoder.encode(x)
-        return mu[0].numpy().astype(np.float64), lv[0].numpy().astype(np.float64)
+    def _posterior_of(self, index: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """mu and logvar of q(z|x) for example ``index``: the session's stored codes of it."""
+        mu, lv = self.s.latents, self.s.latent_logvar
+        if mu is None or lv is None or not (0 <= index < len(mu)) or mu.shape[1] != self._latent_dim():
+            return None
+        return mu[index].astype(np.float64), lv[index].astype(np.float64)
 
     def _selected(self) -> int | None:
         i = self.s.selected
@@ -474,21 +498,27 @@ class ExploreTools(QtCore.QObject):
         return (s.projection is not None and s.xy is not None and s.latents is not None
                 and len(s.xy) == len(s.latents) and s.latents.shape[1] == self._latent_dim())
 
-    def _placer_for_map(self) -> Any:
-        key = (id(self.s.latents), id(self.s.xy))
-        if self._placer is None or self._placer_key != key:
-            self._placer = X.CodePlacer(self.s.latents, self.s.xy)
-            self._placer_key = key
-        return self._placer
+    def _placer_maker(self) -> Callable[[], X.CodePlacer]:
+        """A function giving the nearest-stored-codes placer of the current map (built once, in the worker)."""
+        latents, xy = self.s.latents, self.s.xy
+        key = (id(latents), id(xy))
 
-    def _place(self, codes: np.ndarray) -> np.ndarray | None:
-        """Map positions of ``codes``: through the projection, or by nearest stored codes where it has no formula."""
-        if not self._map_ready():
-            return None
+        def placer() -> X.CodePlacer:
+            cached = self._placer
+            if cached is not None and cached[0] == key:
+                return cached[1]
+            made = X.CodePlacer(latents, xy)
+            self._placer = (key, made)
+            return made
+
+        return placer
+
+    def _projection_places(self) -> bool:
         try:
-            return X.place_codes(codes, self.s.projection)
-        except ValueError:
-            return X.place_codes(codes, None, self._placer_for_map())
+            self.s.projection.transform(np.zeros((1, self._latent_dim()), np.float32))
+            return True
+        except (NotImplementedError, ValueError):
+            return False
 
     def _schedule(self, *tools: str) -> None:
         self._dirty.update(tools)
@@ -512,6 +542,27 @@ class ExploreTools(QtCore.QObject):
         dock.show()
         dock.raise_()
 
+    def _submit(self, kind: str, job: Callable[[], dict]) -> None:
+        """Run ``job`` on the tools' worker; its dict reaches ``_show_<kind>``, unless the model changed meanwhile."""
+        gen = self._gen
+
+        def run() -> tuple[int, dict]:
+            return gen, job()
+
+        self._worker.submit(kind, run)
+
+    @Slot(str, object)
+    def _on_done(self, kind: str, result: tuple[int, dict]) -> None:
+        gen, r = result
+        if gen != self._gen:
+            return  # made with a model that is gone
+        {"posterior": self._show_posterior, "interp": self._show_interpolation,
+         "traverse": self._show_traversals, "prior": self._show_prior}[kind](r)
+
+    @Slot(str, str)
+    def _on_failed(self, kind: str, text: str) -> None:
+        self._message("error", f"Could not decode for the {kind} tool: {text}")
+
     # -------------------------------------------------------- session → tools
     def _sync_enabled(self) -> None:
         has = self.s.decoder is not None
@@ -522,11 +573,9 @@ class ExploreTools(QtCore.QObject):
     @Slot(str)
     def _on_state(self, _state: str) -> None:
         self._sync_enabled()
-        if self.s.decoder is None:
-            self._forget_model()
 
     @Slot(object)
-    def _on_epoch(self, ev: Any) -> None:
+    def _on_epoch(self, ev: EpochSummary) -> None:
         self._sync_enabled()
         self._schedule("posterior", "interp", "traverse", "prior")
         if self.elbo_panel.result is not None and self.elbo_dock.is_open:
@@ -542,11 +591,9 @@ class ExploreTools(QtCore.QObject):
         self.view.set_ellipses(None)
         self.view.set_path(None)
         self._sync_enabled()
-        if self.s.decoder is None:
-            self._forget_model()
 
-    @Slot(int, object, object)
-    def _on_example(self, index: int, _original: Any, _recon: Any) -> None:
+    @Slot(int, str, object, object)
+    def _on_example(self, index: int, _title: str, _original: Any, _recon: Any) -> None:
         self._schedule("posterior", "traverse")
         if self.elbo_dock.is_open and self.s.decoder is not None:
             req = self._elbo_request
@@ -556,12 +603,14 @@ class ExploreTools(QtCore.QObject):
     @Slot(object, object, object)
     def _on_model_loaded(self, *_args: Any) -> None:
         self._sync_enabled()
-        self._ends = {"A": None, "B": None}
-        self._update_end_labels()
         self._schedule("posterior", "interp", "traverse", "prior")
 
+    @Slot()
     def _forget_model(self) -> None:
-        """The model is gone (reset): drop everything computed with it."""
+        """The model is going (reset, or another one opened): drop everything computed with it."""
+        self._gen += 1
+        self._worker.discard()
+        self._dirty.clear()
         if self._elbo_task is not None:
             self._elbo_task.cancel()
             self._elbo_task = None
@@ -569,12 +618,17 @@ class ExploreTools(QtCore.QObject):
         self._ends = {"A": None, "B": None}
         self._update_end_labels()
         self._prior_z = None
+        self._placer = None
         self._interp_frames = self._traverse_frames = None
         for g in (self.posterior_grid, self.interp_grid, self.traverse_grid, self.prior_grid):
             g.clear()
+        self.posterior_dock.info.setText("A data point maps to a region of latent space, not a point.")
+        self.interp_dock.info.setText("Decode the codes on a path from A to B.")
+        self.traverse_dock.info.setText("")
         self.elbo_panel.clear("Select an example on the map, then press Compute.")
         self.view.set_ellipses(None)
         self.view.set_path(None)
+        self._sync_enabled()
 
     @Slot(bool)
     def _on_dock_visibility(self, _visible: bool) -> None:
@@ -614,41 +668,57 @@ class ExploreTools(QtCore.QObject):
         self._schedule("posterior")
 
     def update_posterior(self) -> None:
+        """Decode samples of the selected example's q(z|x) and fit its ellipses on the map (on the worker)."""
         idx = self._selected()
-        if idx is None or self.s.decoder is None:
+        decoder = self.s.decoder
+        post = self._posterior_of(idx) if idx is not None else None
+        if post is None or decoder is None:
             self.view.set_ellipses(None)
             return
-        mu, lv = self._encode(idx)
-        z = X.posterior_sample_codes(mu, lv, POSTERIOR_SAMPLES, self._posterior_seed)
-        decoded = self.s.decode_codes(np.vstack([mu[None, :], z]).astype(np.float32))
+        mu, lv = post
+        seed = self._posterior_seed
         original = image_for_display(self.s.dataset.images[idx])
-        images = [original] + list(decoded)
-        self.posterior_grid.set_images(images, ncols=8)
-        sigma = np.exp(0.5 * lv)
-        info = (f"Example {self._example_name(idx)}. Left to right: the example, the decode of its mean μ, then "
+        on_map = self.posterior_on_map.isChecked() and self._map_ready()
+        proj = self.s.projection
+        placer = self._placer_maker() if on_map else None
+        extent = float(np.ptp(self.s.xy, axis=0).max()) if on_map and len(self.s.xy) > 1 else 0.0
+        name = self._example_name(idx)
+
+        def job() -> dict:
+            z = X.posterior_sample_codes(mu, lv, POSTERIOR_SAMPLES, seed)
+            decoded = decoded_for_display(decoder.decode(np.vstack([mu[None, :], z]).astype(np.float32)))
+            grid = _tiled(np.concatenate([original[None], decoded]), 8)
+            ell = None
+            if on_map:
+                try:
+                    try:
+                        proj.transform(mu[None, :].astype(np.float32))
+                        use = None
+                    except NotImplementedError:
+                        use = placer()
+                    ell = X.posterior_ellipse(mu, lv, proj, placer=use, seed=seed)
+                except ValueError:
+                    ell = None
+            return {"index": idx, "name": name, "grid": grid, "ellipses": ell, "mu": mu, "sigma": np.exp(0.5 * lv),
+                    "extent": extent}
+
+        self._submit("posterior", job)
+
+    def _show_posterior(self, r: dict) -> None:
+        if r["index"] != self._selected():
+            return  # another example was clicked meanwhile; its own request follows
+        self.posterior_grid.set_grid(*r["grid"], pad=GRID_PAD)
+        info = (f"Example {r['name']}. Left to right: the example, the decode of its mean μ, then "
                 f"{POSTERIOR_SAMPLES} decodes of z ~ q(z|x): a data point maps to a region of latent space, not a point. "
-                f"μ = {_fmt_code(mu)}, σ = {_fmt_code(sigma)} (the prior has σ = 1).")
-        ell = None
-        if self.posterior_on_map.isChecked() and self._map_ready():
-            placer = None
-            try:
-                self.s.projection.transform(mu[None, :].astype(np.float32))
-            except NotImplementedError:
-                placer = self._placer_for_map()
-            except ValueError:
-                pass
-            try:
-                ell = X.posterior_ellipse(mu, lv, self.s.projection, placer=placer, seed=self._posterior_seed)
-            except ValueError:
-                ell = None
+                f"μ = {code_text(r['mu'])}, σ = {code_text(r['sigma'])} (the prior has σ = 1).")
+        ell = r["ellipses"] if self.posterior_dock.is_open and self.posterior_on_map.isChecked() else None
         self.view.set_ellipses(ell)
         if ell is not None:
             how = ("exact: this map is linear" if ell.exact else
                    "approximate: this map has no formula for new codes, so 500 samples of q(z|x) are placed by their "
                    "nearest stored codes and an ellipse is fitted to them")
             info += f" On the map: the 1σ and 2σ ellipses of q(z|x) (39% and 86% of its mass in the map's plane), {how}."
-            extent = float(np.ptp(self.s.xy, axis=0).max()) if len(self.s.xy) > 1 else 0.0
-            if extent > 0.0 and ell[0][1] > extent:
+            if r["extent"] > 0.0 and ell[0][1] > r["extent"]:
                 info += (" The 1σ ellipse is wider than the whole cloud of codes (zoom out to see it): for this example "
                          "q(z|x) is still close to the prior.")
         self.posterior_dock.info.setText(info)
@@ -668,6 +738,7 @@ class ExploreTools(QtCore.QObject):
 
     @Slot()
     def compute_elbo(self) -> None:
+        """Estimate the selected example's ELBO terms and IWAE_k on the task pool."""
         if not self._has_model():
             return
         idx = self._selected()
@@ -676,20 +747,21 @@ class ExploreTools(QtCore.QObject):
             return
         if self._elbo_task is not None:
             self._elbo_task.cancel()
-        model = copy.deepcopy(self.s.decoder)  # its own copy: the session swaps its decoder after every epoch
-        x = np.array(self.s.dataset.images[idx:idx + 1], dtype=np.float32, copy=True)
+        encoder = self.s.encoder  # the weights of this moment: the session replaces it after every epoch
+        raw = np.asarray(self.s.dataset.images[idx:idx + 1])
+        x = raw.astype(np.float32) / 255.0 if raw.dtype == np.uint8 else np.array(raw, dtype=np.float32)
         k = int(self.elbo_panel.k_spin.value())
         seed = self._elbo_seed
         self._elbo_seed += 1
-        request = (idx, k, self.s.snapshot_step)
+        request = (idx, k, self.s.decoder.step)
         self._elbo_request = request
         self._elbo_note = ""
-        if self.s.decoder.config.likelihood == "bernoulli" and not np.all((x == 0.0) | (x == 1.0)):
+        if encoder.likelihood == "bernoulli" and not np.all((x == 0.0) | (x == 1.0)):
             self._elbo_note = ("Bernoulli likelihood on grey-level pixels: log p(x|z) is a cross-entropy here, not the log "
                                "of a normalised density, so these are not true log-likelihoods of x.")
 
-        def job(progress, cancelled):
-            bd = X.elbo_breakdown(model, x, k=k, seed=seed, mc_samples=1000, progress=progress, cancelled=cancelled)
+        def job(progress: Any, cancelled: Callable[[], bool]) -> tuple[tuple, dict]:
+            bd = encoder.elbo_breakdown(x, k=k, seed=seed, mc_samples=1000, progress=progress, cancelled=cancelled)
             return request, bd.row(0)
 
         self.elbo_panel.title.setText(f"Example {self._example_name(idx)}")
@@ -703,7 +775,7 @@ class ExploreTools(QtCore.QObject):
             self.elbo_panel.set_progress(fraction, text)
 
     @Slot(object)
-    def _on_elbo_done(self, result: Any) -> None:
+    def _on_elbo_done(self, result: tuple[tuple, dict]) -> None:
         request, row = result
         if request != self._elbo_request:
             return  # an older computation that finished before it saw its cancellation
@@ -730,7 +802,7 @@ class ExploreTools(QtCore.QObject):
         d = self._latent_dim()
         if self._ends["A"] is None and self._selected() is not None:
             self._ends["A"] = ("example", self._selected())
-        last = getattr(self.s, "last_code", None)
+        last = self.s.last_code
         if self._ends["B"] is None and last is not None and len(last) == d:
             self._ends["B"] = ("code", np.array(last, dtype=np.float32))
         self._update_end_labels()
@@ -742,9 +814,8 @@ class ExploreTools(QtCore.QObject):
             return None
         kind, value = e
         if kind == "example":
-            if self.s.dataset is None or not (0 <= value < self.s.dataset.n):
-                return None
-            return self._encode(value)[0].astype(np.float32)
+            post = self._posterior_of(value)
+            return None if post is None else post[0].astype(np.float32)
         return value if len(value) == self._latent_dim() else None
 
     def _update_end_labels(self) -> None:
@@ -755,7 +826,7 @@ class ExploreTools(QtCore.QObject):
             elif e[0] == "example":
                 lab.setText(f"{end}: example {self._example_name(e[1])}")
             else:
-                lab.setText(f"{end}: z = {_fmt_code(e[1])}")
+                lab.setText(f"{end}: z = {code_text(e[1])}")
 
     def _end_from_sender(self) -> str:
         name = self.sender().objectName() if self.sender() is not None else ""
@@ -779,7 +850,7 @@ class ExploreTools(QtCore.QObject):
         end = self._end_from_sender()
         if not self._has_model():
             return
-        last = getattr(self.s, "last_code", None)
+        last = self.s.last_code
         if last is None or len(last) != self._latent_dim():
             self._message("warning", f"Click or drag on the map first to decode a point, then press “{end} = last decoded point”.")
             return
@@ -792,8 +863,10 @@ class ExploreTools(QtCore.QObject):
         self._schedule("interp")
 
     def update_interpolation(self) -> None:
+        """Decode the path from A to B and place it on the map (on the worker)."""
         a, b = self._end_code("A"), self._end_code("B")
-        if a is None or b is None or self.s.decoder is None:
+        decoder = self.s.decoder
+        if a is None or b is None or decoder is None:
             self._interp_frames = None
             self.interp_grid.clear()
             self.interp_grid.set_hint("Set A and B: click an example and press “A = selected example”, then click or "
@@ -804,26 +877,32 @@ class ExploreTools(QtCore.QObject):
         mode = self.interp_mode.currentData()
         steps = int(self.interp_steps.value())
         codes = X.interpolate(a, b, steps, mode)
-        frames = self.s.decode_codes(codes)
-        self._interp_frames = frames
-        labels = ["A"] + [""] * (steps - 2) + ["B"]
-        self.interp_grid.set_images(list(frames), ncols=steps, col_labels=labels)
-        xy = self._place(codes)
-        self.view.set_path(xy)
+        on_map = self._map_ready()
+        proj = self.s.projection
+        exact = on_map and self._projection_places()
+        placer = self._placer_maker() if on_map and not exact else None
+
+        def job() -> dict:
+            frames = decoded_for_display(decoder.decode(codes))
+            xy = _place(codes, proj, placer() if placer is not None else None) if on_map else None
+            return {"frames": frames, "grid": _tiled(frames, steps), "xy": xy, "codes": codes, "mode": mode,
+                    "exact": exact}
+
+        self._submit("interp", job)
+
+    def _show_interpolation(self, r: dict) -> None:
+        codes, steps = r["codes"], len(r["codes"])
+        self._interp_frames = r["frames"]
+        self.interp_grid.set_grid(*r["grid"], pad=GRID_PAD, col_labels=["A"] + [""] * (steps - 2) + ["B"])
+        xy = r["xy"]
+        self.view.set_path(xy if self.interp_dock.is_open else None)
         norms = np.linalg.norm(codes, axis=1)
         how = "" if xy is None else (" The path is drawn on the map" + (
-            "." if self._projection_places() else ", each code placed by its nearest stored codes (approximate)."))
+            "." if r["exact"] else ", each code placed by its nearest stored codes (approximate)."))
         self.interp_dock.info.setText(
-            f"{'Spherical' if mode == 'spherical' else 'Linear'} path, {steps} codes from A to B; "
+            f"{'Spherical' if r['mode'] == 'spherical' else 'Linear'} path, {steps} codes from A to B; "
             f"|z| from {norms[0]:.2f} to {norms[-1]:.2f}, smallest {norms.min():.2f} "
-            f"(codes from the prior have |z| ≈ √d = {math.sqrt(len(a)):.2f}).{how}")
-
-    def _projection_places(self) -> bool:
-        try:
-            self.s.projection.transform(np.zeros((1, self._latent_dim()), np.float32))
-            return True
-        except (NotImplementedError, ValueError):
-            return False
+            f"(codes from the prior have |z| ≈ √d = {math.sqrt(codes.shape[1]):.2f}).{how}")
 
     # ------------------------------------------------------------- traversals
     @Slot()
@@ -840,9 +919,8 @@ class ExploreTools(QtCore.QObject):
     def _kl_per_dim(self) -> np.ndarray:
         d = self._latent_dim()
         ev = self.s.last_epoch
-        kl = getattr(ev, "kl_per_dim", None)
-        if kl is not None and len(kl) == d:
-            return np.asarray(kl, dtype=np.float64)
+        if ev is not None and len(ev.kl_per_dim) == d:
+            return np.asarray(ev.kl_per_dim, dtype=np.float64)
         mu, lv = self.s.latents, self.s.latent_logvar
         if mu is not None and lv is not None and mu.shape[1] == d:
             mu, lv = mu.astype(np.float64), lv.astype(np.float64)
@@ -850,11 +928,16 @@ class ExploreTools(QtCore.QObject):
         return np.ones(d)
 
     def update_traversals(self) -> None:
-        if self.s.decoder is None:
+        """Decode one row per latent dim, sweeping it around the selected example's code (on the worker)."""
+        decoder = self.s.decoder
+        if decoder is None:
             return
         d = self._latent_dim()
         idx = self._selected()
-        z = self._encode(idx)[0] if idx is not None else np.zeros(d)
+        post = self._posterior_of(idx) if idx is not None else None
+        if post is None:
+            idx = None
+        z = post[0] if post is not None else np.zeros(d)
         n = int(self.traverse_steps.value())
         r = float(self.traverse_range.value())
         values = np.linspace(-r, r, n)
@@ -862,20 +945,27 @@ class ExploreTools(QtCore.QObject):
         codes, order, inactive = X.traversal_codes(z, kl, values)
         rows = min(d, MAX_TRAVERSAL_ROWS)
         codes = codes[:rows * n]
-        images = self.s.decode_codes(codes)
         labels = [f"z{j + 1} · inactive" if off else f"z{j + 1} · KL {kl[j]:.2f}"
                   for j, off in zip(order[:rows], inactive[:rows])]
-        cols = [f"{v:+.1f}" for v in values]
-        self.traverse_grid.set_images(list(images), ncols=n, row_labels=labels, col_labels=cols)
-        # Frame t of the animation: every shown dimension at value t.
-        self._traverse_frames = images.reshape(rows, n, *images.shape[1:]).swapaxes(0, 1)
         where = f"example {self._example_name(idx)}'s code" if idx is not None else "z = 0 (the prior's mean)"
         more = f" Showing the {rows} dims with the most KL of {d}." if rows < d else ""
-        n_off = int(inactive.sum())
-        self.traverse_dock.info.setText(
-            f"Each row sweeps one latent dim from −{r:g} to +{r:g} with the others at {where}. Rows are ordered by the "
-            f"dim's KL (nats per example, averaged over the data); {n_off} of {d} dims are inactive "
-            f"(KL < {X.INACTIVE_KL} nats: the decoder ignores them).{more}")
+        info = (f"Each row sweeps one latent dim from −{r:g} to +{r:g} with the others at {where}. Rows are ordered by the "
+                f"dim's KL (nats per example, averaged over the data); {int(inactive.sum())} of {d} dims are inactive "
+                f"(KL < {X.INACTIVE_KL} nats: the decoder ignores them).{more}")
+
+        def job() -> dict:
+            images = decoded_for_display(decoder.decode(codes))
+            # Frame t of the animation: every shown dimension at value t.
+            frames = images.reshape(rows, n, *images.shape[1:]).swapaxes(0, 1)
+            return {"grid": _tiled(images, n), "frames": frames, "labels": labels,
+                    "cols": [f"{v:+.1f}" for v in values], "info": info}
+
+        self._submit("traverse", job)
+
+    def _show_traversals(self, r: dict) -> None:
+        self.traverse_grid.set_grid(*r["grid"], pad=GRID_PAD, row_labels=r["labels"], col_labels=r["cols"])
+        self._traverse_frames = r["frames"]
+        self.traverse_dock.info.setText(r["info"])
 
     # ------------------------------------------------------------------ prior
     @Slot()
@@ -893,27 +983,32 @@ class ExploreTools(QtCore.QObject):
             self.update_prior()
 
     def update_prior(self) -> None:
-        if self.s.decoder is None:
+        """Decode the current prior samples (on the worker)."""
+        decoder: Decoder | None = self.s.decoder
+        if decoder is None:
             return
         d = self._latent_dim()
         n = int(self.prior_count.value())
         if self._prior_z is None or self._prior_z.shape != (n, d):
             self._prior_z = X.prior_codes(n, d, seed=self._prior_seed)
-        images = self.s.decode_codes(self._prior_z)
-        self.prior_grid.set_images(list(images), ncols=int(math.ceil(math.sqrt(n))))
+        z = self._prior_z
+
+        def job() -> dict:
+            return {"grid": _tiled(decoded_for_display(decoder.decode(z)), int(math.ceil(math.sqrt(n))))}
+
+        self._submit("prior", job)
+
+    def _show_prior(self, r: dict) -> None:
+        self.prior_grid.set_grid(*r["grid"], pad=GRID_PAD)
 
     # ---------------------------------------------------------------- exports
     def _ask_path(self, title: str, name: str, filt: str, suffix: str) -> str | None:
-        last = getattr(self.w, "_last_dir", None)
-        folder = last() if callable(last) else os.path.expanduser("~")
-        path, _ = QtWidgets.QFileDialog.getSaveFileName(self.w, title, os.path.join(folder, name), filt)
+        path, _ = QtWidgets.QFileDialog.getSaveFileName(self.w, title, os.path.join(self.w.last_directory(), name), filt)
         if not path:
             return None
         if not path.lower().endswith(suffix):
             path += suffix
-        remember = getattr(self.w, "_remember_dir", None)
-        if callable(remember):
-            remember(os.path.dirname(path))
+        self.w.remember_directory(os.path.dirname(path))
         return path
 
     def _write(self, what: str, path: str, write: Callable[[str], None]) -> bool:
@@ -968,7 +1063,7 @@ class ExploreTools(QtCore.QObject):
             return
         rows = frames.shape[1]
         ncols = int(math.ceil(math.sqrt(rows)))
-        composed = np.stack([compose_grid(list(f), ncols) for f in frames])
+        composed = np.stack([X.compose_grid(f, ncols, pad=GRID_PAD) for f in frames])
         path = self._ask_path("Export traversals as GIF", "traversals.gif", "GIF animations (*.gif)", ".gif")
         if path:
             self._write("traversal animation", path, lambda p: X.save_gif(composed, p, fps=5, scale=EXPORT_SCALE))

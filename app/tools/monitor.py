@@ -11,20 +11,32 @@
   visible range: the classic picture of a VAE's latent space.  The grid is
   turned into codes by the projection's inverse (exact for two latent
   dimensions and PCA; interpolated for UMAP, where tiles far from any data
-  are dimmed), decoded in one batch by the session's frozen decoder, and
-  refreshed after pans and zooms (at most every ``MANIFOLD_THROTTLE_MS``),
-  after every epoch and whenever the map changes.
+  are dimmed), decoded in one batch by the session's decoder and tiled on
+  the tools' worker thread, and refreshed after pans and zooms (at most
+  every ``MANIFOLD_THROTTLE_MS``), after every shown epoch and whenever the
+  map changes.
+
+The KL bars follow ``Session.epochShown``: while epochs are short they are
+redrawn at most twice a second, with the newest epoch.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PySide6 import QtCore, QtGui, QtWidgets
 
+from vae_core.explore import compose_grid
+
+from ..display import decoded_for_display
+from ..session import TRAINING, EpochSummary
 from ..widgets.kl_bars import KLBars
+from ..worker import LatestWins
+
+if TYPE_CHECKING:
+    from ..main_window import MainWindow
 
 Slot = QtCore.Slot
 
@@ -41,11 +53,9 @@ MANIFOLD_MIN, MANIFOLD_MAX = 12, 20
 FAR_TILE_BRIGHTNESS = 0.35
 
 
-def install(window: Any) -> "Monitor":
+def install(window: "MainWindow") -> "Monitor":
     """Add the KL dock and the decoded-manifold layer to ``window``."""
-    monitor = Monitor(window)
-    window.monitor = monitor
-    return monitor
+    return Monitor(window)
 
 
 def collapse_text(test_kl: float, active_units: int, d: int) -> str:
@@ -62,17 +72,10 @@ def manifold_grid(x0: float, x1: float, y0: float, y1: float, nx: int, ny: int) 
     return np.stack([gx.ravel(), gy.ravel()], axis=1)
 
 
-def compose_mosaic(images: np.ndarray, ny: int, nx: int) -> np.ndarray:
-    """(ny * nx, H, W[, 3]) images, row by row -> one (ny * H, nx * W[, 3]) picture."""
-    m, h, w = images.shape[:3]
-    rest = images.shape[3:]
-    grid = images.reshape(ny, nx, h, w, *rest)
-    grid = grid.transpose(0, 2, 1, 3, *range(4, 4 + len(rest)))
-    return np.ascontiguousarray(grid.reshape(ny * h, nx * w, *rest))
-
-
 class Monitor(QtCore.QObject):
-    def __init__(self, window: Any):
+    """The KL dock and its warnings, and the decoded manifold under the map."""
+
+    def __init__(self, window: "MainWindow"):
         super().__init__(window)
         self.w = window
         self.s = window.session
@@ -102,38 +105,39 @@ class Monitor(QtCore.QObject):
         act.toggled.connect(self._on_manifold_toggled)
         self.manifold_action = act
         window.tools_menu.addAction(act)
-        v = window.view_menu
-        before = getattr(window, "log_action", None)
-        if before is not None and before in v.actions():
-            v.insertAction(before, self.kl_dock.toggleViewAction())
-            v.insertAction(before, act)
-        else:
-            v.addAction(self.kl_dock.toggleViewAction())
-            v.addAction(act)
+        window.view_menu.insertAction(window.log_action, self.kl_dock.toggleViewAction())
+        window.view_menu.insertAction(window.log_action, act)
         self._manifold_timer = QtCore.QTimer(self)
         self._manifold_timer.setSingleShot(True)
         self._manifold_timer.timeout.connect(self.refresh_manifold)
-        #: Milliseconds the last manifold refresh took (grid, inverse, decode, mosaic, upload).
+        self._worker = LatestWins(self)
+        self._worker.done.connect(self._on_manifold_done)
+        self._worker.failed.connect(self._on_manifold_failed)
+        self._manifold_token = 0  # identifies the newest refresh; older mosaics are dropped
+        self._manifold_asked = 0.0
+        #: Milliseconds from the last manifold request to its mosaic on the map (grid, inverse, decode, tiling, upload).
         self.last_manifold_ms = float("nan")
         self.manifold_refreshes = 0
 
         s = self.s
-        s.epochArrived.connect(self._on_epoch)
+        s.epochShown.connect(self._on_epoch)
         s.markerAdded.connect(self._on_marker)
         s.stateChanged.connect(self._on_state)
         s.message.connect(self._on_message)
         s.historyReplaced.connect(self._on_history_replaced)
-        s.modelLoaded.connect(self._on_model_loaded)
         s.mapReady.connect(self._on_map_changed)
         s.mapCleared.connect(self._on_map_cleared)
         s.exampleSelected.connect(self._on_example_selected)
-        if hasattr(s, "modelForgotten"):
-            s.modelForgotten.connect(self._on_model_forgotten)
+        s.modelForgotten.connect(self._on_model_forgotten)
         self.view.viewRangeChanged.connect(self._on_view_range)
+
+    def close(self) -> bool:
+        """Stop the manifold's worker (the window closes); True when it ended in time."""
+        return self._worker.close()
 
     # ------------------------------------------------------------------ KL
     @Slot(object)
-    def _on_epoch(self, ev: Any) -> None:
+    def _on_epoch(self, ev: EpochSummary) -> None:
         kl = np.asarray(ev.kl_per_dim, dtype=np.float64)
         self.kl_bars.set_kl(kl, int(ev.active_units))
         # An epoch completed after the user resumed from a divergence: training recovered.
@@ -152,14 +156,12 @@ class Monitor(QtCore.QObject):
             text = collapse_text(test_kl, active_units, d)
             if not self._collapse_text:
                 # Once per collapse in the message bar; the dock keeps it up to date.
-                self.s.message.emit("warning", text)
+                self.w.show_message("warning", text)
             else:
-                bar = getattr(self.w, "message_bar", None)
-                if bar is not None and bar.isVisible() and bar.text.text() == self._collapse_text:
-                    bar.text.setText(text)  # still showing: keep its figures current
+                self.w.revise_message(self._collapse_text, text)  # still showing: keep its figures current
             self._collapse_text = text
         elif self._collapse_text:
-            self._hide_bar_message(self._collapse_text)
+            self.w.withdraw_message(self._collapse_text)
             self._collapse_text = ""
 
     @Slot(str, str)
@@ -179,7 +181,7 @@ class Monitor(QtCore.QObject):
 
     @Slot(str)
     def _on_state(self, state: str) -> None:
-        if state == "training" and self._diverged_text:
+        if state == TRAINING and self._diverged_text:
             self._resumed_since_divergence = True
 
     def _show_warning(self) -> None:
@@ -190,20 +192,10 @@ class Monitor(QtCore.QObject):
         else:
             self.kl_bars.set_warning(None)
 
-    def _hide_bar_message(self, text: str) -> None:
-        bar = getattr(self.w, "message_bar", None)
-        if bar is not None and bar.isVisible() and bar.text.text() == text:
-            bar.hide()
-        # The status bar repeats warnings for a few seconds; the first figures may differ since.
-        status = self.w.statusBar()
-        current = status.currentMessage()
-        if current and current.split(":", 1)[0] == text.split(":", 1)[0]:
-            status.clearMessage()
-
     def _forget(self) -> None:
         self.kl_bars.clear()
         if self._collapse_text:
-            self._hide_bar_message(self._collapse_text)
+            self.w.withdraw_message(self._collapse_text)
         self._collapse_text = ""
         self._diverged_text = ""
         self._resumed_since_divergence = False
@@ -212,27 +204,12 @@ class Monitor(QtCore.QObject):
     @Slot()
     def _on_model_forgotten(self) -> None:
         self._forget()
-        self.view.set_underlay(None)
+        self._drop_manifold()
 
     @Slot(object)
-    def _on_history_replaced(self, h: dict) -> None:
+    def _on_history_replaced(self, _h: Any) -> None:
         # A new model or an opened checkpoint: the bars start again.
         self._forget()
-
-    @Slot(object, object, object)
-    def _on_model_loaded(self, *_: Any) -> None:
-        ckpt = getattr(self.s, "checkpoint", None)
-        epochs = getattr(getattr(ckpt, "history", None), "epochs", None) or []
-        if not epochs:
-            return
-        last = epochs[-1]
-        kl = last.get("kl_per_dim")
-        if kl is None:
-            return
-        self.kl_bars.set_kl(np.asarray(kl, dtype=np.float64), int(last.get("active_units", 0)))
-        self._check_collapse(float(last.get("test_kl", np.sum(kl))), int(last.get("active_units", 0)),
-                             len(kl), int(last.get("epoch", 1)))
-        self._show_warning()
 
     # ------------------------------------------------------------ manifold
     def manifold_on(self) -> bool:
@@ -243,13 +220,19 @@ class Monitor(QtCore.QObject):
         if self.manifold_on() and not self._manifold_timer.isActive():
             self._manifold_timer.start(delay_ms)
 
+    def _drop_manifold(self) -> None:
+        """No mosaic on the map, and none on its way."""
+        self._manifold_timer.stop()
+        self._manifold_token += 1
+        self._worker.discard()
+        self.view.set_underlay(None)
+
     @Slot(bool)
     def _on_manifold_toggled(self, on: bool) -> None:
         if on:
             self._schedule_manifold(0)
         else:
-            self._manifold_timer.stop()
-            self.view.set_underlay(None)
+            self._drop_manifold()
 
     @Slot(float, float, float, float)
     def _on_view_range(self, *_: float) -> None:
@@ -266,8 +249,7 @@ class Monitor(QtCore.QObject):
 
     @Slot(str)
     def _on_map_cleared(self, *_: Any) -> None:
-        self._manifold_timer.stop()
-        self.view.set_underlay(None)
+        self._drop_manifold()
 
     def grid_shape(self) -> tuple[int, int]:
         """Tiles along x and y for the map's current size on screen."""
@@ -280,31 +262,45 @@ class Monitor(QtCore.QObject):
 
     @Slot()
     def refresh_manifold(self) -> None:
-        """Decode a grid over the visible range and lay the mosaic under the points (GUI thread)."""
+        """Ask for a grid over the visible range to be decoded and tiled; the mosaic goes under the points."""
         s = self.s
         if not self.manifold_on():
             return
-        if s.decoder is None or s.projection is None or s.latents is None:
-            self.view.set_underlay(None)
+        proj, decoder = s.projection, s.decoder
+        if decoder is None or proj is None or s.latents is None:
+            self._drop_manifold()
             return
-        t0 = time.perf_counter()
         x0, x1, y0, y1 = self.view.view_range()
         if not (x1 > x0 and y1 > y0):
             return
         nx, ny = self.grid_shape()
-        grid = manifold_grid(x0, x1, y0, y1, nx, ny)
-        try:
-            codes, dist = s.projection.inverse(grid)
-        except (ValueError, RuntimeError):  # a projection being replaced or of other codes
-            self.view.set_underlay(None)
-            return
-        images = s.decode_codes(codes)
-        if not getattr(s.projection, "is_exact", True):
-            far = np.asarray(dist) > getattr(s.projection, "far_threshold", 3.0)
-            if far.any():
-                images = images.copy()
+        self._manifold_token += 1
+        token = self._manifold_token
+        self._manifold_asked = time.perf_counter()
+
+        def job() -> tuple[int, np.ndarray | None, tuple[float, float, float, float]]:
+            grid = manifold_grid(x0, x1, y0, y1, nx, ny)
+            try:
+                codes, dist = proj.inverse(grid)
+            except (ValueError, RuntimeError):  # a projection of other codes
+                return token, None, (x0, y0, x1 - x0, y1 - y0)
+            images = decoded_for_display(decoder.decode(codes))
+            if not proj.is_exact:
+                far = np.asarray(dist) > proj.far_threshold
                 images[far] *= FAR_TILE_BRIGHTNESS
-        mosaic = compose_mosaic(images, ny, nx)
-        self.view.set_underlay(mosaic, rect=(x0, y0, x1 - x0, y1 - y0))
-        self.last_manifold_ms = 1e3 * (time.perf_counter() - t0)
+            return token, compose_grid(images, nx, pad=0), (x0, y0, x1 - x0, y1 - y0)
+
+        self._worker.submit("manifold", job)
+
+    @Slot(str, object)
+    def _on_manifold_done(self, _kind: str, result: tuple) -> None:
+        token, mosaic, rect = result
+        if token != self._manifold_token or not self.manifold_on():
+            return  # a newer view, another model or the layer turned off meanwhile
+        self.view.set_underlay(mosaic, rect=rect if mosaic is not None else None)
+        self.last_manifold_ms = 1e3 * (time.perf_counter() - self._manifold_asked)
         self.manifold_refreshes += 1
+
+    @Slot(str, str)
+    def _on_manifold_failed(self, _kind: str, text: str) -> None:
+        self.w.show_message("error", f"The decoded manifold could not be drawn: {text}")

@@ -19,11 +19,11 @@ __all__ = [
     "ImagePair",
     "array_to_qimage",
     "as_image_array",
-    "compose_grid",
     "paint_image",
 ]
 
 EMPTY_DECODE_HINT = "Click or drag on the latent map to decode a point"
+HEADINGS = ("Original", "Reconstruction")
 
 
 def as_image_array(arr) -> np.ndarray:
@@ -225,7 +225,6 @@ class ImagePair(QtWidgets.QWidget):
         self._arrays: tuple[np.ndarray, np.ndarray] | None = None
         self._images: tuple[QtGui.QImage, QtGui.QImage] | None = None
         self._title = ""
-        self._headings = ("Original", "Reconstruction")
         self._hint = "Click a point on the latent map to see an example and its reconstruction"
         self._version = 0
 
@@ -246,10 +245,6 @@ class ImagePair(QtWidgets.QWidget):
 
     def image_version(self) -> int:
         return self._version
-
-    def set_headings(self, left: str, right: str) -> None:
-        self._headings = (left, right)
-        self.update()
 
     def set_hint(self, text: str) -> None:
         self._hint = text
@@ -286,7 +281,7 @@ class ImagePair(QtWidgets.QWidget):
             r.setTop(r.top() + line)
         gap = 8.0
         half = (r.width() - gap) / 2.0
-        for i, (img, heading) in enumerate(zip(self._images, self._headings)):
+        for i, (img, heading) in enumerate(zip(self._images, HEADINGS)):
             x = r.x() + i * (half + gap)
             p.setPen(_text_colour(pal))
             p.drawText(QtCore.QRectF(x, r.y(), half, line),
@@ -296,40 +291,13 @@ class ImagePair(QtWidgets.QWidget):
         p.end()
 
 
-def compose_grid(images, ncols: int, pad: int = 2, pad_value: float = 0.5) -> np.ndarray:
-    """Tile images row-major into one array with ``pad`` pixels between tiles.
-
-    Images may differ in size (each tile is the largest); grey images are
-    promoted to RGB when any image is RGB. Returns (H, W) or (H, W, 3) float32.
-    """
-    imgs = [as_image_array(im) for im in images]
-    if not imgs:
-        return np.zeros((0, 0), dtype=np.float32)
-    ncols = max(1, min(int(ncols), len(imgs)))
-    nrows = -(-len(imgs) // ncols)
-    rgb = any(im.ndim == 3 for im in imgs)
-    if rgb:
-        imgs = [np.repeat(im[:, :, None], 3, axis=2) if im.ndim == 2 else im for im in imgs]
-    th = max(im.shape[0] for im in imgs)
-    tw = max(im.shape[1] for im in imgs)
-    shape = (nrows * th + (nrows - 1) * pad, ncols * tw + (ncols - 1) * pad)
-    if rgb:
-        shape = shape + (3,)
-    out = np.full(shape, pad_value, dtype=np.float32)
-    for k, im in enumerate(imgs):
-        r, c = divmod(k, ncols)
-        y, x = r * (th + pad), c * (tw + pad)
-        h, w = im.shape[:2]
-        oy, ox = (th - h) // 2, (tw - w) // 2
-        out[y + oy:y + oy + h, x + ox:x + ox + w] = im
-    return out
-
-
 class ImageGrid(QtWidgets.QWidget):
     """A grid of images (latent traversals, prior samples, interpolation strips).
 
-    Optional row labels are painted to the left of each row and column labels
-    above each column; they are not part of :meth:`to_array` or :meth:`save_png`.
+    The grid arrives tiled (``vae_core.explore.compose_grid``: ``nrows`` x
+    ``ncols`` tiles ``pad`` pixels apart); optional row labels are painted to
+    the left of each row and column labels above each column; they are not
+    part of :meth:`to_array` or :meth:`save_png`.
     """
 
     def __init__(self, parent: QtWidgets.QWidget | None = None):
@@ -347,22 +315,17 @@ class ImageGrid(QtWidgets.QWidget):
         self._hint = ""
         self._version = 0
 
-    @QtCore.Slot(object, int)
-    def set_images(self, images, ncols: int, row_labels: Sequence[str] | None = None,
-                   col_labels: Sequence[str] | None = None, pad: int = 2,
-                   pad_value: float = 0.5) -> None:
-        """Show ``images`` (a list or an (N, H, W[, 3]) array) in rows of ``ncols``."""
-        if isinstance(images, np.ndarray) and images.ndim == 2:
-            images = [images]
-        images = list(images)
-        if not images:
+    def set_grid(self, grid, nrows: int, ncols: int, pad: int = 0, row_labels: Sequence[str] | None = None,
+                 col_labels: Sequence[str] | None = None) -> None:
+        """Show a tiled ``grid`` (H, W) or (H, W, 3) in [0, 1] of ``nrows`` x ``ncols`` tiles ``pad`` apart."""
+        self._grid = as_image_array(grid)
+        if self._grid.size == 0:
             self.clear()
             return
         self._pad = int(pad)
-        self._grid = compose_grid(images, ncols, pad=self._pad, pad_value=pad_value)
         self._qimage = array_to_qimage(self._grid)
-        self._ncols = max(1, min(int(ncols), len(images)))
-        self._nrows = -(-len(images) // self._ncols)
+        self._ncols = max(1, int(ncols))
+        self._nrows = max(1, int(nrows))
         self._row_labels = [str(s) for s in row_labels] if row_labels is not None else []
         self._col_labels = [str(s) for s in col_labels] if col_labels is not None else []
         self._version += 1

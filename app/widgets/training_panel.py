@@ -3,7 +3,9 @@ Train / Pause / Stop / Reset buttons with a progress read-out.
 
 The panel holds no logic beyond input validation and enabling/disabling its
 own widgets.  It reports what the user asked for through signals and gives
-its settings as plain dicts; the main window turns those into configs.
+its settings as plain dicts; the main window turns those into configs.  The
+hidden sizes are parsed by the function the panel is given (the engine's
+parser: the panel itself knows no engine).
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ from __future__ import annotations
 import math
 import os
 import re
-from typing import Any
+from typing import Any, Callable
 
 from PySide6 import QtCore, QtGui, QtWidgets
+
+from ..display import format_duration
 
 BUILTIN_DATASETS = (
     ("MNIST (5,000 digits)", "mnist"),
@@ -29,7 +33,6 @@ LIKELIHOODS = (
 BINARIZE = (("None", "none"), ("Static", "static"), ("Dynamic", "dynamic"))
 WARMUPS = (("None", "none"), ("Linear", "linear"), ("Cyclical", "cyclical"))
 STATES = ("idle", "training", "paused", "trained", "busy")
-LIVE_SETTINGS = ("beta", "lr", "warmup", "warmup_epochs", "free_bits")
 
 FILE_FILTER = "Image arrays: NumPy, MNIST IDX (*.npy *.npz *.gz *ubyte *idx*);;All files (*)"
 
@@ -211,26 +214,6 @@ class HiddenSizesValidator(QtGui.QValidator):
         return state
 
 
-def parse_hidden_sizes(text: str) -> tuple[int, ...]:
-    """The positive integers in a comma-separated list, skipping blanks."""
-    out = []
-    for token in text.split(","):
-        token = token.strip()
-        if token.isdigit() and int(token) > 0:
-            out.append(int(token))
-    return tuple(out)
-
-
-def format_duration(seconds: float) -> str:
-    """``0:42``, ``12:05``, ``1:02:03``."""
-    seconds = max(0, int(round(seconds)))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}:{minutes:02d}:{secs:02d}"
-    return f"{minutes}:{secs:02d}"
-
-
 def format_progress(
     epoch: int,
     n_epochs: int,
@@ -262,9 +245,12 @@ class TrainingPanel(QtWidgets.QWidget):
 
     PROGRESS_STEPS = 1000
 
-    def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
+    def __init__(self, hidden_parser: Callable[[str], tuple[int, ...]],
+                 parent: QtWidgets.QWidget | None = None) -> None:
+        """``hidden_parser`` turns the hidden-sizes text into layer widths (raising ValueError)."""
         super().__init__(parent)
         self.setObjectName("trainingPanel")
+        self._parse_hidden = hidden_parser
         self._state = "idle"
         self._suppress = False  # set while the panel fills itself programmatically
         self._last_dir = ""
@@ -642,10 +628,11 @@ class TrainingPanel(QtWidgets.QWidget):
         }
 
     def model_settings(self) -> dict[str, Any]:
+        """The model settings shown; raises ValueError when the hidden sizes do not parse."""
         return {
             "latent_dim": int(self.latentDimSpin.value()),
             "architecture": str(self.archCombo.currentData()),
-            "hidden_dims": parse_hidden_sizes(self.hiddenEdit.text()),
+            "hidden_dims": self._parse_hidden(self.hiddenEdit.text()),
             "likelihood": str(self.likelihoodCombo.currentData()),
             "sigma": float(self.sigmaSpin.value()),
             "learn_sigma": bool(self.learnSigmaCheck.isChecked()),

@@ -5,12 +5,14 @@ from __future__ import annotations
 import pytest
 from PySide6 import QtCore, QtWidgets
 
-from app.widgets.training_panel import ScientificSpinBox, TrainingPanel, format_duration
+from app.display import format_duration
+from app.widgets.training_panel import ScientificSpinBox, TrainingPanel
+from vae_core.config import parse_hidden_dims
 
 
 @pytest.fixture
 def panel(qtbot):
-    w = TrainingPanel()
+    w = TrainingPanel(hidden_parser=parse_hidden_dims)
     qtbot.addWidget(w)
     w.show()
     qtbot.waitExposed(w)

@@ -1,0 +1,705 @@
+"""The program's single source of truth: its state, the model, training, and what the views show.
+
+``Session`` owns the dataset, the trainer (or a loaded checkpoint not yet
+trained on), the latest latent codes, the ``Encoder`` and ``Decoder`` of the
+latest weights and the latent map (``LatentMap``).  Widgets never see any of
+this directly: the main window forwards their signals to the session's
+methods and the session answers with signals carrying numpy arrays and plain
+values.  Every transition (a new dataset, a new, restored or reset model, a
+stop, a change of map) reaches every view through these signals.
+
+Everything here runs in the GUI thread and does no torch work.  Training runs
+in a ``TrainThread``; loading, encoding and map fits in the ``TaskRunner``;
+decoding the point under the cursor and encoding the selected example in a
+``LatestWins`` worker.  Their results arrive as queued signals on the slots
+below.  All three are injected, so the session can be tested without threads.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+from PySide6 import QtCore
+
+from vae_core.config import LIVE_SETTINGS, ModelConfig, TrainConfig
+from vae_core.errors import ConfigError, VAEError
+
+from ..display import (ROLLBACK_MARKER, change_marker, decoded_for_display, example_title, history_view,
+                       image_for_display, shape_text)
+from ..worker import LatestWins, Reply, TaskRunner, TrainThread, Tagged
+from .io import LoadedCheckpoint, Loader, write_checkpoint, write_latents
+from .map import MAP_INTERVAL_S, LatentMap
+
+if TYPE_CHECKING:
+    from vae_core.checkpoint import Checkpoint
+    from vae_core.data import Dataset
+    from vae_core.inference import Decoder, Encoder
+    from vae_core.projection import Projection
+    from vae_core.training import History, TrainControl, Trainer
+
+Signal = QtCore.Signal
+Slot = QtCore.Slot
+
+# States a user can see.
+EMPTY = "empty"  # no dataset yet
+LOADING = "loading"  # loading a dataset or a checkpoint
+IDLE = "idle"  # a dataset, no model
+TRAINING = "training"
+PAUSED = "paused"
+TRAINED = "trained"  # a model exists, nothing running
+
+#: The views of a new epoch (KL bars, status line, tools, the decoded point) are refreshed at most this often.
+EPOCH_VIEW_INTERVAL_S = MAP_INTERVAL_S
+
+TrainThreadFactory = Callable[..., TrainThread]
+
+
+@dataclass(frozen=True)
+class EpochSummary:
+    """The held-out figures of the latest epoch, from a run or a loaded checkpoint (nats per example)."""
+
+    epoch: int
+    step: int
+    test_elbo: float
+    test_recon: float
+    test_kl: float
+    kl_per_dim: np.ndarray
+    active_units: int
+
+    @classmethod
+    def of_event(cls, ev: Any) -> "EpochSummary":
+        return cls(int(ev.epoch), int(ev.step), float(ev.test_elbo), float(ev.test_recon), float(ev.test_kl),
+                   np.asarray(ev.kl_per_dim, dtype=np.float64), int(ev.active_units))
+
+    @classmethod
+    def of_record(cls, r: dict) -> "EpochSummary | None":
+        """From a ``History.epochs`` entry; None when it lacks the KL per dimension."""
+        kl = r.get("kl_per_dim")
+        if kl is None:
+            return None
+        kl = np.asarray(kl, dtype=np.float64)
+        return cls(int(r.get("epoch", 1)), int(r.get("step", 0)), float(r.get("test_elbo", math.nan)),
+                   float(r.get("test_recon", math.nan)), float(r.get("test_kl", kl.sum())), kl,
+                   int(r.get("active_units", 0)))
+
+
+class Session(QtCore.QObject):
+    stateChanged = Signal(str)
+    message = Signal(str, str)  # level ("info" | "warning" | "error"), text
+    datasetLoaded = Signal(object)  # Dataset
+    batchesArrived = Signal(object)  # dict of numpy arrays: step, recon, kl, loss
+    trainProgress = Signal(object)  # dict: epoch, n_epochs, batch, n_batches, samples_per_s, eta_s
+    epochArrived = Signal(object)  # EpochEvent, every epoch (numbers and numpy arrays only)
+    epochShown = Signal(object)  # EpochSummary of the newest epoch, at most every EPOCH_VIEW_INTERVAL_S
+    markerAdded = Signal(int, str)
+    historyReplaced = Signal(object)  # HistoryView
+    mapReady = Signal(object)  # MapView
+    mapCleared = Signal(str)  # the text the empty map shows
+    decoded = Signal(object, object, float, float, bool)  # image, code, x, y, far from data
+    exampleSelected = Signal(int, str, object, object)  # index, title, original, reconstruction (or None)
+    projectionProgress = Signal(float, str)
+    modelLoaded = Signal(object, object, object)  # model settings dict, train settings dict, dataset dict
+    checkpointSaved = Signal(str)  # path of a checkpoint the user saved
+    modelForgotten = Signal()  # emitted just before the model (and its trainer) is dropped
+
+    def __init__(self, parent: QtCore.QObject | None = None, num_threads: int | None = None, *,
+                 tasks: TaskRunner | None = None, decoding: LatestWins | None = None,
+                 train_thread: TrainThreadFactory = TrainThread):
+        super().__init__(parent)
+        self.tasks = tasks if tasks is not None else TaskRunner(self)
+        self.decoding = decoding if decoding is not None else LatestWins(self)
+        self._new_train_thread = train_thread
+        self.num_threads = num_threads or max(1, (os.cpu_count() or 2) - 1)
+        self.state = EMPTY
+        self.dataset: Dataset | None = None
+        self.trainer: Trainer | None = None
+        self.checkpoint: Checkpoint | None = None  # a loaded checkpoint not yet turned into a trainer
+        self.checkpoint_path: str | None = None
+        self.control: TrainControl | None = None
+        self.thread: TrainThread | None = None
+        self.model_config: ModelConfig | None = None
+        self.train_config: TrainConfig | None = None
+        self.encoder: Encoder | None = None  # q(z|x) of the latest weights
+        self.decoder: Decoder | None = None  # p(x|z) of the latest weights
+        self.latents: np.ndarray | None = None
+        self.latent_logvar: np.ndarray | None = None
+        self.labels: np.ndarray | None = None
+        self.label_names: list[str] | None = None
+        self.last_epoch: EpochSummary | None = None
+        self.selected: int | None = None
+        self.last_code: np.ndarray | None = None  # the code of the last decoded map point
+        #: Called by the training thread between batches and after epochs (see
+        #: Trainer.boundary_hook); the recovery autosave plugs in here.
+        self.boundary_hook: Callable[[Trainer, bool], None] | None = None
+        self.map = LatentMap(self.tasks, self)
+        self.loader = Loader(self.tasks, self)
+        self._model_gen = 0  # counts forgotten models: requests made for an earlier one are dropped
+        self._run_forgotten = False  # the running thread's model was reset: its signals are stale
+        self._encode_token = 0
+        self._last_query: tuple[float, float] | None = None
+        self._pending_save: str | None = None
+        self._epochs_target = 0
+        self._run_start_epoch = 0
+        self._epoch_timer = QtCore.QTimer(self)
+        self._epoch_timer.setSingleShot(True)
+        self._epoch_timer.timeout.connect(self._show_epoch)
+        self._last_epoch_shown = -math.inf
+        self.map.ready.connect(self.mapReady)
+        self.map.progress.connect(self.projectionProgress)
+        self.map.message.connect(self.message)
+        self.loader.datasetLoaded.connect(self._on_dataset_loaded)
+        self.loader.checkpointLoaded.connect(self._on_checkpoint_loaded)
+        self.loader.failed.connect(self._on_load_failed)
+        self.decoding.done.connect(self._on_decoded)
+        self.decoding.failed.connect(self._on_decode_failed)
+
+    # ------------------------------------------------------------------ state
+    def _set_state(self, state: str) -> None:
+        if state != self.state:
+            self.state = state
+            self.stateChanged.emit(state)
+
+    def _resting_state(self) -> str:
+        """The state when nothing runs or loads."""
+        return TRAINED if self.has_model else (IDLE if self.dataset is not None else EMPTY)
+
+    @property
+    def running(self) -> bool:
+        return self.thread is not None and self.thread.isRunning()
+
+    @property
+    def has_model(self) -> bool:
+        return self.trainer is not None or self.checkpoint is not None
+
+    @property
+    def history(self) -> History | None:
+        """The record of the model's run: the trainer's, or the loaded checkpoint's."""
+        if self.trainer is not None:
+            return self.trainer.history
+        if self.checkpoint is not None:
+            return self.checkpoint.history
+        return None
+
+    @property
+    def projection(self) -> Projection | None:
+        return self.map.projection
+
+    @property
+    def xy(self) -> np.ndarray | None:
+        """Where the map shows each example (None before the first layout)."""
+        return self.map.xy
+
+    # ---------------------------------------------------------------- dataset
+    def load_dataset(self, spec: dict) -> None:
+        """Load a dataset in the background; the current model and history stay until it arrives."""
+        if self.running:
+            self.message.emit("warning", "Stop training before changing the dataset.")
+            return
+        self._set_state(LOADING)
+        self.message.emit("info", f"Loading {spec.get('source')}…")
+        self.loader.load_dataset(spec)
+
+    @Slot(object, object)
+    def _on_dataset_loaded(self, ds: Dataset, spec: dict) -> None:
+        mcfg = self.model_config
+        keep_model = self.has_model and mcfg is not None and tuple(mcfg.input_shape) == tuple(ds.input_shape)
+        if self.has_model and not keep_model:
+            # Never drop a model for a dataset it cannot use: keep both as they were.
+            where = spec.get("source") or ds.name
+            self.message.emit("warning", f"{where}: its images are {shape_text(ds.input_shape)}, the current model takes "
+                                         f"{shape_text(mcfg.input_shape)}. Save the model (Ctrl+S) and reset it "
+                                         "(Training ▸ Reset model) to train on this dataset.")
+            self._set_state(self._resting_state())
+            return
+        self.dataset = ds
+        self.selected = None
+        self.map.select(None)
+        notes = f" ({'; '.join(ds.notes)})" if ds.notes else ""
+        self.message.emit("info", f"Loaded {ds.name}: {ds.n:,} images of {shape_text(ds.input_shape)}{notes}.")
+        self.datasetLoaded.emit(ds)
+        if keep_model and self.latents is not None:
+            # The stored codes belong to other examples: encode this dataset with the current model.
+            self.latents = self.latent_logvar = None
+            self._last_query = None
+            self.map.clear()
+            self.mapCleared.emit("Encoding the new dataset…")
+            self.encode_dataset()
+        self._set_state(self._resting_state())
+
+    @Slot(str)
+    def _on_load_failed(self, text: str) -> None:
+        self.message.emit("error", text)
+        self._set_state(self._resting_state())
+        if self.state == EMPTY:
+            self.mapCleared.emit("Choose a dataset to begin")
+
+    def encode_dataset(self) -> None:
+        """Encode every example with the current encoder (in the background); the map follows."""
+        if self.encoder is None or self.dataset is None:
+            return
+        encoder, images, gen = self.encoder, self.dataset.images, self._model_gen
+
+        def job(progress: Any, cancelled: Callable[[], bool]) -> tuple[int, np.ndarray, np.ndarray]:
+            mu, lv = encoder.encode_all(images, progress=progress, cancelled=cancelled)
+            return gen, mu, lv
+
+        self._encode_token += 1
+        self.tasks.start(Tagged(self._encode_token, job), self._on_encoded, self._on_task_failed)
+
+    @Slot(object)
+    def _on_encoded(self, reply: Reply) -> None:
+        if reply.token != self._encode_token:
+            return
+        if reply.error is not None:
+            self.message.emit("error", f"Could not encode the dataset: {reply.error}")
+            return
+        gen, mu, lv = reply.value
+        if gen != self._model_gen or self.dataset is None or len(mu) != self.dataset.n:
+            return  # the model or the dataset changed meanwhile
+        self.latents, self.latent_logvar = mu, lv
+        self.labels, self.label_names = self.dataset.labels, self.dataset.label_names
+        self.map.set_codes(mu, self.labels, self.label_names, now=True)
+
+    @Slot(str)
+    def _on_task_failed(self, text: str) -> None:
+        self.message.emit("error", text)
+
+    # ---------------------------------------------------------------- training
+    def train(self, model_settings: dict, train_settings: dict) -> None:
+        """Start a new model, or continue the current one, for ``epochs`` more epochs."""
+        if self.running:
+            return
+        if self.state == LOADING:
+            self.message.emit("warning", "Wait until loading has finished, then train.")
+            return
+        if self.dataset is None:
+            self.message.emit("warning", "Choose a dataset first.")
+            return
+        epochs = int(train_settings.get("epochs", 10))
+        try:
+            tcfg = TrainConfig(**{**train_settings, "num_threads": self.num_threads})
+        except (ConfigError, TypeError) as exc:
+            self.message.emit("error", f"Training settings: {exc}")
+            return
+        dataset = self.dataset
+        factory: Callable[[], Trainer]
+        if self.trainer is not None:
+            trainer = self.trainer
+            self.control = trainer.control
+            self.control.reset()  # a finished or stopped run leaves its stop flag set
+
+            def factory() -> Trainer:
+                return trainer
+            start_epoch = trainer.epoch
+        else:
+            from vae_core.training import TrainControl
+
+            control = self.control = TrainControl()
+            if self.checkpoint is not None:
+                ckpt = self.checkpoint
+
+                def factory() -> Trainer:
+                    from vae_core.checkpoint import restore_trainer
+
+                    return restore_trainer(ckpt, dataset, control=control)
+                start_epoch = ckpt.epoch
+            else:
+                try:
+                    mcfg = ModelConfig(input_shape=tuple(dataset.input_shape), **model_settings)
+                except (ConfigError, TypeError) as exc:
+                    self.message.emit("error", f"Model settings: {exc}")
+                    self.control = None
+                    return
+                self.model_config, self.train_config = mcfg, tcfg
+
+                def factory() -> Trainer:
+                    from vae_core.training import Trainer
+
+                    return Trainer(mcfg, tcfg, dataset, control=control)
+                start_epoch = 0
+        hook = self.boundary_hook
+        if hook is not None:
+            make = factory
+
+            def factory() -> Trainer:
+                trainer = make()
+                trainer.boundary_hook = hook
+                return trainer
+
+        self._epochs_target = epochs
+        self._run_start_epoch = start_epoch
+        self._run_forgotten = False
+        thread = self.thread = self._new_train_thread(factory, epochs=epochs, num_threads=self.num_threads, parent=self)
+        thread.trainerReady.connect(self._on_trainer_ready)
+        thread.batches.connect(self._on_batches)
+        thread.modelsReady.connect(self._on_models)
+        thread.epochEnded.connect(self._on_epoch)
+        thread.statusChanged.connect(self._on_status)
+        thread.settingChanged.connect(self._on_change)
+        thread.failed.connect(self._on_train_failed)
+        thread.finished.connect(self._on_thread_finished)
+        if self.trainer is not None:
+            # The live settings the panel shows now apply (they may differ from the model's last run).
+            self._push_live_settings(train_settings)
+        self._set_state(TRAINING)
+        thread.start()
+
+    def _push_live_settings(self, s: dict) -> None:
+        if self.control is None or self.trainer is None:
+            return
+        cur = self.trainer.settings
+        changes = {k: s[k] for k in LIVE_SETTINGS if k in s and cur.get(k) != s[k]}
+        if changes:
+            try:
+                self.control.set(**changes)
+            except VAEError as exc:
+                self.message.emit("error", str(exc))
+
+    def _stale(self) -> bool:
+        """True when the signal being handled comes from a run that is not the current one.
+
+        A thread's queued signals may still be on their way after ``reset`` has
+        waited for it; they must not bring the forgotten model back.
+        """
+        return self._run_forgotten or self.sender() is not self.thread
+
+    @Slot(object)
+    def _on_trainer_ready(self, trainer: Trainer) -> None:
+        if self._stale():
+            return
+        self.trainer = trainer
+        self.checkpoint = None
+        self.model_config = trainer.model_config
+        self.train_config = trainer.train_config
+
+    def set_live(self, name: str, value: Any) -> None:
+        """Change beta, learning rate, warm-up or free bits; applied at the next batch."""
+        if self.control is None:
+            return
+        try:
+            self.control.set(**{name: value})
+        except VAEError as exc:
+            self.message.emit("error", str(exc))
+
+    def toggle_pause(self) -> None:
+        if not self.running or self.control is None:
+            return
+        if self.control.paused:
+            self.control.resume()
+            self._set_state(TRAINING)
+        else:
+            self.control.pause()
+            self._set_state(PAUSED)
+
+    def stop(self) -> None:
+        """Stop training at the next batch, or drop the dataset or checkpoint being loaded."""
+        if self.running and self.control is not None:
+            self.control.stop()
+        elif self.state == LOADING and self.loader.cancel():
+            self.message.emit("info", "Stopped loading.")
+            self._set_state(self._resting_state())
+
+    def reset(self) -> None:
+        """Forget the model and its history (the dataset stays)."""
+        if self.running and self.thread is not None:
+            self.stop()
+            self.thread.wait(3000)
+        self._forget_model("Train a model to see its latent map")
+        if self.state != LOADING:  # a dataset on its way sets the state when it arrives
+            self._set_state(self._resting_state())
+
+    def _forget_model(self, map_text: str) -> None:
+        """Drop the model and everything made with it; every view clears."""
+        if self.has_model or self.thread is not None:
+            self.modelForgotten.emit()
+        if self.thread is not None:
+            self._run_forgotten = True
+        self._model_gen += 1
+        self.decoding.discard()
+        self.trainer = None
+        self.checkpoint = None
+        self.checkpoint_path = None
+        self.control = None
+        self.model_config = None
+        self.train_config = None
+        self.encoder = self.decoder = None
+        self.latents = self.latent_logvar = None
+        self.selected = None
+        self.last_code = None
+        self.last_epoch = None
+        self._last_query = None
+        self._epoch_timer.stop()
+        self._pending_save = None
+        self.map.clear()  # a layout of the forgotten model's codes must not land on the map
+        self.historyReplaced.emit(history_view(None))
+        self.mapCleared.emit(map_text)
+
+    @Slot(object)
+    def _on_batches(self, events: list) -> None:
+        if self._stale():
+            return
+        n = len(events)
+        step = np.fromiter((e.step for e in events), dtype=np.float64, count=n)
+        recon = np.fromiter((e.recon for e in events), dtype=np.float64, count=n)
+        kl = np.fromiter((e.kl for e in events), dtype=np.float64, count=n)
+        loss = np.fromiter((e.loss for e in events), dtype=np.float64, count=n)
+        self.batchesArrived.emit({"step": step, "recon": recon, "kl": kl, "loss": loss})
+        last = events[-1]
+        done_epochs = last.epoch - self._run_start_epoch
+        remaining = (self._epochs_target - done_epochs) * last.n_batches - (last.batch + 1)
+        batch_size = self.train_config.batch_size if self.train_config is not None else 128
+        eta = remaining * batch_size / last.samples_per_s if last.samples_per_s > 0 else float("nan")
+        self.trainProgress.emit({
+            "epoch": done_epochs + 1, "n_epochs": self._epochs_target, "batch": last.batch + 1,
+            "n_batches": last.n_batches, "samples_per_s": last.samples_per_s, "eta_s": eta,
+        })
+
+    @Slot(object)
+    def _on_models(self, models: tuple[Encoder, Decoder]) -> None:
+        if self._stale():
+            return
+        self.encoder, self.decoder = models
+        if self.state == PAUSED:
+            # Rolled back after a divergence: what is shown now comes from the restored weights.
+            self._refresh_decoded()
+
+    @Slot(object)
+    def _on_epoch(self, ev: Any) -> None:
+        if self._stale():
+            return
+        self.last_epoch = EpochSummary.of_event(ev)
+        self.latents, self.latent_logvar = ev.latents, ev.latent_logvar
+        if self.dataset is not None:
+            self.labels, self.label_names = self.dataset.labels, self.dataset.label_names
+        self.map.set_codes(ev.latents, self.labels, self.label_names)
+        self.epochArrived.emit(ev)
+        if not self._epoch_timer.isActive():
+            wait = max(0.0, EPOCH_VIEW_INTERVAL_S - (time.monotonic() - self._last_epoch_shown))
+            self._epoch_timer.start(int(1000 * wait))
+
+    @Slot()
+    def _show_epoch(self) -> None:
+        """The newest epoch reaches the views that draw it (coalesced: at most every EPOCH_VIEW_INTERVAL_S)."""
+        self._epoch_timer.stop()
+        self._last_epoch_shown = time.monotonic()
+        if self.last_epoch is not None:
+            self.epochShown.emit(self.last_epoch)
+        self._refresh_decoded()
+
+    def _refresh_decoded(self) -> None:
+        """Decode the last map point and the selected example again, with the current weights."""
+        if self._last_query is not None:
+            self.decode_at(*self._last_query)
+        if self.selected is not None:
+            self.select_example(self.selected)
+
+    @Slot(object)
+    def _on_status(self, ev: Any) -> None:
+        if self._stale():
+            return
+        if ev.status == "paused":
+            self._set_state(PAUSED)
+            if self._pending_save and self.control is not None:
+                path, self._pending_save = self._pending_save, None
+                self._save_now(path)
+                self.control.resume()
+        elif ev.status == "resumed":
+            self._set_state(TRAINING)
+        elif ev.status == "diverged":
+            self._set_state(PAUSED)
+            self.message.emit("error", f"Training paused: {ev.message}")
+            self.markerAdded.emit(ev.step, ROLLBACK_MARKER)
+
+    @Slot(object)
+    def _on_change(self, ev: Any) -> None:
+        if self._stale() or ev.name == "rollback":
+            return  # a rollback is shown with its divergence
+        self.markerAdded.emit(ev.step, change_marker(ev.name, ev.old, ev.new))
+
+    @Slot(str)
+    def _on_train_failed(self, text: str) -> None:
+        if not self._stale():
+            self.message.emit("error", text)
+
+    @Slot()
+    def _on_thread_finished(self) -> None:
+        ended = self.sender()
+        if ended is not None:
+            ended.deleteLater()  # its queued signals have all been delivered before this one
+            if ended is not self.thread:
+                return  # a run that ended after the next one had already started
+        self.thread = None
+        forgotten, self._run_forgotten = self._run_forgotten, False
+        if not forgotten and self._epoch_timer.isActive():
+            self._show_epoch()  # the run's last epoch is shown before the state says it ended
+        if self._pending_save and self.trainer is not None:
+            path, self._pending_save = self._pending_save, None
+            self._save_now(path)
+        self._set_state(self._resting_state())
+
+    def shutdown(self, timeout_ms: int = 2000) -> bool:
+        """Stop training and background jobs; True when everything ended in time."""
+        ok = True
+        self.tasks.cancel_all()
+        self.loader.cancel()
+        decoding_done = self.decoding.close(max(100, timeout_ms // 4))
+        if self.thread is not None and self.thread.isRunning():
+            if self.control is not None:
+                self.control.stop()
+            ok = self.thread.wait(timeout_ms)
+        if ok and self._pending_save and self.trainer is not None:
+            # A save asked for while training ran must not be lost by closing.
+            path, self._pending_save = self._pending_save, None
+            self._save_now(path)
+        ok = self.tasks.wait(max(100, timeout_ms // 2)) and ok and decoding_done
+        return ok
+
+    # ------------------------------------------------------------- map
+    def set_projection(self, mode: str, dims: tuple[int, int] | None = None) -> None:
+        """Show the codes as two latent dims ("raw"), their PCA plane or a UMAP layout."""
+        self.map.set_mode(mode, dims)
+
+    def hold_map(self, on: bool) -> None:
+        """Keep the map as it is while ``on`` (a drag on it); then show the newest epoch's codes."""
+        self.map.hold(on)
+
+    # --------------------------------------------------------------- decoding
+    def decode_at(self, x: float, y: float) -> None:
+        """Decode the code under map point (x, y) on the decoding thread; ``decoded`` follows."""
+        self._last_query = (float(x), float(y))
+        proj, decoder = self.map.projection, self.decoder
+        if decoder is None or proj is None:
+            return
+        gen = self._model_gen
+
+        def job() -> tuple[int, float, float, np.ndarray, np.ndarray, bool]:
+            codes, dist = proj.inverse(np.array([[x, y]], dtype=np.float32))
+            image = decoded_for_display(decoder.decode(codes))[0]
+            return gen, float(x), float(y), codes[0], image, bool(dist[0] > proj.far_threshold)
+
+        self.decoding.submit("point", job)
+
+    def select_example(self, index: int) -> None:
+        """Show example ``index`` next to its reconstruction (decoded from its mean code)."""
+        ds = self.dataset
+        if ds is None or not (0 <= index < ds.n):
+            return
+        self.selected = index
+        self.map.select(index)
+        title = example_title(index, ds.labels, ds.label_names)
+        image = ds.images[index]
+        encoder, decoder, gen = self.encoder, self.decoder, self._model_gen
+        if encoder is None or decoder is None:
+            self.exampleSelected.emit(index, title, image_for_display(image), None)
+            return
+
+        def job() -> tuple[int, int, str, np.ndarray, np.ndarray]:
+            mu, _ = encoder.encode(image[None])
+            return gen, index, title, image_for_display(image), decoded_for_display(decoder.decode(mu))[0]
+
+        self.decoding.submit("example", job)
+
+    @Slot(str, object)
+    def _on_decoded(self, kind: str, result: tuple) -> None:
+        if result[0] != self._model_gen:
+            return  # made with a model that is gone
+        if kind == "point":
+            _, x, y, code, image, far = result
+            self.last_code = code
+            self.decoded.emit(image, code, x, y, far)
+        elif kind == "example":
+            _, index, title, original, recon = result
+            if index == self.selected:
+                self.exampleSelected.emit(index, title, original, recon)
+
+    @Slot(str, str)
+    def _on_decode_failed(self, kind: str, text: str) -> None:
+        what = "the map point" if kind == "point" else "the selected example"
+        self.message.emit("error", f"Could not decode {what}: {text}")
+
+    # ------------------------------------------------------------- checkpoints
+    def save_checkpoint(self, path: str) -> None:
+        if self.trainer is None:
+            self.message.emit("warning", "There is no trained model to save yet.")
+            return
+        if self.running and self.control is not None and not self.control.paused:
+            # Pause at the next batch boundary, save, then carry on.
+            self._pending_save = path
+            self.control.pause()
+            return
+        self._save_now(path)
+
+    def _save_now(self, path: str) -> None:
+        if self.trainer is None:
+            return
+        try:
+            write_checkpoint(self.trainer, path)
+        except (VAEError, OSError) as exc:
+            self.message.emit("error", f"Could not save {path}: {exc}")
+            return
+        self.checkpoint_path = path
+        self.message.emit("info", f"Saved {path}")
+        self.checkpointSaved.emit(path)
+
+    def load_checkpoint(self, path: str) -> None:
+        if self.running:
+            self.message.emit("warning", "Stop training before opening a checkpoint.")
+            return
+        self._set_state(LOADING)
+        self.loader.load_checkpoint(path)
+
+    @Slot(object)
+    def _on_checkpoint_loaded(self, loaded: LoadedCheckpoint) -> None:
+        ckpt, ds = loaded.checkpoint, loaded.dataset
+        shape = tuple(ckpt.model_config.input_shape)
+        if ds is None and self.trainer is not None and self.dataset is not None and tuple(self.dataset.input_shape) != shape:
+            # It could be neither trained nor shown with its data here: keep the current model rather than drop it.
+            self.message.emit("error", f"Cannot open {loaded.path}: it is a model of {shape_text(shape)} images, the loaded "
+                                       f"dataset {self.dataset.name} has {shape_text(self.dataset.input_shape)} images and "
+                                       f"the checkpoint's own dataset could not be loaded ({loaded.dataset_error}). "
+                                       "The current model is kept.")
+            self._set_state(self._resting_state())
+            return
+        self._forget_model("Opening the checkpoint…")
+        self.checkpoint = ckpt
+        self.checkpoint_path = loaded.path
+        self.model_config, self.train_config = ckpt.model_config, ckpt.train_config
+        self.encoder, self.decoder = loaded.encoder, loaded.decoder
+        if ds is not None:
+            self.dataset = ds
+            self.datasetLoaded.emit(ds)
+        self.latents, self.latent_logvar = ckpt.latents, ckpt.latent_logvar
+        self.labels, self.label_names = ckpt.labels, ckpt.label_names
+        records = ckpt.history.epochs
+        self.last_epoch = EpochSummary.of_record(records[-1]) if records else None
+        self.historyReplaced.emit(history_view(ckpt.history))
+        self.modelLoaded.emit(self.model_config.to_dict(), self.train_config.to_dict(), ckpt.dataset_spec)
+        if self.last_epoch is not None:
+            self.epochShown.emit(self.last_epoch)
+        if self.latents is not None:
+            self.map.set_codes(self.latents, self.labels, self.label_names, now=True)
+        msg = f"Opened {os.path.basename(loaded.path)}: {ckpt.epoch} epochs, step {ckpt.step}."
+        if ds is None:
+            msg += (f" Its dataset could not be loaded ({loaded.dataset_error}); the map shows the stored codes. "
+                    "Open a dataset of the same image size to train further.")
+            self.message.emit("warning", msg)
+        else:
+            self.message.emit("info", msg)
+        self._set_state(TRAINED)
+
+    # ----------------------------------------------------------------- export
+    def export_latents_csv(self, path: str) -> None:
+        if self.latents is None:
+            self.message.emit("warning", "There are no latent codes to export yet.")
+            return
+        try:
+            n = write_latents(path, self.latents, self.latent_logvar, self.labels, self.label_names, self.map.xy)
+        except (VAEError, OSError) as exc:
+            self.message.emit("error", f"Could not write {path}: {exc}")
+            return
+        self.message.emit("info", f"Wrote {n:,} latent codes to {path}")

@@ -1,0 +1,492 @@
+"""The session's logic with a fake training thread, a fake task pool and a fake decoding worker.
+
+No thread is started: the fakes record what the session asks for and the
+tests decide when (and in which order) the answers come back, as the real
+threads' queued signals would deliver them.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+from PySide6 import QtCore
+
+from app.session import EMPTY, IDLE, LOADING, PAUSED, TRAINED, TRAINING, MapView, Session
+from app.session.io import LoadedCheckpoint
+from app.worker import Reply
+
+Signal = QtCore.Signal
+
+
+# ---------------------------------------------------------------- the fakes
+class FakeTask:
+    def __init__(self, fn, on_done, on_failed, on_progress):
+        self.fn, self.on_done, self.on_failed, self.on_progress = fn, on_done, on_failed, on_progress
+        self.cancelled = False
+        self.finished_event = threading.Event()
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    def result(self) -> Any:
+        """What the job returns, computed here and now (whether or not it was cancelled)."""
+        return self.fn(lambda *_: None, lambda: self.cancelled)
+
+
+class FakeTasks:
+    """Records jobs; ``finish`` runs one in the test's thread and reports as the pool would."""
+
+    def __init__(self):
+        self.started: list[FakeTask] = []
+
+    def start(self, fn, on_done, on_failed, on_progress=None) -> FakeTask:
+        task = FakeTask(fn, on_done, on_failed, on_progress)
+        self.started.append(task)
+        return task
+
+    def pending(self) -> list[FakeTask]:
+        return [t for t in self.started if not t.finished_event.is_set()]
+
+    def finish(self, task: FakeTask, deliver_even_if_cancelled: bool = False) -> None:
+        """Run ``task``; a cancelled task reports nothing (as Task does) unless told to."""
+        result = task.result()
+        task.finished_event.set()
+        if task.cancelled and not deliver_even_if_cancelled:
+            return
+        task.on_done(result)
+
+    def answer(self, task: FakeTask, value: Any = None, error: str | None = None,
+               deliver_even_if_cancelled: bool = False) -> None:
+        """Finish a ``Tagged`` job as if it had returned ``value`` (or failed with ``error``)."""
+        token = task.fn.token
+        task.fn = lambda progress, cancelled: Reply(token, value, error)
+        self.finish(task, deliver_even_if_cancelled)
+
+    def finish_all(self) -> None:
+        while self.pending():
+            self.finish(self.pending()[0])
+
+    def cancel_all(self) -> None:
+        for t in self.started:
+            t.cancel()
+
+    def wait(self, timeout_ms: int) -> bool:
+        return True
+
+
+class FakeDecoding(QtCore.QObject):
+    """The LatestWins interface: the newest request of each kind waits until ``run_all``."""
+
+    done = Signal(str, object)
+    failed = Signal(str, str)
+
+    def __init__(self):
+        super().__init__()
+        self.waiting: dict[str, Callable[[], Any]] = {}
+        self.submitted: list[str] = []
+
+    def submit(self, kind: str, fn: Callable[[], Any]) -> None:
+        self.waiting.pop(kind, None)
+        self.waiting[kind] = fn
+        self.submitted.append(kind)
+
+    def discard(self, kind: str | None = None) -> None:
+        if kind is None:
+            self.waiting.clear()
+        else:
+            self.waiting.pop(kind, None)
+
+    def take(self) -> list[tuple[str, Any]]:
+        """Run the waiting requests now and return their results without delivering them."""
+        out = [(kind, fn()) for kind, fn in self.waiting.items()]
+        self.waiting.clear()
+        return out
+
+    def run_all(self) -> None:
+        for kind, result in self.take():
+            self.done.emit(kind, result)
+
+    def close(self, timeout_ms: int = 2000) -> bool:
+        self.waiting.clear()
+        return True
+
+
+class FakeThread(QtCore.QObject):
+    """The TrainThread interface; the test emits its signals and ends it."""
+
+    trainerReady = Signal(object)
+    batches = Signal(object)
+    modelsReady = Signal(object)
+    epochEnded = Signal(object)
+    statusChanged = Signal(object)
+    settingChanged = Signal(object)
+    failed = Signal(str)
+    finished = Signal()
+    made: list["FakeThread"] = []
+
+    def __init__(self, factory, epochs=None, num_threads=1, parent=None):
+        super().__init__(parent)
+        self.factory, self.epochs = factory, epochs
+        self.running = False
+        FakeThread.made.append(self)
+
+    def start(self) -> None:
+        self.running = True
+
+    def isRunning(self) -> bool:  # noqa: N802 - Qt's name
+        return self.running
+
+    def wait(self, timeout_ms: int = 0) -> bool:
+        return not self.running
+
+    def end(self) -> None:
+        """The run is over: the thread stops, then its ``finished`` arrives."""
+        self.running = False
+        self.finished.emit()
+
+
+@dataclass
+class FakeSpec:
+    source: str
+
+
+@dataclass
+class FakeDataset:
+    images: np.ndarray
+    name: str = "fake"
+    labels: np.ndarray | None = None
+    label_names: list[str] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.spec = FakeSpec(self.name)
+
+    @property
+    def n(self) -> int:
+        return len(self.images)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])
+
+
+def dataset(n=40, side=4, name="fake", seed=0) -> FakeDataset:
+    rng = np.random.default_rng(seed)
+    return FakeDataset(rng.random((n, 1, side, side)).astype(np.float32), name, rng.integers(0, 3, n), ["a", "b", "c"])
+
+
+class FakeDecoder:
+    """Decodes a code z to an image filled with z[0] (so a test can tell codes apart)."""
+
+    likelihood = "bernoulli"
+
+    def __init__(self, d=2, shape=(1, 4, 4), step=0):
+        self.latent_dim, self.shape, self.step = d, shape, step
+
+    def decode(self, codes):
+        level = np.clip(np.asarray(codes, dtype=np.float32)[:, 0], 0, 1)
+        return level[:, None, None, None] * np.ones((1, *self.shape), np.float32)
+
+
+class FakeEncoder(FakeDecoder):
+    def encode(self, images):
+        x = np.asarray(images, dtype=np.float32)
+        mu = np.stack([x.mean(axis=(1, 2, 3)), x.std(axis=(1, 2, 3))], axis=1)
+        return mu, np.zeros_like(mu)
+
+
+@dataclass
+class FakeEpoch:
+    epoch: int
+    step: int
+    latents: np.ndarray
+    latent_logvar: np.ndarray
+    test_elbo: float = -50.0
+    test_recon: float = 45.0
+    test_kl: float = 5.0
+    active_units: int = 2
+    kl_per_dim: np.ndarray = field(default_factory=lambda: np.array([3.0, 2.0]))
+
+
+@dataclass
+class FakeStatus:
+    status: str
+    message: str = ""
+    step: int = 0
+
+
+class Recorder(QtCore.QObject):
+    """Collects what the session emits, in order."""
+
+    def __init__(self, s: Session):
+        super().__init__()
+        self.events: list[tuple] = []
+        for name in ("stateChanged", "message", "datasetLoaded", "epochShown", "mapReady", "mapCleared", "decoded",
+                     "exampleSelected", "modelForgotten", "historyReplaced", "markerAdded", "modelLoaded"):
+            getattr(s, name).connect(self._make(name))
+
+    def _make(self, name):
+        def record(*args):
+            self.events.append((name, *args))
+        return record
+
+    def of(self, name: str) -> list[tuple]:
+        return [e[1:] for e in self.events if e[0] == name]
+
+
+@pytest.fixture
+def parts(qtbot):
+    FakeThread.made.clear()
+    tasks, decoding = FakeTasks(), FakeDecoding()
+    s = Session(num_threads=1, tasks=tasks, decoding=decoding, train_thread=FakeThread)
+    return s, tasks, decoding, Recorder(s)
+
+
+def loaded(s: Session, tasks: FakeTasks, ds: FakeDataset | None = None) -> FakeDataset:
+    """Load ``ds`` through the session's loader, the fake pool answering at once."""
+    ds = ds or dataset()
+    s.load_dataset({"source": ds.name})
+    tasks.answer(tasks.pending()[-1], ds)
+    return ds
+
+
+def models(step=0):
+    return FakeEncoder(step=step), FakeDecoder(step=step)
+
+
+def codes_for(ds: FakeDataset, shift: float = 0.0) -> np.ndarray:
+    mu, _ = FakeEncoder().encode(ds.images)
+    return (mu + shift).astype(np.float32)
+
+
+# ---------------------------------------------------------------- the tests
+def test_a_dataset_loads_through_the_loading_state(parts):
+    s, tasks, _, rec = parts
+    assert s.state == EMPTY
+    ds = loaded(s, tasks)
+    assert [st for (st,) in rec.of("stateChanged")] == [LOADING, IDLE]
+    assert s.dataset is ds and rec.of("datasetLoaded") == [(ds,)]
+    assert not s.has_model and s.latents is None
+
+
+def test_a_newer_dataset_request_wins_and_the_older_result_is_dropped(parts):
+    s, tasks, _, rec = parts
+    first, second = dataset(name="first"), dataset(name="second", seed=1)
+    s.load_dataset({"source": "first"})
+    s.load_dataset({"source": "second"})
+    old, new = tasks.started
+    assert old.cancelled and not new.cancelled
+    # The first job had finished before it saw the cancellation: its reply arrives after all.
+    tasks.answer(old, first, deliver_even_if_cancelled=True)
+    assert s.dataset is None and s.state == LOADING
+    tasks.answer(new, second)
+    assert s.dataset is second and s.state == IDLE
+
+
+def test_stop_during_a_load_drops_it_and_goes_back(parts):
+    s, tasks, _, rec = parts
+    ds = loaded(s, tasks)
+    s.load_dataset({"source": "another"})
+    assert s.state == LOADING
+    s.stop()
+    assert s.state == IDLE and tasks.started[-1].cancelled
+    assert ("info", "Stopped loading.") in rec.of("message")
+    # Its reply still arrives (it had finished): it changes nothing.
+    tasks.answer(tasks.started[-1], dataset(name="another"), deliver_even_if_cancelled=True)
+    assert s.dataset is ds and s.state == IDLE
+
+
+def test_a_failed_load_says_why_and_keeps_what_was_there(parts):
+    s, tasks, _, rec = parts
+    ds = loaded(s, tasks)
+    s.load_dataset({"source": "/nowhere"})
+    tasks.answer(tasks.pending()[-1], error="/nowhere: no such file")
+    assert s.dataset is ds and s.state == IDLE
+    assert ("error", "/nowhere: no such file") in rec.of("message")
+
+
+def start(s: Session) -> FakeThread:
+    s.train({"latent_dim": 2, "hidden_dims": (8,)}, {"epochs": 3, "batch_size": 8})
+    return FakeThread.made[-1]
+
+
+class FakeTrainer:
+    def __init__(self, s: Session):
+        self.control = s.control
+        self.model_config, self.train_config = s.model_config, s.train_config
+        self.epoch = self.step = 0
+        self.settings = {"beta": 1.0}
+        self.history = None
+
+
+def test_training_runs_through_its_states_and_ends_trained(parts, qtbot):
+    s, tasks, decoding, rec = parts
+    ds = loaded(s, tasks)
+    thread = start(s)
+    assert s.state == TRAINING and thread.running and thread.epochs == 3
+    trainer = FakeTrainer(s)
+    thread.trainerReady.emit(trainer)
+    assert s.trainer is trainer and s.has_model
+    thread.modelsReady.emit(models())
+    thread.epochEnded.emit(FakeEpoch(1, 5, codes_for(ds), np.zeros((ds.n, 2), np.float32)))
+    assert s.latents is not None and s.last_epoch.epoch == 1
+    # The map and the epoch's views follow within half a second; the map is fitted on the pool.
+    qtbot.waitUntil(lambda: bool(rec.of("epochShown") and tasks.pending()), timeout=2000)
+    tasks.finish_all()
+    (view,) = rec.of("mapReady")[-1]
+    assert isinstance(view, MapView) and view.xy.shape == (ds.n, 2) and view.autorange
+    s.toggle_pause()
+    assert s.state == PAUSED and s.control.paused
+    s.toggle_pause()
+    assert s.state == TRAINING and not s.control.paused
+    s.stop()
+    assert s.control.stopped
+    thread.end()
+    assert s.state == TRAINED and s.thread is None
+
+
+def test_a_load_during_training_is_refused(parts):
+    s, tasks, _, rec = parts
+    ds = loaded(s, tasks)
+    start(s)
+    n = len(tasks.started)
+    s.load_dataset({"source": "other"})
+    s.load_checkpoint("/some/model.ckpt")
+    assert len(tasks.started) == n, "nothing was started"
+    assert s.state == TRAINING and s.dataset is ds
+    warnings = [t for lvl, t in rec.of("message") if lvl == "warning"]
+    assert any("Stop training before changing the dataset" in t for t in warnings)
+    assert any("Stop training before opening a checkpoint" in t for t in warnings)
+
+
+def test_signals_of_a_reset_run_are_dropped(parts):
+    s, tasks, _, rec = parts
+    ds = loaded(s, tasks)
+    thread = start(s)
+    thread.trainerReady.emit(FakeTrainer(s))
+    thread.modelsReady.emit(models())
+    s.reset()
+    assert s.running, "the fake thread ends only when told to"
+    assert rec.of("modelForgotten") and s.trainer is None and s.decoder is None
+    # Queued signals of the forgotten run still arrive: they must not bring it back.
+    thread.modelsReady.emit(models(step=9))
+    thread.epochEnded.emit(FakeEpoch(1, 5, codes_for(ds), np.zeros((ds.n, 2), np.float32)))
+    thread.trainerReady.emit(FakeTrainer(s))
+    assert s.trainer is None and s.decoder is None and s.latents is None and s.last_epoch is None
+    thread.end()
+    assert s.state == IDLE and not s.has_model
+
+
+def test_decoding_answers_with_the_code_and_drops_results_of_a_forgotten_model(parts):
+    s, tasks, decoding, rec = parts
+    ds = loaded(s, tasks)
+    thread = start(s)
+    thread.trainerReady.emit(FakeTrainer(s))
+    thread.modelsReady.emit(models())
+    thread.epochEnded.emit(FakeEpoch(1, 5, codes_for(ds), np.zeros((ds.n, 2), np.float32)))
+    s.map.refresh()
+    tasks.finish_all()
+    s.decode_at(0.25, 0.5)
+    s.decode_at(0.75, 0.5)  # replaces the waiting request: only the newest is decoded
+    assert list(decoding.waiting) == ["point"]
+    decoding.run_all()
+    ((image, code, x, y, far),) = rec.of("decoded")
+    assert (x, y) == (0.75, 0.5) and np.allclose(code, [0.75, 0.5]) and np.allclose(image, 0.75)
+    np.testing.assert_array_equal(s.last_code, code)
+    # A request made before a reset arrives after it: dropped.
+    s.decode_at(0.1, 0.1)
+    results = decoding.take()
+    thread.end()
+    s.reset()
+    for kind, result in results:
+        decoding.done.emit(kind, result)
+    assert len(rec.of("decoded")) == 1 and s.last_code is None
+
+
+def test_selecting_an_example_encodes_it_off_the_gui_thread(parts):
+    s, tasks, decoding, rec = parts
+    ds = loaded(s, tasks)
+    s.select_example(3)
+    # No model: the original comes at once, without a reconstruction.
+    ((index, title, original, recon),) = rec.of("exampleSelected")
+    assert index == 3 and recon is None and title.startswith("#3 · ")
+    np.testing.assert_allclose(original, ds.images[3, 0])
+    thread = start(s)
+    thread.trainerReady.emit(FakeTrainer(s))
+    thread.modelsReady.emit(models())
+    s.select_example(5)
+    s.select_example(7)
+    assert len(rec.of("exampleSelected")) == 1, "nothing is encoded on the GUI thread"
+    decoding.run_all()
+    index, title, original, recon = rec.of("exampleSelected")[-1]
+    assert index == 7 and recon.shape == (4, 4) and s.selected == 7
+
+
+def test_epochs_faster_than_the_view_interval_are_shown_newest_first(parts, qtbot):
+    s, tasks, _, rec = parts
+    ds = loaded(s, tasks)
+    thread = start(s)
+    thread.trainerReady.emit(FakeTrainer(s))
+    lv = np.zeros((ds.n, 2), np.float32)
+    for epoch in range(1, 4):
+        thread.modelsReady.emit(models(step=epoch))
+        thread.epochEnded.emit(FakeEpoch(epoch, 5 * epoch, codes_for(ds, 0.1 * epoch), lv))
+    qtbot.waitUntil(lambda: bool(rec.of("epochShown")), timeout=2000)
+    tasks.finish_all()
+    for epoch in range(4, 7):
+        thread.modelsReady.emit(models(step=epoch))
+        thread.epochEnded.emit(FakeEpoch(epoch, 5 * epoch, codes_for(ds, 0.1 * epoch), lv))
+    assert [e.epoch for (e,) in rec.of("epochShown")] == [3], "one redraw so far, of the newest epoch"
+    qtbot.waitUntil(lambda: rec.of("epochShown")[-1][0].epoch == 6, timeout=2000)
+    assert len(rec.of("epochShown")) <= 3
+    thread.end()
+
+
+def test_a_checkpoint_load_replaces_the_model_and_every_view_clears_first(parts):
+    s, tasks, decoding, rec = parts
+    ds = loaded(s, tasks)
+
+    @dataclass
+    class History:
+        epochs: list
+        changes: list
+
+        def arrays(self):
+            return {"step": np.arange(3), "recon": np.ones(3), "kl": np.ones(3), "loss": np.ones(3) * 2}
+
+    class Config:
+        input_shape = (1, 4, 4)
+        latent_dim = 2
+        batch_size = 8
+
+        def to_dict(self):
+            return {"latent_dim": 2}
+
+    class Ckpt:
+        model_config = train_config = Config()
+        history = History([{"epoch": 2, "step": 3, "test_elbo": -9.0, "test_recon": 8.0, "test_kl": 1.0,
+                            "kl_per_dim": [0.5, 0.5], "active_units": 2}],
+                          [{"step": 1, "name": "beta", "old": 1.0, "new": 4.0}])
+        latents = codes_for(ds)
+        latent_logvar = np.zeros((ds.n, 2), np.float32)
+        labels, label_names = ds.labels, ds.label_names
+        dataset_spec = {"source": "fake"}
+        epoch, step = 2, 3
+
+    s.load_checkpoint("/tmp/model.ckpt")
+    assert s.state == LOADING
+    enc, dec = models(step=3)
+    tasks.answer(tasks.pending()[-1], LoadedCheckpoint("/tmp/model.ckpt", Ckpt(), enc, dec, ds, ""))
+    assert s.state == TRAINED and s.checkpoint is not None and s.decoder is dec
+    assert s.history is Ckpt.history
+    names = [e[0] for e in rec.events]
+    assert names.index("mapCleared") < names.index("modelLoaded")
+    view = rec.of("historyReplaced")[-1][0]
+    assert view.markers == [(1, "β 1 → 4")] and view.epochs == [(3, 8.0, 1.0, 9.0)]
+    assert rec.of("epochShown")[-1][0].epoch == 2
+    tasks.finish_all()
+    assert rec.of("mapReady")[-1][0].xy.shape == (ds.n, 2)
