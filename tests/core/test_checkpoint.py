@@ -97,6 +97,9 @@ def test_two_plus_two_epochs_equal_four_bit_for_bit(tmp_path):
     events = list(b.run())
     assert [e.epoch for e in events if e.kind == "epoch"] == [3, 4]
     assert_same_state(a, b)
+    c = restore_trainer(ck, ds)  # the loaded checkpoint is left as it was
+    list(c.run())
+    assert_same_state(a, c)
 
 
 @pytest.mark.parametrize("k", [1, 3, 4])

@@ -22,10 +22,12 @@ from ..config import LIVE_SETTINGS, ModelConfig, TrainConfig, kl_weight
 from ..errors import ConfigError
 from ..model import VAE, resolve_device, vae_from_state
 from ..objectives import elbo
+from .batches import DeviceImages, ImageSplit
 from .control import TrainControl
-from .evaluate import encode_dataset, evaluate_model, images_tensor
+from .evaluate import encode_dataset, evaluate_model
 from .events import BatchEvent, ChangeEvent, EpochEvent, StatusEvent
 from .history import History
+from .precision import AutocastVAE
 
 #: Steps between the in-memory copies the trainer rolls back to after a NaN.
 ROLLBACK_EVERY = 200
@@ -41,6 +43,7 @@ def derive_seed(seed: int, stream: int) -> int:
 
 
 def make_generator(device: torch.device, seed: int, stream: int) -> torch.Generator:
+    """A generator on ``device`` seeded for one stream of the run seeded ``seed`` (see ``derive_seed``)."""
     g = torch.Generator(device=device)
     g.manual_seed(derive_seed(seed, stream))
     return g
@@ -146,31 +149,41 @@ class Trainer:
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ConfigError(f"device {str(dev)!r} asked for, but CUDA is not available here; use the CPU")
         seed = train_config.seed
+        if train_config.precision == "bf16":
+            if self.device.type != "cuda":
+                raise ConfigError(
+                    "precision 'bf16' (mixed precision) runs on a CUDA GPU only, and this run is on the CPU; "
+                    "use precision 'fp32'"
+                )
+            if not torch.cuda.is_bf16_supported():
+                raise ConfigError(
+                    f"this GPU ({torch.cuda.get_device_name(self.device)}) does not compute in bfloat16; "
+                    "use precision 'fp32'"
+                )
 
         self.model = build_model(model_config, seed).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=train_config.lr)
+        #: What the objective runs: the model itself, or the model under autocast for "bf16".
+        self._objective_model: VAE | AutocastVAE = (
+            AutocastVAE(self.model, self.device.type) if train_config.precision == "bf16" else self.model
+        )
 
         self._shuffle_gen = make_generator(torch.device("cpu"), seed, _STREAM_SHUFFLE)
         self._noise_gen = make_generator(self.device, seed, _STREAM_NOISE)
         self._binarize_gen = make_generator(self.device, seed, _STREAM_BINARIZE)
 
-        images = images_tensor(dataset.images)
-        if images.dim() != 4 or tuple(images.shape[1:]) != shape:
+        images = dataset.images
+        if images.ndim != 4 or tuple(images.shape[1:]) != shape:
             raise ConfigError(f"dataset images must be shaped (N, {', '.join(map(str, shape))}), got {tuple(images.shape)}")
-        self._x_all = images.to(self.device)
-        train_idx = torch.as_tensor(np.asarray(dataset.train_idx, dtype=np.int64))
-        test_idx = torch.as_tensor(np.asarray(dataset.test_idx, dtype=np.int64))
-        self._x_train = self._x_all.index_select(0, train_idx.to(self.device))
-        self._x_test = self._x_all.index_select(0, test_idx.to(self.device))
+        # The images stay as the dataset stores them (uint8 or float32, possibly
+        # memory-mapped); batches are converted to float on the device.
+        self._images = DeviceImages(images, self.device)
+        self._train_rows = torch.as_tensor(np.asarray(dataset.train_idx, dtype=np.int64))
+        self._test_rows = torch.as_tensor(np.asarray(dataset.test_idx, dtype=np.int64))
         self._dynamic = getattr(dataset, "binarize", "none") == "dynamic"
-        if self._dynamic:
-            # The test split is binarised once, with a fixed draw, so that every
-            # evaluation sees the same binary images.
-            g = make_generator(self.device, seed, _STREAM_TEST_BINARIZE)
-            self._x_test_eval = torch.bernoulli(self._x_test, generator=g)
-        else:
-            self._x_test_eval = self._x_test
-        self.n_train = int(self._x_train.shape[0])
+        self._x_train = ImageSplit(self._images, self._train_rows)
+        self._x_test_eval = self._eval_split(self._test_rows)
+        self.n_train = len(self._x_train)
         if self.n_train == 0:
             raise ConfigError(f"dataset {getattr(dataset, 'name', '?')!r} has no training examples")
 
@@ -214,7 +227,7 @@ class Trainer:
     @property
     def n_examples(self) -> int:
         """Number of examples in the dataset (both splits): the rows of ``latents``."""
-        return int(self._x_all.shape[0])
+        return int(self._images.shape[0])
 
     @property
     def labels(self) -> np.ndarray | None:
@@ -233,15 +246,26 @@ class Trainer:
         # the same figures and evaluation does not disturb the training streams.
         return make_generator(self.device, self.train_config.seed, _STREAM_EVAL)
 
-    def _split(self, split: str) -> torch.Tensor:
+    def _eval_split(self, rows: torch.Tensor | None) -> ImageSplit:
+        """The examples at ``rows`` (None: all, in dataset order) as evaluation reads them.
+
+        With dynamic binarisation each evaluation batch is binarised with a
+        generator seeded from the run's seed and the batch's first position,
+        so every evaluation sees the same binary images.
+        """
+        if not self._dynamic:
+            return ImageSplit(self._images, rows)
+        seed = derive_seed(self.train_config.seed, _STREAM_TEST_BINARIZE)
+        device = self.device
+        return ImageSplit(self._images, rows, binarize=lambda start: make_generator(device, seed, start))
+
+    def _split(self, split: str) -> ImageSplit:
         if split == "test":
             return self._x_test_eval
-        if split in ("train", "all"):
-            x = self._x_train if split == "train" else self._x_all
-            if self._dynamic:
-                g = make_generator(self.device, self.train_config.seed, _STREAM_TEST_BINARIZE)
-                x = torch.bernoulli(x, generator=g)
-            return x
+        if split == "train":
+            return self._eval_split(self._train_rows)
+        if split == "all":
+            return self._eval_split(None)
         raise ConfigError(f"split must be 'test', 'train' or 'all', got {split!r}")
 
     def evaluate(self, split: str = "test", iwae_k: int = 0) -> dict[str, Any]:
@@ -252,7 +276,7 @@ class Trainer:
 
     def encode_all(self) -> tuple[np.ndarray, np.ndarray]:
         """(mu, logvar) for every example in dataset order (grey levels for dynamic binarisation)."""
-        return encode_dataset(self.model, self._x_all, self.train_config.eval_batch_size)
+        return encode_dataset(self.model, ImageSplit(self._images), self.train_config.eval_batch_size)
 
     # -- rollback ------------------------------------------------------------
     def _weights_finite(self) -> bool:
@@ -352,6 +376,7 @@ class Trainer:
         # The flag belongs to the calling thread (and threads it starts later).
         torch.set_flush_denormal(True)
         model = self.model
+        objective_model = self._objective_model
         opt = self.optimizer
         control = self.control
         history = self.history
@@ -371,7 +396,8 @@ class Trainer:
         epoch_t0 = t_last
         while self.epoch < target:
             if self._perm is None:
-                self._perm = torch.randperm(self.n_train, generator=self._shuffle_gen).to(self.device)
+                # Kept where the batch's rows are gathered (the GPU when the images are there).
+                self._perm = torch.randperm(self.n_train, generator=self._shuffle_gen).to(x_train.rows.device)
                 self._batch_pos = 0
                 self._epoch_loss_sum = 0.0
                 self._epoch_count = 0
@@ -387,11 +413,11 @@ class Trainer:
                     t_last = time.perf_counter()
                 b = self._batch_pos
                 idx = perm[b * bs : (b + 1) * bs]
-                x = x_train.index_select(0, idx)
+                x = x_train.gather(idx)
                 if dynamic:
                     x = torch.bernoulli(x, generator=bin_gen)
                 beta = kl_weight(cfg.beta, cfg.warmup, cfg.warmup_epochs, self.epoch + b / n_batches)
-                out = elbo(model, x, beta=beta, mc_samples=mc, free_bits=cfg.free_bits, generator=noise_gen)
+                out = elbo(objective_model, x, beta=beta, mc_samples=mc, free_bits=cfg.free_bits, generator=noise_gen)
                 loss = out.loss.mean()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -551,7 +577,9 @@ class Trainer:
                 if isinstance(value, list) and isinstance(current.get(key), tuple):
                     group[key] = tuple(value)
             groups.append(group)
-        self.optimizer.load_state_dict({"state": state.optimizer["state"], "param_groups": groups})
+        # load_state_dict may adopt the given tensors and Adam then updates them in
+        # place: hand it copies, so the state can restore another trainer too.
+        self.optimizer.load_state_dict({"state": _clone_state(state.optimizer["state"]), "param_groups": groups})
         for group in self.optimizer.param_groups:
             group["lr"] = self.train_config.lr
         if state.rng_device == self.device.type:
@@ -562,7 +590,7 @@ class Trainer:
         self.step = int(state.step)
         perm = state.perm
         if perm is not None and int(state.n_train) == self.n_train and perm.numel() == self.n_train:
-            self._perm = perm.to(self.device)
+            self._perm = perm.to(self._x_train.rows.device)
             self._batch_pos = int(state.batch)
             self._epoch_loss_sum = float(state.epoch_loss_sum)
             self._epoch_count = int(state.epoch_count)
