@@ -15,6 +15,7 @@ from .errors import ConfigError
 ARCHITECTURES = ("mlp", "conv")
 LIKELIHOODS = ("bernoulli", "continuous_bernoulli", "gaussian")
 WARMUPS = ("none", "linear", "cyclical")
+PRECISIONS = ("fp32", "bf16")
 
 #: The TrainConfig fields a running trainer accepts changes to (``TrainControl.set``).
 LIVE_SETTINGS = ("beta", "lr", "warmup", "warmup_epochs", "free_bits")
@@ -135,7 +136,10 @@ class TrainConfig:
     ``warmup_epochs`` epochs, "cyclical" repeating that ramp (first half of each
     cycle rising, second half held at ``beta``) every ``warmup_epochs`` epochs.
     ``free_bits`` is the minimum KL, in nats, each latent dimension is charged
-    (averaged over the batch, as in Kingma et al. 2016).
+    (averaged over the batch, as in Kingma et al. 2016).  ``precision``
+    "bf16" runs the networks in bfloat16 under ``torch.autocast`` (mixed
+    precision, on a CUDA GPU only); the objective and every reported figure
+    stay float32.
     """
 
     epochs: int = 10
@@ -150,6 +154,7 @@ class TrainConfig:
     device: str = "auto"
     num_threads: int = 0
     eval_batch_size: int = 1024
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "warmup_epochs", "mc_samples", "seed", "num_threads", "eval_batch_size"):
@@ -178,6 +183,8 @@ class TrainConfig:
             raise ConfigError(f"num_threads must be >= 0 (0 = torch's default), got {self.num_threads}")
         if self.eval_batch_size < 1:
             raise ConfigError(f"eval_batch_size must be at least 1, got {self.eval_batch_size}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)

@@ -11,6 +11,7 @@ import torch
 from ..errors import Cancelled
 from ..model import VAE
 from ..objectives import elbo, iwae_log_likelihood
+from .batches import ImageSplit
 
 #: A latent dimension is "active" when the variance over the data of its
 #: posterior mean exceeds this (Burda et al. 2016).
@@ -40,7 +41,7 @@ def images_tensor(images: np.ndarray) -> torch.Tensor:
 @torch.no_grad()
 def evaluate_model(
     model: VAE,
-    x: torch.Tensor,
+    x: torch.Tensor | ImageSplit,
     batch_size: int = 1024,
     iwae_k: int = 0,
     generator: torch.Generator | None = None,
@@ -49,6 +50,8 @@ def evaluate_model(
 
     All figures are means over the examples of ``x``, in nats per example:
     ``elbo`` is the lower bound on log p(x), ``recon`` = -E_q[log p(x|z)].
+    ``x`` is a float tensor of the images on the model's device, or an
+    ``ImageSplit`` that gives them a batch at a time.
     """
     was_training = model.training
     model.eval()
@@ -99,17 +102,17 @@ def evaluate_model(
 @torch.no_grad()
 def encode_dataset(
     model: VAE,
-    images: torch.Tensor | np.ndarray,
+    images: torch.Tensor | ImageSplit | np.ndarray,
     batch_size: int = 1024,
     progress: ProgressFn | None = None,
     cancelled: CancelFn | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """mu and logvar of q(z|x) for every example, a batch at a time, as float32 numpy arrays (N, d).
 
-    ``images`` is a tensor (N, C, H, W) already on the model's device, or a
-    numpy array of them (float, or uint8 scaled to [0, 1]; a memory-mapped
-    file is read a batch at a time), each batch converted and moved to the
-    model's device.  ``progress(fraction, text)`` is called after every
+    ``images`` is a tensor (N, C, H, W) already on the model's device, an
+    ``ImageSplit`` (float batches on its device), or a numpy array of them
+    (float, or uint8 scaled to [0, 1]; a memory-mapped file is read a batch
+    at a time), each batch converted and moved to the model's device.  ``progress(fraction, text)`` is called after every
     batch; ``cancelled()`` is asked before every batch and True raises
     ``Cancelled``.
     """
@@ -121,12 +124,13 @@ def encode_dataset(
         n = int(images.shape[0])
         mu = torch.empty((n, d), dtype=torch.float32, device=device)
         lv = torch.empty((n, d), dtype=torch.float32, device=device)
-        on_device = isinstance(images, torch.Tensor)
         for s in range(0, n, batch_size):
             if cancelled is not None and cancelled():
                 raise Cancelled("encoding was cancelled")
             x = images[s : s + batch_size]
-            m, l = model.encode(x if on_device else images_tensor(x).to(device))
+            if not isinstance(x, torch.Tensor):
+                x = images_tensor(x)
+            m, l = model.encode(x.to(device))
             done = s + m.shape[0]
             mu[s:done] = m
             lv[s:done] = l
