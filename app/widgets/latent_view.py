@@ -6,14 +6,22 @@ updating 70,000 points costs a few milliseconds instead of the ~150 ms that
 ``pyqtgraph.ScatterPlotItem.setData`` spends building per-point records. Hit
 tests use a KD-tree, never ``pointsAt``.
 
+Both axes share one scale (the aspect ratio is locked), so distances on screen
+are distances in the plane of the map, and the tick labels are plain numbers.
+
 Mouse:
 
-* left press on the plot emits ``pointPicked(x, y)`` (data coordinates), each
-  move with the button held emits it again, release emits ``dragFinished()``;
-  a click that lands on a point emits ``exampleClicked(index)`` just before
-  ``dragFinished()``;
-* middle drag pans, right drag zooms, the wheel zooms, right click opens the
-  pyqtgraph menu; a left double click fits the view to the data;
+* a left press and a move past the drag distance (or a press held for the
+  double-click interval) starts a drag: ``pointPicked(x, y)`` (data
+  coordinates) for the press, then for each move, ``dragFinished()`` on the
+  release;
+* a left click lands once the double-click interval has passed without a
+  second click: ``pointPicked(x, y)``, ``exampleClicked(index)`` when it is on
+  a point, then ``dragFinished()``;
+* a left double click fits the view to the points and emits none of these;
+* middle drag pans, right drag zooms, the wheel zooms; a right click opens the
+  map's menu (fit the view, the legend's visibility and corner, point size and
+  opacity: ``viewOptionsChanged(dict)`` reports the last three);
 * hovering (no button) emits ``hovered(index)`` or ``hovered(-1)`` and shows a
   small preview of the example's image when images were given.
 """
@@ -22,7 +30,7 @@ from __future__ import annotations
 
 import colorsys
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pyqtgraph as pg
@@ -32,7 +40,8 @@ from scipy.spatial import cKDTree
 
 from .decode_canvas import array_to_qimage
 
-__all__ = ["LatentView", "class_colour", "CLASS_COLOURS", "UNLABELLED_COLOUR"]
+__all__ = ["LatentView", "PlainAxis", "GridLines", "class_colour", "plain_number", "CLASS_COLOURS",
+           "UNLABELLED_COLOUR", "LEGEND_CORNERS"]
 
 #: Qualitative class colours, readable on light and dark backgrounds (tab10 with
 #: its grey swapped for gold, so grey stays free for unlabelled points; then the
@@ -52,6 +61,227 @@ PREVIEW_PX = 96
 FOLLOW_TOLERANCE = 0.01
 #: With more classes than this a legend is unreadable and is not shown.
 MAX_LEGEND_ENTRIES = 30
+#: Where the legend can sit: corner name -> pyqtgraph legend offset (its signs pick the corner).
+LEGEND_CORNERS = {
+    "top-right": (-10, 10),
+    "top-left": (10, 10),
+    "bottom-left": (10, -10),
+    "bottom-right": (-10, -10),
+}
+CORNER_NAMES = {"top-right": "Top right", "top-left": "Top left",
+                "bottom-left": "Bottom left", "bottom-right": "Bottom right"}
+POINT_SIZES = (1, 2, 3, 4, 6, 8, 12)
+POINT_OPACITIES = (0.1, 0.25, 0.5, 0.75, 1.0)
+MIN_POINT_SIZE, MAX_POINT_SIZE = 1.0, 30.0
+MIN_OPACITY = 0.05
+#: Gap in pixels between the crosshair and its "far from data" text.
+FAR_TEXT_GAP = 8.0
+
+
+def plain_number(value: float, spacing: float) -> str:
+    """``value`` written with as many decimals as a tick ``spacing`` needs: "0.25", "-3", "1500".
+
+    No exponent and no "-0": tick labels that read as the numbers they are.
+    Values beyond about 1e15 (or spacings below 1e-12) fall back to "%g".
+    """
+    v = float(value)
+    if not math.isfinite(v):
+        return str(v)
+    if not (spacing > 0 and math.isfinite(spacing)) or abs(v) >= 1e15 or spacing < 1e-12:
+        return f"{v:g}"
+    places = max(0, math.ceil(-math.log10(spacing) - 1e-9))
+    # A spacing such as 0.25 needs one more decimal than its order of magnitude says.
+    while places < 12 and abs(spacing * 10 ** places - round(spacing * 10 ** places)) > 1e-6:
+        places += 1
+    text = f"{v:.{places}f}"
+    if text.startswith("-") and float(text) == 0.0:
+        text = text[1:]
+    return text
+
+
+def plain_log_value(value: float) -> str:
+    """A tick of a logarithmic axis as the number it stands for: "200", "0.05" (not "2·10²")."""
+    v = float(value)
+    if not math.isfinite(v) or v == 0.0:
+        return f"{v:g}"
+    if 1e-5 <= abs(v) < 1e7:
+        return np.format_float_positional(v, precision=4, unique=True, fractional=False, trim="-")
+    return f"{v:.3g}"
+
+
+#: Tick spacings (seconds) of a time axis: round numbers of seconds, minutes and hours.
+TIME_STEPS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0,
+              1800.0, 3600.0, 7200.0, 10800.0, 21600.0, 43200.0, 86400.0)
+
+
+def format_duration(seconds: float, spacing: float = 1.0) -> str:
+    """Seconds as "m:ss" or "h:mm:ss" (with tenths when ``spacing`` is under a second)."""
+    s = float(seconds)
+    if not math.isfinite(s):
+        return str(s)
+    sign = "-" if s < 0 else ""
+    s = abs(s)
+    decimals = 1 if spacing < 1.0 else 0
+    s = round(s, decimals)
+    h, rem = divmod(s, 3600.0)
+    m, sec = divmod(rem, 60.0)
+    sec_text = f"{sec:04.1f}" if decimals else f"{int(round(sec)):02d}"
+    if h:
+        return f"{sign}{int(h)}:{int(m):02d}:{sec_text}"
+    return f"{sign}{int(m)}:{sec_text}"
+
+
+class PlainAxis(pg.AxisItem):
+    """An axis whose tick labels read as plain numbers.
+
+    * no SI multiplier ("(x0.001)") is ever added to the axis label;
+    * linear ticks carry as many decimals as their spacing needs
+      (:func:`plain_number`), logarithmic ones the number they stand for
+      (:func:`plain_log_value`);
+    * with :meth:`set_time_format` the values are seconds, ticked at round
+      times and written "1:30" or "1:02:03".
+    """
+
+    def __init__(self, orientation: str, **kwargs):
+        super().__init__(orientation, **kwargs)
+        self.enableAutoSIPrefix(False)
+        self._time = False
+
+    def set_time_format(self, on: bool) -> None:
+        """Values are seconds: ticks at round times, labels "m:ss" / "h:mm:ss"."""
+        on = bool(on)
+        if on != self._time:
+            self._time = on
+            self.picture = None
+            self.update()
+
+    def time_format(self) -> bool:
+        return self._time
+
+    def tickSpacing(self, minVal, maxVal, size):
+        if not self._time or self.logMode:
+            return super().tickSpacing(minVal, maxVal, size)
+        span = float(maxVal) - float(minVal)
+        if not (span > 0 and size > 0):
+            return super().tickSpacing(minVal, maxVal, size)
+        target = span / max(1.0, size / 90.0)  # a labelled tick every ~90 pixels
+        major = next((s for s in TIME_STEPS if s >= target), None)
+        if major is None:  # days
+            days = target / 86400.0
+            major = 86400.0 * next(m * 10 ** k for k in range(0, 12) for m in (1, 2, 5) if m * 10 ** k >= days)
+            return [(major, 0), (major / 5, 0)]
+        i = TIME_STEPS.index(major)
+        minor = next((s for s in reversed(TIME_STEPS[:i]) if (major / s) % 1 < 1e-9 and major / s >= 2), major / 2)
+        return [(major, 0), (minor, 0)]
+
+    def tickStrings(self, values, scale, spacing):
+        if self.logMode:
+            return self.logTickStrings(values, scale, spacing)
+        if self._time:
+            return [format_duration(v * scale, spacing * scale) for v in values]
+        return [plain_number(v * scale, spacing * scale) for v in values]
+
+    def logTickStrings(self, values, scale, spacing):
+        return [plain_log_value(10.0 ** float(v) * scale) for v in values]
+
+
+def blend(bg: QtGui.QColor, fg: QtGui.QColor, amount: float) -> QtGui.QColor:
+    """The opaque colour of ``fg`` drawn at opacity ``amount`` over ``bg``."""
+    a = float(amount)
+    return QtGui.QColor.fromRgbF(bg.redF() + (fg.redF() - bg.redF()) * a,
+                                 bg.greenF() + (fg.greenF() - bg.greenF()) * a,
+                                 bg.blueF() + (fg.blueF() - bg.blueF()) * a)
+
+
+class GridLines(pg.GraphicsObject):
+    """Grid lines under the data of a ViewBox, at the major and minor ticks of its axes.
+
+    pyqtgraph's own grid is drawn by the axes, above the data and translucent;
+    Qt's raster engine draws a translucent vertical line one pixel row at a
+    time, which made that grid cost 15 ms a frame on a 900 x 700 map, and the
+    grid made each axis cache a pixmap the size of the plot.  These lines are
+    opaque (the grid colour blended onto the background beforehand), one pixel
+    wide, and lie under everything in the view (add it with a low z value).
+    """
+
+    def __init__(self, x_axis: pg.AxisItem | None, y_axis: pg.AxisItem | None):
+        super().__init__()
+        self._axes = (x_axis, y_axis)
+        self._pens = (QtGui.QPen(QtGui.QColor(0, 0, 0, 0)), QtGui.QPen(QtGui.QColor(0, 0, 0, 0)))
+
+    def set_colours(self, bg: QtGui.QColor, fg: QtGui.QColor, major: float = 0.16, minor: float = 0.07) -> None:
+        """Major lines ``fg`` at opacity ``major`` over ``bg``, minor ones at ``minor``."""
+        pens = []
+        for amount in (major, minor):
+            pen = QtGui.QPen(blend(bg, fg, amount))
+            pen.setCosmetic(True)
+            pen.setWidth(1)
+            pens.append(pen)
+        self._pens = (pens[0], pens[1])
+        self.update()
+
+    def line_colours(self) -> tuple[QtGui.QColor, QtGui.QColor]:
+        return self._pens[0].color(), self._pens[1].color()
+
+    def boundingRect(self) -> QtCore.QRectF:
+        vb = self.getViewBox()
+        if vb is None or not hasattr(vb, "viewRect"):
+            return QtCore.QRectF()
+        return vb.viewRect()
+
+    def viewRangeChanged(self) -> None:
+        self.prepareGeometryChange()
+        self.update()
+
+    def dataBounds(self, ax, frac=1.0, orthoRange=None):
+        return (None, None)
+
+    def paint(self, p: QtGui.QPainter, option, widget=None) -> None:
+        vb = self.getViewBox()
+        if vb is None:
+            return
+        rect = vb.viewRect()
+        tr = p.transform()
+        dev = tr.mapRect(rect)
+        if dev.width() <= 0 or dev.height() <= 0:
+            return
+        p.save()
+        p.resetTransform()
+        p.setRenderHint(QtGui.QPainter.RenderHint.Antialiasing, False)
+        for k, axis in enumerate(self._axes):
+            if axis is None:
+                continue
+            lo, hi = (rect.left(), rect.right()) if k == 0 else (rect.top(), rect.bottom())
+            size = dev.width() if k == 0 else dev.height()
+            levels = axis.tickValues(min(lo, hi), max(lo, hi), size)
+            for level, (_spacing, values) in enumerate(levels[:2]):
+                p.setPen(self._pens[min(level, 1)])
+                lines = []
+                for v in values:
+                    if k == 0:
+                        x = math.floor(tr.map(QtCore.QPointF(v, rect.top())).x()) + 0.5
+                        lines.append(QtCore.QLineF(x, dev.top(), x, dev.bottom()))
+                    else:
+                        y = math.floor(tr.map(QtCore.QPointF(rect.left(), v)).y()) + 0.5
+                        lines.append(QtCore.QLineF(dev.left(), y, dev.right(), y))
+                if lines:
+                    p.drawLines(lines)
+        p.restore()
+
+
+class _MapViewBox(pg.ViewBox):
+    """The map's ViewBox: a right click opens the map's own menu instead of pyqtgraph's."""
+
+    def __init__(self, **kwargs):
+        super().__init__(enableMenu=False, **kwargs)
+        self.context_menu_requested: Callable[[QtCore.QPoint], None] | None = None
+
+    def mouseClickEvent(self, ev):
+        if ev.button() == QtCore.Qt.MouseButton.RightButton and self.context_menu_requested is not None:
+            ev.accept()
+            self.context_menu_requested(ev.screenPos().toPoint())
+            return
+        super().mouseClickEvent(ev)
 
 
 def class_colour(label: int) -> QtGui.QColor:
@@ -270,29 +500,48 @@ class LatentView(QtWidgets.QWidget):
     hovered = QtCore.Signal(int)
     #: The visible data range changed (pan, zoom, resize, auto range): x0, x1, y0, y1.
     viewRangeChanged = QtCore.Signal(float, float, float, float)
+    #: The user changed how the map is drawn (see :meth:`view_options`), e.g. from its menu.
+    viewOptionsChanged = QtCore.Signal(dict)
+
+    # Left-button states: nothing held, pressed (a click or a drag: not known yet), dragging,
+    # clicked (released; waiting out the double-click interval), double-clicked (until the release).
+    _IDLE, _PRESSED, _DRAGGING, _CLICKED, _DOUBLE = range(5)
 
     def __init__(self, parent: QtWidgets.QWidget | None = None):
         super().__init__(parent)
         self.setObjectName("latentMap")
 
-        self._plot = pg.PlotWidget()
+        self._vb = _MapViewBox()
+        self._vb.context_menu_requested = self._show_context_menu
+        self._plot = pg.PlotWidget(viewBox=self._vb,
+                                   axisItems={"left": PlainAxis("left"), "bottom": PlainAxis("bottom")})
         self._plot.setObjectName("latentPlot")
         self._item = self._plot.getPlotItem()
-        self._vb: pg.ViewBox = self._item.getViewBox()
+        self._item.setMenuEnabled(False, enableViewBoxMenu=None)
+        self._item.hideButtons()  # "fit the view" is the double click and the menu's first entry
         # Left button belongs to picking: no left-drag pan or rubber band. Middle
         # drag pans (PanMode), right drag zooms, the wheel zooms.
         self._vb.setMouseMode(pg.ViewBox.PanMode)
+        # One scale for both axes: a spread along one direction looks like one.
+        self._vb.setAspectLocked(True, ratio=1.0)
         self._vb.disableAutoRange()
-        self._item.showGrid(x=True, y=True, alpha=0.12)
-        # Axes and grid are cached as pixmaps: replaying their drawing (tick
-        # labels included) cost about as much as 70,000 points on each repaint.
+        # The grid lies under the manifold underlay and the points.
+        self._grid = GridLines(self._item.getAxis("bottom"), self._item.getAxis("left"))
+        self._grid.setZValue(-20)
+        self._item.addItem(self._grid, ignoreBounds=True)
+        # Axes are cached as pixmaps: replaying their drawing (tick labels
+        # included) cost about as much as 70,000 points on each repaint.
         for side in ("left", "bottom"):
             self._item.getAxis(side).setCacheMode(QtWidgets.QGraphicsItem.CacheMode.DeviceCoordinateCache)
         self._axis_labels = ("z1", "z2")
-        self._legend = self._item.addLegend(offset=(-10, 10))
+        self._legend_corner = "top-right"
+        self._legend_wanted = True
+        self._legend = self._item.addLegend(offset=LEGEND_CORNERS[self._legend_corner])
         self._legend.hide()
+        self._legend_has_entries = False
 
         self._point_size = 4.0
+        self._point_opacity = 1.0
         self._clouds: list[_PointCloudItem] = []
         self._cloud_labels: list[int] = []
         self._legend_key: tuple | None = None
@@ -323,23 +572,27 @@ class LatentView(QtWidgets.QWidget):
         self._path.setZValue(20)
         self._ellipses = pg.PlotCurveItem(connect="finite")
         self._ellipses.setZValue(15)
+        # The selected example: a square in the accent colour on a halo of the background
+        # colour; the decoded point (crosshair) is a circle on dashed lines in the text colour.
         self._highlight_index: int | None = None
-        self._highlight = pg.ScatterPlotItem(size=16, symbol="o", brush=None)
+        self._highlight_halo = pg.ScatterPlotItem(size=15, symbol="s", brush=None)
+        self._highlight_halo.setZValue(24)
+        self._highlight = pg.ScatterPlotItem(size=15, symbol="s", brush=None)
         self._highlight.setZValue(25)
         self._cross_v = pg.InfiniteLine(angle=90, movable=False)
         self._cross_h = pg.InfiniteLine(angle=0, movable=False)
         self._cross_ring = pg.ScatterPlotItem(size=13, symbol="o", brush=None)
-        self._far_text = pg.TextItem("far from data", anchor=(0, 1.15))
+        self._far_text = pg.TextItem("far from data", anchor=(0, 1))
         self._far = False
         for it in (self._cross_v, self._cross_h, self._cross_ring, self._far_text):
             it.setZValue(30)
             it.hide()
-        for it in (self._path, self._ellipses, self._highlight, self._cross_v,
+        for it in (self._path, self._ellipses, self._highlight_halo, self._highlight, self._cross_v,
                    self._cross_h, self._cross_ring, self._far_text):
             self._item.addItem(it, ignoreBounds=True)
         self._crosshair_pos: tuple[float, float] | None = None
 
-        # Message over an empty map.
+        # Message over an empty map, centred on the plotting area (not over the axes).
         self._message = QtWidgets.QLabel(self._plot)
         self._message.setObjectName("latentMapMessage")
         self._message.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
@@ -356,10 +609,18 @@ class LatentView(QtWidgets.QWidget):
         self._viewport.setMouseTracking(True)
         self._viewport.installEventFilter(self)
         self._plot.installEventFilter(self)
-        self._dragging = False
+        self._state = self._IDLE
         self._press_pos = QtCore.QPointF()
         self._press_data = (0.0, 0.0)
-        self._swallow_release = False
+        self._press_clock = QtCore.QElapsedTimer()
+        # A press becomes a drag when held this long without a second click; a click
+        # lands when this long has passed since its press without a second one.
+        self._hold_timer = QtCore.QTimer(self)
+        self._hold_timer.setSingleShot(True)
+        self._hold_timer.timeout.connect(self._on_hold)
+        self._click_timer = QtCore.QTimer(self)
+        self._click_timer.setSingleShot(True)
+        self._click_timer.timeout.connect(self._on_click_landed)
         self._last_hover = -1
         self._hover_pos: QtCore.QPointF | None = None
         self._hover_global = QtCore.QPoint()
@@ -370,11 +631,22 @@ class LatentView(QtWidgets.QWidget):
         self._preview = _HoverPreview(self)
         self._preview.hide()
         self._vb.sigRangeChanged.connect(self._on_range_changed)
+        self._vb.sigResized.connect(self._on_view_resized)
         # Once the user pans or zooms, new points no longer move the view.
         self._user_navigated = False
         self._vb.sigRangeChangedManually.connect(self._on_manual_range)
         self._fitted: tuple | None = None  # (points' bounds, view range) of the last auto range
 
+        # The right-click menu (filled by _fill_menu).
+        self._menu = QtWidgets.QMenu(self)
+        self._menu.setObjectName("latentMapMenu")
+        self._legend_shown_action = QtGui.QAction("Show legend", self)
+        self._corner_actions: dict[str, QtGui.QAction] = {}
+        self._size_actions: dict[float, QtGui.QAction] = {}
+        self._opacity_actions: dict[float, QtGui.QAction] = {}
+        self._size_menu = QtWidgets.QMenu("Point size", self._menu)
+        self._opacity_menu = QtWidgets.QMenu("Point opacity", self._menu)
+        self._fill_menu()
         self._apply_theme()
 
     # --- points -----------------------------------------------------------------------
@@ -410,7 +682,7 @@ class LatentView(QtWidgets.QWidget):
         point_cloud = np.empty(n, dtype=np.intp)
         for i, (c, idx) in enumerate(zip(classes, groups)):
             cloud = self._cloud(i)
-            cloud.set_colour(class_colour(c))
+            cloud.set_colour(self._point_colour(c))
             cloud.set_data(xy[idx, 0], xy[idx, 1])
             if self._cloud_labels[i] != c:
                 # A class hidden from the legend stays hidden only while the
@@ -438,12 +710,18 @@ class LatentView(QtWidgets.QWidget):
 
     def _cloud(self, i: int) -> _PointCloudItem:
         while len(self._clouds) <= i:
-            c = _PointCloudItem(class_colour(len(self._clouds)), self._point_size)
+            c = _PointCloudItem(self._point_colour(len(self._clouds)), self._point_size)
             c.setZValue(1)
             self._item.addItem(c)
             self._clouds.append(c)
             self._cloud_labels.append(-2)
         return self._clouds[i]
+
+    def _point_colour(self, label: int) -> QtGui.QColor:
+        """The class colour with its alpha scaled by the point opacity."""
+        c = class_colour(label)
+        c.setAlphaF(c.alphaF() * self._point_opacity)
+        return c
 
     def class_name(self, label: int) -> str:
         if label < 0:
@@ -458,7 +736,8 @@ class LatentView(QtWidgets.QWidget):
             return
         self._legend_key = key
         self._legend.clear()
-        if not labelled or len(classes) > MAX_LEGEND_ENTRIES:
+        self._legend_has_entries = labelled and len(classes) <= MAX_LEGEND_ENTRIES
+        if not self._legend_has_entries:
             self._legend.hide()
             return
         self._legend.setColumnCount(1 if len(classes) <= 12 else 2)
@@ -473,7 +752,7 @@ class LatentView(QtWidgets.QWidget):
             for item in (sample, label, getattr(label, "item", None)):
                 if item is not None:
                     item.setCacheMode(cache)
-        self._legend.show()
+        self._legend.setVisible(self._legend_wanted)
 
     def legend_labels(self) -> list[str]:
         """Texts of the legend entries, in order."""
@@ -488,10 +767,169 @@ class LatentView(QtWidgets.QWidget):
     def labels(self) -> np.ndarray | None:
         return self._labels
 
+    # --- view options (legend, point size and opacity) ----------------------------------
+
+    def view_options(self) -> dict:
+        """How the map is drawn, as the window stores it: ``legend_visible`` (bool),
+        ``legend_corner`` (a key of ``LEGEND_CORNERS``), ``point_size`` (pixels) and
+        ``point_opacity`` (0-1, a factor on each class colour's alpha)."""
+        return {"legend_visible": self._legend_wanted, "legend_corner": self._legend_corner,
+                "point_size": self._point_size, "point_opacity": self._point_opacity}
+
+    def set_view_options(self, options: dict) -> None:
+        """Apply the keys of ``options`` that :meth:`view_options` knows; others are ignored.
+
+        Values that do not fit (a corner that does not exist, a size that is not a
+        number) are ignored too, so options stored by another version never fail.
+        """
+        try:
+            if "legend_visible" in options:
+                self.set_legend_visible(bool(options["legend_visible"]))
+            if options.get("legend_corner") in LEGEND_CORNERS:
+                self.set_legend_corner(str(options["legend_corner"]))
+            if "point_size" in options:
+                self.set_point_size(float(options["point_size"]))
+            if "point_opacity" in options:
+                self.set_point_opacity(float(options["point_opacity"]))
+        except (TypeError, ValueError):
+            pass
+
+    def _options_changed(self) -> None:
+        self._sync_menu()
+        self.viewOptionsChanged.emit(self.view_options())
+
+    def set_legend_visible(self, visible: bool) -> None:
+        """Show or hide the legend (it is shown only for labelled maps of up to MAX_LEGEND_ENTRIES classes)."""
+        visible = bool(visible)
+        if visible == self._legend_wanted:
+            return
+        self._legend_wanted = visible
+        self._legend.setVisible(visible and self._legend_has_entries)
+        self._options_changed()
+
+    def legend_visible(self) -> bool:
+        """Whether the legend is on the map now."""
+        return self._legend.isVisible()
+
+    def set_legend_corner(self, corner: str) -> None:
+        """Move the legend to ``corner``: "top-right", "top-left", "bottom-left" or "bottom-right"."""
+        if corner not in LEGEND_CORNERS:
+            raise ValueError(f"unknown legend corner {corner!r}; one of {', '.join(LEGEND_CORNERS)}")
+        if corner == self._legend_corner:
+            return
+        self._legend_corner = corner
+        self._legend.setOffset(LEGEND_CORNERS[corner])
+        self._options_changed()
+
+    def legend_corner(self) -> str:
+        return self._legend_corner
+
+    def legend_item(self) -> pg.LegendItem:
+        return self._legend
+
     def set_point_size(self, px: float) -> None:
-        self._point_size = float(px)
+        """Diameter of the points in screen pixels (1-30)."""
+        px = float(min(MAX_POINT_SIZE, max(MIN_POINT_SIZE, float(px))))
+        if px == self._point_size:
+            return
+        self._point_size = px
         for c in self._clouds:
             c.set_size(px)
+        self._options_changed()
+
+    def point_size(self) -> float:
+        return self._point_size
+
+    def set_point_opacity(self, opacity: float) -> None:
+        """Opacity of the points, 0.05-1: a factor on each class colour's own alpha (lower it to
+        see the decoded manifold under dense points)."""
+        opacity = float(min(1.0, max(MIN_OPACITY, float(opacity))))
+        if opacity == self._point_opacity:
+            return
+        self._point_opacity = opacity
+        for c, label in zip(self._clouds, self._cloud_labels):
+            c.set_colour(self._point_colour(label if label != -2 else 0))
+        for sample, _ in self._legend.items:
+            sample.update()
+        self._options_changed()
+
+    def point_opacity(self) -> float:
+        return self._point_opacity
+
+    # --- the map's menu -----------------------------------------------------------------
+
+    def _fill_menu(self) -> None:
+        menu = self._menu
+        fit = menu.addAction("Fit view to the points")
+        fit.setObjectName("mapFitViewAction")
+        fit.setToolTip("Also: double click on the map")
+        fit.triggered.connect(self.auto_range)
+        menu.addSeparator()
+
+        legend = menu.addMenu("Legend")
+        legend.setObjectName("mapLegendMenu")
+        shown = self._legend_shown_action
+        legend.addAction(shown)
+        shown.setObjectName("mapLegendShownAction")
+        shown.setCheckable(True)
+        shown.toggled.connect(self.set_legend_visible)
+        legend.addSeparator()
+        corners = QtGui.QActionGroup(legend)
+        for key, text in CORNER_NAMES.items():
+            act = legend.addAction(text)
+            act.setObjectName(f"mapLegendCorner_{key.replace('-', '_')}")
+            act.setCheckable(True)
+            corners.addAction(act)
+            act.triggered.connect(lambda _checked=False, k=key: self.set_legend_corner(k))
+            self._corner_actions[key] = act
+
+        size = self._size_menu
+        menu.addMenu(size)
+        size.setObjectName("mapPointSizeMenu")
+        sizes = QtGui.QActionGroup(size)
+        for px in POINT_SIZES:
+            act = size.addAction(f"{px} px")
+            act.setObjectName(f"mapPointSize{px}Action")
+            act.setCheckable(True)
+            sizes.addAction(act)
+            act.triggered.connect(lambda _checked=False, v=px: self.set_point_size(v))
+            self._size_actions[float(px)] = act
+
+        opacity = self._opacity_menu
+        menu.addMenu(opacity)
+        opacity.setObjectName("mapPointOpacityMenu")
+        opacities = QtGui.QActionGroup(opacity)
+        for f in POINT_OPACITIES:
+            act = opacity.addAction(f"{round(100 * f)}%")
+            act.setObjectName(f"mapPointOpacity{round(100 * f)}Action")
+            act.setCheckable(True)
+            opacities.addAction(act)
+            act.triggered.connect(lambda _checked=False, v=f: self.set_point_opacity(v))
+            self._opacity_actions[float(f)] = act
+        self._sync_menu()
+
+    def _sync_menu(self) -> None:
+        """Check the menu entries that match the current options."""
+        self._legend_shown_action.blockSignals(True)
+        self._legend_shown_action.setChecked(self._legend_wanted)
+        self._legend_shown_action.blockSignals(False)
+        for key, act in self._corner_actions.items():
+            act.setChecked(key == self._legend_corner)
+        for px, act in self._size_actions.items():
+            act.setChecked(px == self._point_size)
+        for f, act in self._opacity_actions.items():
+            act.setChecked(abs(f - self._point_opacity) < 1e-9)
+        self._size_menu.setTitle(f"Point size ({self._point_size:g} px)")
+        self._opacity_menu.setTitle(f"Point opacity ({round(100 * self._point_opacity)}%)")
+
+    def context_menu(self) -> QtWidgets.QMenu:
+        """The menu a right click on the map opens."""
+        return self._menu
+
+    def _show_context_menu(self, global_pos: QtCore.QPoint) -> None:
+        self._hide_hover()
+        self._sync_menu()
+        self._menu.popup(global_pos)
 
     def set_images(self, images) -> None:
         """Images for the hover preview: (N, H, W) or (N, H, W, 3) floats in [0, 1], or None."""
@@ -646,6 +1084,7 @@ class LatentView(QtWidgets.QWidget):
         for it in (self._cross_v, self._cross_h, self._cross_ring):
             it.show()
         self._far_text.setVisible(self._far)
+        self._place_far_text()
 
     @QtCore.Slot()
     def hide_crosshair(self) -> None:
@@ -664,6 +1103,7 @@ class LatentView(QtWidgets.QWidget):
         self._far = far
         self._style_crosshair()
         self._far_text.setVisible(far and self._crosshair_pos is not None)
+        self._place_far_text()
 
     def far_indicator(self) -> bool:
         return self._far
@@ -708,14 +1148,16 @@ class LatentView(QtWidgets.QWidget):
         self._ellipses.setData(np.concatenate(xs), np.concatenate(ys))
 
     def set_highlight(self, index: int | None) -> None:
-        """Ring the point ``index`` (None to remove)."""
+        """Mark the example ``index`` as selected (None to remove): a square, unlike the crosshair's circle."""
         if index is None or not (0 <= int(index) < len(self._xy)):
             self._highlight_index = None
             self._highlight.setData([], [])
+            self._highlight_halo.setData([], [])
             return
         self._highlight_index = int(index)
         x, y = self._xy[self._highlight_index]
         self._highlight.setData([x], [y])
+        self._highlight_halo.setData([x], [y])
 
     def highlight(self) -> int | None:
         return self._highlight_index
@@ -772,8 +1214,12 @@ class LatentView(QtWidgets.QWidget):
     # --- mouse ------------------------------------------------------------------------
 
     def dragging(self) -> bool:
-        """Whether the left button is held after a press on the plot."""
-        return self._dragging
+        """Whether the left button is held after a press on the plot (a click or a drag)."""
+        return self._state in (self._PRESSED, self._DRAGGING)
+
+    def click_pending(self) -> bool:
+        """Whether a click was released and waits out the double-click interval before it lands."""
+        return self._state == self._CLICKED
 
     def _in_plot_area(self, viewport_pos: QtCore.QPointF) -> bool:
         inv, _ = self._plot.viewportTransform().inverted()
@@ -799,22 +1245,37 @@ class LatentView(QtWidgets.QWidget):
             pos = ev.position()
             if not self._in_plot_area(pos):
                 return False
-            self._dragging = True
+            if self._state == self._CLICKED:
+                # A second press before the click landed (platforms that send it as a
+                # press): a double click.
+                self._double_click()
+                return True
+            self._state = self._PRESSED
             self._press_pos = QtCore.QPointF(pos)
+            self._press_clock.start()
             self._hide_hover()
-            x, y = self.map_to_data(pos)
-            self._press_data = (x, y)
-            self.pointPicked.emit(x, y)
+            self._press_data = self.map_to_data(pos)
+            self._click_timer.stop()
+            self._hold_timer.start(QtWidgets.QApplication.doubleClickInterval())
+            return True
+        if t == Ev.MouseButtonDblClick and ev.button() == left:
+            if not self._in_plot_area(ev.position()) and self._state not in (self._PRESSED, self._CLICKED):
+                return False
+            self._double_click()
             return True
         if t == Ev.MouseMove:
-            if self._dragging:
-                if ev.buttons() & left:
-                    x, y = self.map_to_data(ev.position())
-                    self.pointPicked.emit(x, y)
-                else:
+            if self._state in (self._PRESSED, self._DRAGGING):
+                if not ev.buttons() & left:
                     # The release went elsewhere (a popup took the mouse): end the drag.
-                    self._dragging = False
-                    self.dragFinished.emit()
+                    self._end_press()
+                    return True
+                if self._state == self._PRESSED:
+                    moved = ev.position() - self._press_pos
+                    if moved.manhattanLength() < QtWidgets.QApplication.startDragDistance():
+                        return True
+                    self._start_drag()
+                x, y = self.map_to_data(ev.position())
+                self.pointPicked.emit(x, y)
                 return True
             if ev.buttons() == QtCore.Qt.MouseButton.NoButton:
                 self._hover_pos = QtCore.QPointF(ev.position())
@@ -825,31 +1286,71 @@ class LatentView(QtWidgets.QWidget):
                 self._hide_hover()
             return False
         if t == Ev.MouseButtonRelease and ev.button() == left:
-            if self._swallow_release:
-                self._swallow_release = False
+            if self._state == self._DOUBLE:
+                self._state = self._IDLE
                 return True
-            if not self._dragging:
+            if self._state == self._PRESSED:
+                # A click, unless a second press follows within the double-click interval.
+                self._hold_timer.stop()
+                self._state = self._CLICKED
+                left_ms = QtWidgets.QApplication.doubleClickInterval() - self._press_clock.elapsed()
+                self._click_timer.start(max(1, int(left_ms)))
+                return True
+            if self._state != self._DRAGGING:
                 return False
-            self._dragging = False
             moved = ev.position() - self._press_pos
+            self._state = self._IDLE
             if moved.manhattanLength() < QtWidgets.QApplication.startDragDistance():
                 idx = self.hit_test(*self._press_data)
                 if idx is not None:
                     self.exampleClicked.emit(idx)
             self.dragFinished.emit()
             return True
-        if t == Ev.MouseButtonDblClick and ev.button() == left:
-            if not self._in_plot_area(ev.position()):
-                return False
-            self._dragging = False
-            self._swallow_release = True
-            self.auto_range()
-            return True
         if t == Ev.Leave:
             self._hover_timer.stop()
             self._hover_pos = None
             self._hide_hover()
         return False
+
+    def _start_drag(self) -> None:
+        """The press turned into a drag: pick the press position (later moves pick theirs)."""
+        self._hold_timer.stop()
+        self._state = self._DRAGGING
+        self.pointPicked.emit(*self._press_data)
+
+    @QtCore.Slot()
+    def _on_hold(self) -> None:
+        if self._state == self._PRESSED:
+            self._start_drag()
+
+    @QtCore.Slot()
+    def _on_click_landed(self) -> None:
+        if self._state != self._CLICKED:
+            return
+        self._state = self._IDLE
+        x, y = self._press_data
+        self.pointPicked.emit(x, y)
+        idx = self.hit_test(x, y)
+        if idx is not None:
+            self.exampleClicked.emit(idx)
+        self.dragFinished.emit()
+
+    def _end_press(self) -> None:
+        was_dragging = self._state == self._DRAGGING
+        self._hold_timer.stop()
+        self._state = self._IDLE
+        if was_dragging:
+            self.dragFinished.emit()
+
+    def _double_click(self) -> None:
+        """Fit the view; the click that began the double click never lands."""
+        self._hold_timer.stop()
+        self._click_timer.stop()
+        was_dragging = self._state == self._DRAGGING
+        self._state = self._DOUBLE
+        if was_dragging:
+            self.dragFinished.emit()
+        self.auto_range()
 
     def _hide_hover(self) -> None:
         self._preview.hide()
@@ -859,7 +1360,7 @@ class LatentView(QtWidgets.QWidget):
 
     @QtCore.Slot()
     def _do_hover(self) -> None:
-        if self._dragging or self._hover_pos is None:
+        if self.dragging() or self._hover_pos is None:
             return
         pos = self._hover_pos
         idx = None
@@ -899,7 +1400,13 @@ class LatentView(QtWidgets.QWidget):
     def _on_range_changed(self, *_args) -> None:
         if self._preview.isVisible():
             self._hide_hover()
+        self._place_far_text()
         self.viewRangeChanged.emit(*self.view_range())
+
+    @QtCore.Slot(object)
+    def _on_view_resized(self, *_args) -> None:
+        self._place_message()
+        self._place_far_text()
 
     # --- theme --------------------------------------------------------------------------
 
@@ -909,23 +1416,64 @@ class LatentView(QtWidgets.QWidget):
     def _bg(self) -> QtGui.QColor:
         return self.palette().color(QtGui.QPalette.ColorRole.Base)
 
+    def plot_area_rect(self) -> QtCore.QRect:
+        """The area the data is drawn in (inside the axes), in the coordinates of ``plot_widget()``."""
+        scene_rect = self._vb.sceneBoundingRect()
+        rect = self._plot.mapFromScene(scene_rect).boundingRect()
+        return rect.translated(self._viewport.pos())
+
     def _place_message(self) -> None:
+        """Centre the message on the plotting area, wrapped to its width, so it never covers an axis."""
         if not self._message.isVisible():
             return
-        w = max(120, min(self._plot.width() - 40, 420))
-        self._message.setFixedWidth(w)
-        self._message.adjustSize()
-        self._message.move((self._plot.width() - w) // 2,
-                           (self._plot.height() - self._message.height()) // 2)
+        area = self.plot_area_rect()
+        if area.width() < 10 or area.height() < 10:
+            area = self._plot.rect()
+        w = max(80, min(area.width() - 24, 420))
+        h = min(self._message.heightForWidth(w), max(area.height(), 20))
+        self._message.setFixedSize(w, max(h, self._message.fontMetrics().height()))
+        self._message.move(area.left() + (area.width() - w) // 2,
+                           area.top() + (area.height() - self._message.height()) // 2)
+
+    def message_rect(self) -> QtCore.QRect:
+        """Where the message is, in the coordinates of ``plot_widget()`` (empty when there is none)."""
+        return self._message.geometry() if self._message.isVisible() else QtCore.QRect()
+
+    def _place_far_text(self) -> None:
+        """Put "far from data" beside the crosshair on the side where it fits inside the plot.
+
+        Above and to the right by default; to the left when the right edge is
+        nearer than the text is wide, below when the top edge is too near.
+        """
+        if not (self._far and self._crosshair_pos is not None):
+            return
+        area = self._vb.sceneBoundingRect()
+        p = self._vb.mapViewToScene(QtCore.QPointF(*self._crosshair_pos))
+        r = self._far_text.textItem.boundingRect()
+        w, h = max(r.width(), 1.0), max(r.height(), 1.0)
+        gap = FAR_TEXT_GAP
+        room_right, room_left = area.right() - p.x(), p.x() - area.left()
+        ax = -gap / w if (room_right >= w + gap or room_right >= room_left) else 1.0 + gap / w
+        room_top = p.y() - area.top()
+        ay = 1.0 + gap / h if room_top >= h + gap else -gap / h
+        self._far_text.setAnchor((ax, ay))
+
+    def far_text_rect(self) -> QtCore.QRectF:
+        """Where "far from data" is drawn, in scene coordinates (for inspection)."""
+        return self._far_text.mapRectToScene(self._far_text.boundingRect())
 
     def _style_crosshair(self) -> None:
-        colour = QtGui.QColor(FAR_COLOUR) if self._far else self._fg()
+        colour = self.crosshair_colour()
         width = 2.0 if self._far else 1.2
         pen = pg.mkPen(colour, width=width, style=QtCore.Qt.PenStyle.DashLine)
         self._cross_v.setPen(pen)
         self._cross_h.setPen(pen)
         self._cross_ring.setPen(pg.mkPen(colour, width=2.0))
         self._far_text.setColor(QtGui.QColor(FAR_COLOUR))
+        fill = QtGui.QColor(self._bg())
+        fill.setAlpha(215)
+        self._far_text.fill = pg.mkBrush(fill)
+        self._far_text.update()
 
     def _apply_legend_theme(self) -> None:
         bg, fg = self._bg(), self._fg()
@@ -939,6 +1487,14 @@ class LatentView(QtWidgets.QWidget):
         for _, label in self._legend.items:
             label.setText(label.text, color=fg)
 
+    def selection_colour(self) -> QtGui.QColor:
+        """Colour of the selected example's square (the palette's accent)."""
+        return self.palette().color(QtGui.QPalette.ColorRole.Highlight)
+
+    def crosshair_colour(self) -> QtGui.QColor:
+        """Colour of the crosshair: the text colour, or orange when the point is far from the data."""
+        return QtGui.QColor(FAR_COLOUR) if self._far else self._fg()
+
     def _apply_theme(self) -> None:
         bg, fg = self._bg(), self._fg()
         self._plot.setBackground(bg)
@@ -947,6 +1503,7 @@ class LatentView(QtWidgets.QWidget):
             ax = self._item.getAxis(side)
             ax.setPen(pen)
             ax.setTextPen(pen)
+        self._grid.set_colours(bg, fg)
         x_label, y_label = self._axis_labels
         self._item.setLabel("bottom", x_label, color=fg.name())
         self._item.setLabel("left", y_label, color=fg.name())
@@ -958,7 +1515,8 @@ class LatentView(QtWidgets.QWidget):
         ell = QtGui.QColor(fg)
         ell.setAlpha(190)
         self._ellipses.setPen(pg.mkPen(ell, width=1.5))
-        self._highlight.setPen(pg.mkPen(fg, width=2.5))
+        self._highlight.setPen(pg.mkPen(self.selection_colour(), width=2.5))
+        self._highlight_halo.setPen(pg.mkPen(bg, width=6.0))
         self._style_crosshair()
         msg_colour = self.palette().color(QtGui.QPalette.ColorRole.PlaceholderText)
         self._message.setStyleSheet(f"color: {msg_colour.name()}; font-size: 13pt;")

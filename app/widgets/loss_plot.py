@@ -1,20 +1,29 @@
-"""Live training curves: reconstruction and loss on top, KL below, x = training step.
+"""Live training curves: reconstruction and loss on top, KL below, x = training step or wall time.
 
 Points are buffered cheaply by :meth:`LossPlot.append` and drawn from a timer at
 about 10 Hz, only when something changed. Long runs are decimated for drawing
 (min/max per bucket over the visible x range) so a 100,000-step run costs the
 same to draw as a 2,000-step one, and spikes stay visible.
+
+A row of controls above the plots: a log-scale box, a smoothing slider
+(TensorBoard's debiased exponential moving average, drawn over the raw curve
+in a faint shade of its colour; 0 draws the raw curve alone), the x axis (training
+step, or wall time since the run started when the points carry times) and Auto
+range.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtGui, QtWidgets
 
-__all__ = ["LossPlot", "decimate_minmax"]
+from .latent_view import GridLines, PlainAxis, blend
+
+__all__ = ["LossPlot", "decimate_minmax", "debiased_ema", "MAX_SMOOTHING"]
 
 #: Curve colours chosen to read on both light and dark backgrounds.
 CURVE_COLOURS = {
@@ -33,6 +42,17 @@ EPOCH_NAMES = {
     "kl": "held-out KL",
 }
 MARKER_COLOUR = "#9467bd"
+#: The raw curve under a smoothed one: its colour at this opacity over the background.
+RAW_SHADE = 0.3
+#: Smoothing weights run from 0 (raw) to this, in steps of 1/SMOOTHING_STEPS.
+MAX_SMOOTHING = 0.999
+SMOOTHING_STEPS = 1000
+X_AXES = {"step": "Step", "wall": "Wall time"}
+X_LABELS = {"step": "training step", "wall": "wall time (h:mm:ss)"}
+NO_WALL_TIME_TIP = ("No wall-clock times were recorded with these points (for example a run saved "
+                    "before times were kept), so the x axis can only show training steps.")
+#: Pixels between a marker line and its label.
+MARKER_LABEL_GAP = 4.0
 
 #: Values at or below zero are drawn at this floor when the y axis is logarithmic.
 LOG_FLOOR = 1e-6
@@ -117,6 +137,52 @@ def decimate_minmax(x: np.ndarray, y: np.ndarray, max_points: int = MAX_DRAW_POI
     return x[idx], y[idx]
 
 
+def _ema(y: np.ndarray, w: float, s0: float) -> np.ndarray:
+    """s_t = w s_{t-1} + (1 - w) y_t for t = 1..n, from s_0 (``y`` finite, 0 < w < 1).
+
+    In closed form s_t = w^t (s_0 + (1 - w) sum_{j<=t} w^-j y_j), computed in
+    blocks short enough that w^-j stays below e^200.
+    """
+    n = len(y)
+    out = np.empty(n, dtype=np.float64)
+    lw = math.log(w)
+    block = max(1, int(200.0 / -lw))
+    s = float(s0)
+    for k in range(0, n, block):
+        yb = y[k:k + block]
+        powers = np.exp(lw * np.arange(1, len(yb) + 1))  # w^t
+        sb = powers * (s + (1.0 - w) * np.cumsum(yb / powers))
+        out[k:k + len(yb)] = sb
+        s = float(sb[-1])
+    return out
+
+
+def debiased_ema(y, weight: float, state: float = 0.0, count: int = 0) -> tuple[np.ndarray, float, int]:
+    """TensorBoard's smoothing of a curve: an exponential moving average, debiased.
+
+    s_t = w s_{t-1} + (1 - w) y_t from s_0 = 0, shown as s_t / (1 - w^t), where
+    t counts the finite values so far.  Non-finite values are passed through as
+    they are (gaps stay gaps) and leave the average alone.  ``state`` and
+    ``count`` continue a curve: pass what the previous call returned with the
+    next values.  Returns (smoothed values, new state, new count).
+    """
+    y = np.asarray(y, dtype=np.float64).ravel()
+    w = float(weight)
+    out = np.array(y, dtype=np.float64)
+    if w <= 0.0 or len(y) == 0:
+        return out, state, count
+    if not w < 1.0:
+        raise ValueError(f"a smoothing weight is below 1, got {w}")
+    finite = np.isfinite(y)
+    yf = y[finite]
+    if len(yf) == 0:
+        return out, state, count
+    ema = _ema(yf, w, state)
+    t = count + np.arange(1, len(yf) + 1, dtype=np.float64)
+    out[finite] = ema / -np.expm1(t * math.log(w))
+    return out, float(ema[-1]), count + len(yf)
+
+
 class _GrowingBuffer:
     """Columns of float64 in one preallocated array that doubles when full."""
 
@@ -150,31 +216,102 @@ def _theme(palette: QtGui.QPalette) -> tuple[QtGui.QColor, QtGui.QColor]:
     return bg, fg
 
 
+class _MarkerLabel(pg.InfLineLabel):
+    """The label of a marker line, kept inside the plot.
+
+    To the right of the line when it fits there, else to the left; a label
+    wider than either side is shifted along until it lies inside the plot
+    (over the line, on its own background).
+    """
+
+    def updatePosition(self):
+        super().updatePosition()
+        vb = self.getViewBox()
+        if vb is None or not hasattr(vb, "sceneBoundingRect"):
+            return
+        area = vb.sceneBoundingRect()
+        x = vb.mapViewToScene(QtCore.QPointF(self.line.value(), vb.viewRect().center().y())).x()
+        w = max(self.textItem.boundingRect().width(), 1.0)
+        gap = MARKER_LABEL_GAP
+        if area.right() - x >= w + gap:
+            left = x + gap
+        elif x - area.left() >= w + gap:
+            left = x - gap - w
+        else:
+            left = min(max(x - w / 2.0, area.left()), area.right() - w)
+            left = max(left, area.left())
+        ax = (x - left) / w
+        if abs(ax - self.anchor.x()) > 1e-6:
+            self.setAnchor((ax, self.anchor.y()))
+
+    def scene_rect(self) -> QtCore.QRectF:
+        """Where the label is drawn, in scene coordinates."""
+        return self.mapRectToScene(self.boundingRect())
+
+
 class LossPlot(QtWidgets.QWidget):
-    """Training curves with held-out epoch points, event markers and a log-scale toggle."""
+    """Training curves with held-out epoch points, event markers, smoothing and a choice of x axis."""
+
+    #: The smoothing weight changed (0 = raw curves).
+    smoothingChanged = QtCore.Signal(float)
+    #: The x axis changed: "step" or "wall".
+    xAxisChanged = QtCore.Signal(str)
 
     def __init__(self, parent: QtWidgets.QWidget | None = None):
         super().__init__(parent)
         self.setObjectName("lossPlot")
 
-        self._buf = _GrowingBuffer(4)  # step, recon, kl, loss
+        self._buf = _GrowingBuffer(5)  # step, recon, kl, loss, wall time (NaN when unknown)
         self._sorted = True
         self._last_step = -np.inf
+        self._wall_sorted = True
+        self._last_wall = -np.inf
+        self._wall_known = 0  # rows with a finite wall time
         self._dirty = False
         self._log_y = False
         self._drawn: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._epochs: list[tuple[float, float, float, float]] = []
         self._markers: list[tuple[float, str, pg.InfiniteLine, pg.InfiniteLine]] = []
         self._epoch_legend_added = False
-        #: True while the view follows new points (ranges set here, in steps); False once the user pans or zooms.
+        #: True while the view follows new points (ranges set here); False once the user pans or zooms.
         self._follow = True
+        # Smoothing: the weight, and the smoothed columns (recon, kl, loss) computed so far with it.
+        self._smoothing = 0.0
+        self._smooth = _GrowingBuffer(3)
+        self._smooth_state = np.zeros(3)
+        self._smooth_count = np.zeros(3, dtype=np.int64)
+        # The x axis the user chose, and the one shown (steps while no wall times are known).
+        self._x_wanted = "step"
+        self._x_mode = "step"
 
-        # Toolbar row.
+        # Controls row.
         self._log_check = QtWidgets.QCheckBox("Log scale")
         self._log_check.setObjectName("logScaleCheck")
         self._log_check.setToolTip("Logarithmic y axes (values at or below zero are drawn at "
                                    f"{LOG_FLOOR:g})")
         self._log_check.toggled.connect(self.set_log_y)
+        smooth_label = QtWidgets.QLabel("Smoothing")
+        self._smooth_slider = QtWidgets.QSlider(QtCore.Qt.Orientation.Horizontal)
+        self._smooth_slider.setObjectName("smoothingSlider")
+        self._smooth_slider.setRange(0, round(MAX_SMOOTHING * SMOOTHING_STEPS))
+        self._smooth_slider.setSingleStep(10)
+        self._smooth_slider.setPageStep(100)
+        self._smooth_slider.setFixedWidth(110)
+        tip = ("Smoothing of the training curves: an exponential moving average, debiased as in "
+               "TensorBoard, drawn over the raw curve.\n0 shows the raw values; 0.9 averages over "
+               "about the last 10 points, 0.99 over about 100.")
+        self._smooth_slider.setToolTip(tip)
+        smooth_label.setToolTip(tip)
+        self._smooth_value = QtWidgets.QLabel()
+        self._smooth_value.setObjectName("smoothingValue")
+        self._smooth_value.setMinimumWidth(self._smooth_value.fontMetrics().horizontalAdvance("0.999") + 4)
+        self._smooth_slider.valueChanged.connect(self._on_smoothing_slider)
+        x_label = QtWidgets.QLabel("x:")
+        self._x_combo = QtWidgets.QComboBox()
+        self._x_combo.setObjectName("xAxisCombo")
+        for key, text in X_AXES.items():
+            self._x_combo.addItem(text, key)
+        self._x_combo.currentIndexChanged.connect(self._on_x_combo)
         self._reset_btn = QtWidgets.QToolButton()
         self._reset_btn.setObjectName("lossResetViewButton")
         self._reset_btn.setText("Auto range")
@@ -182,20 +319,34 @@ class LossPlot(QtWidgets.QWidget):
         self._reset_btn.clicked.connect(self.auto_range)
         bar = QtWidgets.QHBoxLayout()
         bar.setContentsMargins(4, 2, 4, 0)
+        bar.setSpacing(6)
         bar.addWidget(self._log_check)
+        bar.addSpacing(8)
+        bar.addWidget(smooth_label)
+        bar.addWidget(self._smooth_slider)
+        bar.addWidget(self._smooth_value)
+        bar.addSpacing(8)
+        bar.addWidget(x_label)
+        bar.addWidget(self._x_combo)
         bar.addWidget(self._reset_btn)
         bar.addStretch(1)
 
         # Two plots side by side sharing the x axis (the dock is wide and short).
         self._glw = pg.GraphicsLayoutWidget()
         self._glw.setObjectName("lossPlotCanvas")
-        self._top = self._glw.addPlot(row=0, col=0)
-        self._bottom = self._glw.addPlot(row=0, col=1)
+        self._top = self._glw.addPlot(row=0, col=0, axisItems=self._axes())
+        self._bottom = self._glw.addPlot(row=0, col=1, axisItems=self._axes())
         self._bottom.setXLink(self._top)
         self._glw.ci.layout.setColumnStretchFactor(0, 3)
         self._glw.ci.layout.setColumnStretchFactor(1, 2)
+        self._grids: list[GridLines] = []
         for plot in (self._top, self._bottom):
-            plot.showGrid(x=True, y=True, alpha=0.15)
+            # Room above and to the right, so the tick labels at the ends of the axes are not cut.
+            plot.layout.setContentsMargins(2, 6, 10, 2)
+            grid = GridLines(plot.getAxis("bottom"), plot.getAxis("left"))
+            grid.setZValue(-20)
+            plot.addItem(grid, ignoreBounds=True)
+            self._grids.append(grid)
             plot.setMenuEnabled(True)
             plot.hideButtons()  # the toolbar's Auto range button does this job
             vb = plot.getViewBox()
@@ -205,16 +356,14 @@ class LossPlot(QtWidgets.QWidget):
             vb.disableAutoRange()
             vb.sigRangeChangedManually.connect(self._on_user_range)
             for side in ("left", "bottom"):
-                ax = plot.getAxis(side)
-                ax.enableAutoSIPrefix(False)
-                # Axes (ticks, labels, grid lines) are kept as a pixmap and redrawn only when
-                # their range changes, not every time a curve under the grid moves.
-                ax.setCacheMode(QtWidgets.QGraphicsItem.CacheMode.DeviceCoordinateCache)
-        # The titles double as legends (a legend inside the plot covers the curves).
+                # Axes (ticks and labels) are kept as a pixmap and redrawn only when
+                # their range changes, not every time a curve moves.
+                plot.getAxis(side).setCacheMode(QtWidgets.QGraphicsItem.CacheMode.DeviceCoordinateCache)
+        # The titles double as legends (a legend inside the plot covers the curves); a
+        # shorter one where the plot is too narrow for the full one.
         self._top_keys = (("recon", "reconstruction"), ("loss", "loss = recon + β·KL"))
+        self._top_short_keys = (("recon", "recon"), ("loss", "loss"))
         self._bottom_keys = (("kl", "KL"),)
-        self._bottom.setLabel("bottom", "training step")
-        self._top.setLabel("bottom", "training step")
         # pyqtgraph's legends keep the list of what is drawn (hidden: the titles show it).
         self._top_legend = self._top.addLegend()
         self._bottom_legend = self._bottom.addLegend()
@@ -226,13 +375,20 @@ class LossPlot(QtWidgets.QWidget):
             "Dashed lines: changes of β or the learning rate.  All in nats per example.")
 
         self._curves: dict[str, pg.PlotDataItem] = {}
+        self._smooth_curves: dict[str, pg.PlotDataItem] = {}
         for name, plot in (("recon", self._top), ("loss", self._top), ("kl", self._bottom)):
             # A one-pixel pen: Qt strokes wider antialiased paths some fifty times slower.
             curve = pg.PlotDataItem(pen=pg.mkPen(CURVE_COLOURS[name], width=1),
                                     name=CURVE_NAMES[name], connect="finite",
                                     antialias=True)
+            curve.setZValue(1)
             plot.addItem(curve)
             self._curves[name] = curve
+            smooth = pg.PlotDataItem(pen=pg.mkPen(CURVE_COLOURS[name], width=1),
+                                     connect="finite", antialias=True)
+            smooth.setZValue(2)
+            plot.addItem(smooth)
+            self._smooth_curves[name] = smooth
         self._epoch_items: dict[str, pg.PlotDataItem] = {}
         for name, plot in (("recon", self._top), ("loss", self._top), ("kl", self._bottom)):
             item = pg.PlotDataItem(pen=pg.mkPen(CURVE_COLOURS[name], width=1,
@@ -257,26 +413,58 @@ class LossPlot(QtWidgets.QWidget):
         self._timer.setInterval(REDRAW_INTERVAL_MS)
         self._timer.timeout.connect(self._redraw)
         self._top.getViewBox().sigXRangeChanged.connect(self._on_x_range_changed)
+        self._title_timer = QtCore.QTimer(self)
+        self._title_timer.setSingleShot(True)
+        self._title_timer.setInterval(0)
+        self._title_timer.timeout.connect(self._fit_titles)
+        self._glw.installEventFilter(self)
 
+        self._sync_smoothing_controls()
+        self._sync_x_controls()
         self._apply_theme()
+
+    @staticmethod
+    def _axes() -> dict[str, PlainAxis]:
+        return {"left": PlainAxis("left"), "bottom": PlainAxis("bottom")}
 
     # --- data -----------------------------------------------------------------------
 
-    def append(self, steps, recon, kl, loss) -> None:
-        """Buffer a batch of new points (1-D arrays of equal length); drawn on the next tick."""
+    def append(self, steps, recon, kl, loss, wall_s=None) -> None:
+        """Buffer a batch of new points (1-D arrays of equal length); drawn on the next tick.
+
+        ``wall_s``: seconds since the run started for each point (same length), or
+        None when the times are not known.
+        """
         s = np.atleast_1d(np.asarray(steps, dtype=np.float64)).ravel()
         r = np.atleast_1d(np.asarray(recon, dtype=np.float64)).ravel()
         k = np.atleast_1d(np.asarray(kl, dtype=np.float64)).ravel()
         lo = np.atleast_1d(np.asarray(loss, dtype=np.float64)).ravel()
         if not (len(s) == len(r) == len(k) == len(lo)):
             raise ValueError("steps, recon, kl and loss must have the same length")
+        if wall_s is None:
+            w = np.full(len(s), np.nan)
+        else:
+            w = np.atleast_1d(np.asarray(wall_s, dtype=np.float64)).ravel()
+            if len(w) != len(s):
+                raise ValueError("wall_s must have one time per step")
         if len(s) == 0:
             return
         if self._sorted:
             if s[0] < self._last_step or (len(s) > 1 and np.any(np.diff(s) < 0)):
                 self._sorted = False
         self._last_step = max(self._last_step, float(s[-1]))
-        self._buf.append((s, r, k, lo))
+        finite = np.isfinite(w)
+        known = int(np.count_nonzero(finite))
+        if known:
+            wf = w[finite]
+            if self._wall_sorted and (wf[0] < self._last_wall or (len(wf) > 1 and np.any(np.diff(wf) < 0))):
+                self._wall_sorted = False
+            self._last_wall = max(self._last_wall, float(wf.max()))
+            first_times = self._wall_known == 0
+            self._wall_known += known
+            if first_times:
+                self._sync_x_controls()
+        self._buf.append((s, r, k, lo, w))
         self._schedule()
 
     @QtCore.Slot(float, float, float, float)
@@ -297,10 +485,11 @@ class LossPlot(QtWidgets.QWidget):
         bg, fg = _theme(self.palette())
         k = len(self._markers)
         lines = []
+        x = float(self._x_of_steps(np.array([float(step)]))[0])
         for plot in (self._top, self._bottom):
-            line = pg.InfiniteLine(pos=float(step), angle=90, movable=False,
-                                   pen=self._marker_pen(), label=text,
-                                   labelOpts=self._marker_label_opts(k, fg, bg))
+            line = pg.InfiniteLine(pos=x, angle=90, movable=False, pen=self._marker_pen())
+            opts = self._marker_label_opts(k, fg, bg)
+            line.label = _MarkerLabel(line, text=text, **opts)
             line.setZValue(3)
             line.setToolTip(f"step {step:g}: {text}")
             plot.addItem(line, ignoreBounds=True)
@@ -312,6 +501,10 @@ class LossPlot(QtWidgets.QWidget):
         self._buf.clear()
         self._sorted = True
         self._last_step = -np.inf
+        self._wall_sorted = True
+        self._last_wall = -np.inf
+        self._wall_known = 0
+        self._reset_smoothing()
         self._epochs.clear()
         for _, _, a, b in self._markers:
             self._top.removeItem(a)
@@ -324,17 +517,22 @@ class LossPlot(QtWidgets.QWidget):
                                  ("kl", self._bottom_legend)):
                 legend.removeItem(self._epoch_items[name])
             self._epoch_legend_added = False
+        self._sync_x_controls()
         self._dirty = True
         self._redraw()
         self.auto_range()
 
     def set_history(self, steps, recon, kl, loss,
                     epochs: Iterable[Sequence[float]] | None = None,
-                    markers: Iterable[tuple[float, str]] | None = None) -> None:
-        """Show a whole recorded run at once (replaces what is shown)."""
+                    markers: Iterable[tuple[float, str]] | None = None,
+                    wall_s=None) -> None:
+        """Show a whole recorded run at once (replaces what is shown).
+
+        ``wall_s``: seconds since the run started for each step, or None.
+        """
         self.clear()
         if len(np.atleast_1d(steps)):
-            self.append(steps, recon, kl, loss)
+            self.append(steps, recon, kl, loss, wall_s=wall_s)
         for e in epochs or ():
             self.add_epoch(*e)
         for step, text in markers or ():
@@ -360,10 +558,58 @@ class LossPlot(QtWidgets.QWidget):
         self._draw_epochs()
         for plot in (self._top, self._bottom):
             plot.setLogMode(x=False, y=on)
-        self._follow_ranges(force_y=True)
+            # pyqtgraph turns its own auto range back on with a new log mode.
+            plot.getViewBox().disableAutoRange()
+        # The vertical ranges are in the other unit now: refit them even when the user had zoomed.
+        if self._follow:
+            self._follow_ranges(force_y=True)
+        else:
+            self._fit_y(force=True)
 
     def log_y(self) -> bool:
         return self._log_y
+
+    @QtCore.Slot(float)
+    def set_smoothing(self, weight: float) -> None:
+        """Smooth the training curves with weight ``weight`` in [0, MAX_SMOOTHING] (0: raw curves)."""
+        w = float(min(MAX_SMOOTHING, max(0.0, float(weight))))
+        if not math.isfinite(w):
+            w = 0.0
+        if w == self._smoothing:
+            self._sync_smoothing_controls()
+            return
+        self._smoothing = w
+        self._reset_smoothing()
+        self._sync_smoothing_controls()
+        self._style_curves()
+        self._schedule()
+        self.smoothingChanged.emit(w)
+
+    def smoothing(self) -> float:
+        return self._smoothing
+
+    @QtCore.Slot(str)
+    def set_x_axis(self, mode: str) -> None:
+        """The x axis: "step" (training steps) or "wall" (wall time since the run started).
+
+        Wall time is shown only while the points carry times; until then the
+        choice is kept and the axis shows steps.
+        """
+        if mode not in X_AXES:
+            raise ValueError(f"unknown x axis {mode!r}; one of {', '.join(X_AXES)}")
+        changed = mode != self._x_wanted
+        self._x_wanted = mode
+        self._sync_x_controls()
+        if changed:
+            self.xAxisChanged.emit(mode)
+
+    def x_axis(self) -> str:
+        """The x axis shown now: "step" or "wall"."""
+        return self._x_mode
+
+    def wall_time_available(self) -> bool:
+        """Whether any point carries a wall time (the "Wall time" axis can be chosen)."""
+        return self._wall_known > 0
 
     @QtCore.Slot()
     def auto_range(self) -> None:
@@ -398,22 +644,30 @@ class LossPlot(QtWidgets.QWidget):
         return self._buf.n
 
     def curve_data(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        """(x, y) currently drawn for ``"recon"``, ``"loss"`` or ``"kl"``.
+        """(x, y) currently drawn for ``"recon"``, ``"loss"`` or ``"kl"`` (the raw curves).
 
-        ``"epoch_recon"``, ``"epoch_loss"`` and ``"epoch_kl"`` give the held-out
-        points. Values are in data units (before the log mapping of the axis).
+        ``"recon_smoothed"``, ``"loss_smoothed"`` and ``"kl_smoothed"`` give the
+        smoothed lines (empty while the smoothing is 0); ``"epoch_recon"``,
+        ``"epoch_loss"`` and ``"epoch_kl"`` the held-out points. Values are in
+        data units (before the log mapping of the axis); x is in the units of
+        the x axis shown (steps, or seconds of wall time).
         """
         if name.startswith("epoch_"):
             key = name[len("epoch_"):]
             x, y = self._epoch_arrays(key)
             return x, y
-        if name not in self._curves:
+        key = name[: -len("_smoothed")] if name.endswith("_smoothed") else name
+        if key not in self._curves:
             raise KeyError(name)
         empty = np.zeros(0)
         return self._drawn.get(name, (empty, empty))
 
     def markers(self) -> list[tuple[float, str]]:
         return [(s, t) for s, t, _, _ in self._markers]
+
+    def marker_lines(self) -> list[tuple[pg.InfiniteLine, pg.InfiniteLine]]:
+        """The (top, bottom) lines of each marker, in order."""
+        return [(a, b) for _, _, a, b in self._markers]
 
     def epochs(self) -> list[tuple[float, float, float, float]]:
         return list(self._epochs)
@@ -442,6 +696,107 @@ class LossPlot(QtWidgets.QWidget):
     def _on_user_range(self, *_args) -> None:
         self._follow = False
 
+    @QtCore.Slot(int)
+    def _on_smoothing_slider(self, value: int) -> None:
+        self.set_smoothing(value / SMOOTHING_STEPS)
+
+    @QtCore.Slot(int)
+    def _on_x_combo(self, index: int) -> None:
+        mode = self._x_combo.itemData(index)
+        if mode in X_AXES:
+            self.set_x_axis(mode)
+
+    def _sync_smoothing_controls(self) -> None:
+        self._smooth_slider.blockSignals(True)
+        self._smooth_slider.setValue(round(self._smoothing * SMOOTHING_STEPS))
+        self._smooth_slider.blockSignals(False)
+        self._smooth_value.setText(f"{self._smoothing:.3g}" if self._smoothing else "0 (raw)")
+
+    def _sync_x_controls(self) -> None:
+        """Enable the wall-time entry when times are known; show the axis that can be shown."""
+        available = self.wall_time_available()
+        model = self._x_combo.model()
+        item = model.item(self._x_combo.findData("wall")) if isinstance(model, QtGui.QStandardItemModel) else None
+        if item is not None:
+            item.setEnabled(available)
+            item.setToolTip("" if available else NO_WALL_TIME_TIP)
+        self._x_combo.setToolTip("The x axis: training steps, or wall time since the run started"
+                                 if available else NO_WALL_TIME_TIP)
+        mode = self._x_wanted if available else "step"
+        self._x_combo.blockSignals(True)
+        self._x_combo.setCurrentIndex(self._x_combo.findData(mode))
+        self._x_combo.blockSignals(False)
+        if mode == self._x_mode:
+            return
+        self._x_mode = mode
+        for plot in (self._top, self._bottom):
+            plot.getAxis("bottom").set_time_format(mode == "wall")
+        self._set_x_labels()
+        self._move_markers()
+        self._dirty = True
+        self._redraw()
+        self._draw_epochs()
+        self._follow = True  # the old range is in the other unit
+        self._follow_ranges(force_y=True)
+
+    def _set_x_labels(self) -> None:
+        _, fg = _theme(self.palette())
+        for plot in (self._top, self._bottom):
+            plot.setLabel("bottom", X_LABELS[self._x_mode], color=fg.name())
+
+    def _reset_smoothing(self) -> None:
+        self._smooth.clear()
+        self._smooth_state[:] = 0.0
+        self._smooth_count[:] = 0
+
+    def _update_smoothing(self) -> None:
+        """Extend the smoothed columns to the points buffered so far."""
+        w = self._smoothing
+        if w <= 0.0:
+            return
+        n0, n = self._smooth.n, self._buf.n
+        if n <= n0:
+            return
+        cols = []
+        for j, col in enumerate((1, 2, 3)):
+            y, state, count = debiased_ema(self._buf.column(col)[n0:n], w,
+                                           float(self._smooth_state[j]), int(self._smooth_count[j]))
+            self._smooth_state[j], self._smooth_count[j] = state, count
+            cols.append(y)
+        self._smooth.append(cols)
+
+    def _x_rows(self) -> tuple[np.ndarray, np.ndarray | None, bool]:
+        """(x of the drawn rows, the rows (None: all), whether x is sorted) for the current axis."""
+        if self._x_mode == "wall":
+            wall = self._buf.column(4)
+            if self._wall_known == self._buf.n:
+                return wall, None, self._wall_sorted
+            rows = np.flatnonzero(np.isfinite(wall))
+            return wall[rows], rows, self._wall_sorted
+        return self._buf.column(0), None, self._sorted
+
+    def _x_of_steps(self, steps: np.ndarray) -> np.ndarray:
+        """Positions on the current x axis of training steps (wall time by interpolation)."""
+        steps = np.asarray(steps, dtype=np.float64)
+        if self._x_mode != "wall" or self._wall_known == 0:
+            return steps
+        s, w = self._buf.column(0), self._buf.column(4)
+        known = np.isfinite(w)
+        s, w = s[known], w[known]
+        if not self._sorted:
+            order = np.argsort(s, kind="stable")
+            s, w = s[order], w[order]
+        return np.interp(steps, s, w)
+
+    def _move_markers(self) -> None:
+        if not self._markers:
+            return
+        xs = self._x_of_steps(np.array([m[0] for m in self._markers]))
+        for x, (_, _, a, b) in zip(xs, self._markers):
+            for line in (a, b):
+                if line.value() != float(x):
+                    line.setValue(float(x))
+
     def _draw_points(self) -> int:
         width = self._top.getViewBox().width()
         if not np.isfinite(width) or width <= 0:
@@ -463,21 +818,25 @@ class LossPlot(QtWidgets.QWidget):
         return y[keep] if keep.sum() >= SETTLE_MIN_POINTS else y
 
     def _follow_ranges(self, force_y: bool = False) -> None:
-        """While following: x from the first step to a round number past the last, y sticky around the data."""
+        """While following: x from the first point to a round number past the last, y sticky around the data."""
         if not self._follow:
             return
-        n = self._buf.n
         vb_top = self._top.getViewBox()
-        if n:
-            x = self._buf.column(0)
-            x0, x1 = (float(x[0]), float(x[-1])) if self._sorted else (float(x.min()), float(x.max()))
+        x, _, x_sorted = self._x_rows()
+        if len(x):
+            x0, x1 = (float(x[0]), float(x[-1])) if x_sorted else (float(x.min()), float(x.max()))
             if self._epochs:
-                x1 = max(x1, max(e[0] for e in self._epochs))
+                ex = self._x_of_steps(np.array([e[0] for e in self._epochs]))
+                x1 = max(x1, float(ex.max()))
             span = x1 - x0
             hi = x0 + nice_ceil(span * 1.02) if span > 0 else x0 + 1.0
             cur = vb_top.viewRange()[0]
             if cur[0] != x0 or cur[1] != hi:
                 vb_top.setXRange(x0, hi, padding=0)
+        self._fit_y(force_y)
+
+    def _fit_y(self, force: bool) -> None:
+        """Vertical ranges around the drawn data: kept while they hold it well (sticky) unless ``force``."""
         for plot, keys in ((self._top, ("recon", "loss")), (self._bottom, ("kl",))):
             ys = [self._settled(*self._drawn[k]) for k in keys if k in self._drawn]
             ys += [self._epoch_arrays(k)[1] for k in keys]
@@ -488,7 +847,7 @@ class LossPlot(QtWidgets.QWidget):
             if not len(y):
                 continue
             vb = plot.getViewBox()
-            new = sticky_range(float(y.min()), float(y.max()), None if force_y else tuple(vb.viewRange()[1]))
+            new = sticky_range(float(y.min()), float(y.max()), None if force else tuple(vb.viewRange()[1]))
             if new is not None:
                 vb.setYRange(*new, padding=0)
 
@@ -502,19 +861,35 @@ class LossPlot(QtWidgets.QWidget):
         if not self._dirty:
             return
         self._dirty = False
-        n = self._buf.n
-        x = self._buf.column(0)
+        self._update_smoothing()
+        x, rows, x_sorted = self._x_rows()
         lo = hi = None
         vb = self._top.getViewBox()
-        if n and not self._follow:
+        if len(x) and not self._follow:
             lo, hi = vb.viewRange()[0]
         points = self._draw_points()
-        for name, col in (("recon", 1), ("kl", 2), ("loss", 3)):
-            y = self._display_y(self._buf.column(col))
-            xd, yd = decimate_minmax(x, y, points, lo, hi, self._sorted)
+        smoothed = self._smoothing > 0.0
+        empty = np.zeros(0)
+        for j, (name, col) in enumerate((("recon", 1), ("kl", 2), ("loss", 3))):
+            y = self._buf.column(col)
+            ys = self._smooth.column(j) if smoothed else None
+            if rows is not None:
+                y = y[rows]
+                ys = ys[rows] if ys is not None else None
+            xd, yd = decimate_minmax(x, self._display_y(y), points, lo, hi, x_sorted)
             xd, yd = np.array(xd), np.array(yd)
             self._drawn[name] = (xd, yd)
             self._curves[name].setData(xd, yd)
+            if ys is not None:
+                xs, ysd = decimate_minmax(x, self._display_y(ys), points, lo, hi, x_sorted)
+                xs, ysd = np.array(xs), np.array(ysd)
+            else:
+                xs = ysd = empty
+            self._drawn[f"{name}_smoothed"] = (xs, ysd)
+            self._smooth_curves[name].setData(xs, ysd)
+        if self._x_mode == "wall":
+            self._move_markers()  # times of steps past the last known time move as times arrive
+            self._draw_epochs()
         self._follow_ranges()
 
     def _epoch_arrays(self, key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -522,7 +897,7 @@ class LossPlot(QtWidgets.QWidget):
         if not self._epochs:
             return np.zeros(0), np.zeros(0)
         e = np.asarray(self._epochs, dtype=np.float64)
-        return e[:, 0], self._display_y(e[:, col])
+        return self._x_of_steps(e[:, 0]), self._display_y(e[:, col])
 
     def _draw_epochs(self) -> None:
         for key, item in self._epoch_items.items():
@@ -541,10 +916,44 @@ class LossPlot(QtWidgets.QWidget):
                 "fill": fill, "movable": False, "anchors": [(0, 0.5), (0, 0.5)]}
 
     @staticmethod
-    def _title_html(keys, fg: QtGui.QColor) -> str:
+    def _title_html(keys, fg: QtGui.QColor, short: bool = False) -> str:
         parts = [f"<span style='color:{CURVE_COLOURS[k]}'>━ {text}</span>" for k, text in keys]
         parts.append(f"<span style='color:{fg.name()}'>● held-out</span>")
-        return "&nbsp;&nbsp;&nbsp;".join(parts) + "&nbsp;&nbsp;&nbsp;(nats per example)"
+        gap = "&nbsp;&nbsp;" if short else "&nbsp;&nbsp;&nbsp;"
+        return gap.join(parts) + gap + ("(nats)" if short else "(nats per example)")
+
+    @QtCore.Slot()
+    def _fit_titles(self) -> None:
+        """Full titles where they fit above their plot, short ones where not; never wider than the plot.
+
+        pyqtgraph makes a title's width the plot's minimum width, which pushed
+        the KL plot out of a narrow dock.
+        """
+        _, fg = _theme(self.palette())
+        for plot, keys, short_keys in ((self._top, self._top_keys, self._top_short_keys),
+                                       (self._bottom, self._bottom_keys, self._bottom_keys)):
+            width = plot.geometry().width()
+            for short in (False, True):
+                html = self._title_html(short_keys if short else keys, fg, short)
+                if plot.titleLabel.text != html:
+                    plot.setTitle(html, color=fg.name(), size="9pt")
+                plot.titleLabel.setMinimumWidth(0)
+                if plot.titleLabel.itemRect().width() <= width:
+                    break
+
+    def eventFilter(self, obj: QtCore.QObject, ev: QtCore.QEvent) -> bool:
+        if obj is self._glw and ev.type() == QtCore.QEvent.Type.Resize:
+            self._title_timer.start()  # after the layout has given the plots their widths
+        return False
+
+    def _style_curves(self) -> None:
+        """Raw curves in their colour, or in a faint shade of it under the smoothed ones."""
+        bg, _ = _theme(self.palette())
+        for name, curve in self._curves.items():
+            colour = QtGui.QColor(CURVE_COLOURS[name])
+            if self._smoothing > 0.0:
+                colour = blend(bg, colour, RAW_SHADE)
+            curve.setPen(pg.mkPen(colour, width=1))
 
     def _apply_theme(self) -> None:
         bg, fg = _theme(self.palette())
@@ -552,11 +961,16 @@ class LossPlot(QtWidgets.QWidget):
         axis_pen = pg.mkPen(fg)
         for plot, keys in ((self._top, self._top_keys), (self._bottom, self._bottom_keys)):
             plot.setTitle(self._title_html(keys, fg), color=fg.name(), size="9pt")
+            plot.titleLabel.setMinimumWidth(0)
             for side in ("left", "bottom"):
                 ax = plot.getAxis(side)
                 ax.setPen(axis_pen)
                 ax.setTextPen(axis_pen)
-        self._bottom.setLabel("bottom", "training step", color=fg.name())
+        for grid in self._grids:
+            grid.set_colours(bg, fg)
+        self._set_x_labels()
+        self._style_curves()
+        self._fit_titles()
         legend_bg = QtGui.QColor(bg)
         legend_bg.setAlpha(200)
         legend_pen = QtGui.QColor(fg)
