@@ -31,7 +31,7 @@ import torch
 
 from .config import ModelConfig, TrainConfig
 from .errors import CheckpointError, ConfigError
-from .model import VAE, vae_from_state
+from .model import VAE, resolve_device, vae_from_state
 from .training import History, Trainer, TrainControl, TrainerState
 
 FORMAT = "latent-explorer-checkpoint"
@@ -401,12 +401,17 @@ def restore_trainer(
 
     The dataset must have the checkpoint's image shape.  On a dataset with a
     different number of training examples a checkpoint saved mid-epoch
-    restarts that epoch from its first batch.
+    restarts that epoch from its first batch.  A checkpoint trained in mixed
+    precision ("bf16") continues in float32 where the device is not a CUDA
+    GPU (``trainer.train_config.precision`` then says "fp32").
     """
     if not isinstance(ckpt, Checkpoint):
         ckpt = load_checkpoint(ckpt)
     check_dataset_fits(ckpt, dataset)
-    trainer = Trainer(ckpt.model_config, ckpt.train_config, dataset, control=control, device=device)
+    config = ckpt.train_config
+    if config.precision != "fp32" and resolve_device(str(device or config.device)).type != "cuda":
+        config = config.replace(precision="fp32")
+    trainer = Trainer(ckpt.model_config, config, dataset, control=control, device=device)
     try:
         trainer.set_state(_trainer_state(ckpt.tensors, ckpt.meta))
     except (KeyError, ValueError, RuntimeError, TypeError, IndexError) as exc:

@@ -19,7 +19,16 @@ import sys
 import threading
 from typing import Any, Sequence
 
-from .config import ARCHITECTURES, LIKELIHOODS, LIVE_SETTINGS, WARMUPS, ModelConfig, TrainConfig, parse_hidden_dims
+from .config import (
+    ARCHITECTURES,
+    LIKELIHOODS,
+    LIVE_SETTINGS,
+    PRECISIONS,
+    WARMUPS,
+    ModelConfig,
+    TrainConfig,
+    parse_hidden_dims,
+)
 from .errors import ConfigError, VAEError
 
 EXIT_ERROR = 2
@@ -46,6 +55,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "threads": 0,
     "binarize": "none",
     "test_fraction": 0.1,
+    "precision": "fp32",
 }
 DEFAULT_HIDDEN = {"mlp": (512, 256), "conv": (32, 64)}
 MODEL_OPTIONS = ("latent_dim", "arch", "hidden", "likelihood", "sigma", "learn_sigma")
@@ -78,6 +88,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     t.add_argument("--size", type=int, help="resize images to SIZE x SIZE")
     t.add_argument("--binarize", choices=("none", "static", "dynamic"), help="binarise the images (default none)")
     t.add_argument("--test-fraction", type=float, help="fraction of examples held out for testing (default 0.1)")
+    t.add_argument("--shapes-count", dest="n", type=int, metavar="N",
+                   help="number of images generated for --dataset shapes (default 10000, at most 2000000)")
     t.add_argument("--latent-dim", type=int, help="number of latent dimensions (default 2)")
     t.add_argument("--arch", choices=ARCHITECTURES, help="encoder/decoder architecture (default mlp)")
     t.add_argument("--hidden", help='hidden layer widths (mlp) or channels (conv), e.g. "512,256"; "none" = linear')
@@ -95,6 +107,12 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, help="random seed of initialisation and training (default 0)")
     t.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
     t.add_argument("--threads", type=int, help="torch CPU threads; 0 = torch's default")
+    t.add_argument("--precision", choices=PRECISIONS,
+                   help="bf16 runs the networks in bfloat16 on a CUDA GPU (mixed precision; the loss and every "
+                        "figure stay float32); default fp32")
+    t.add_argument("--max-steps", type=int, metavar="STEPS",
+                   help="stop once the run has taken this many batches in total (before --epochs if sooner); "
+                        "the checkpoint continues mid-epoch with --resume")
     t.add_argument("--out", help="checkpoint to write (default run.ckpt, or the --resume file)")
     t.add_argument("--resume", metavar="CKPT", help="continue training from this checkpoint")
     t.add_argument("--json", action="store_true", help="print one JSON object per epoch instead of a progress bar")
@@ -164,6 +182,31 @@ def _dataset_spec(base: dict[str, Any] | None, args: argparse.Namespace, fields:
     return DatasetSpec.from_dict(d)
 
 
+def _load(spec: Any, show_progress: bool) -> Any:
+    """``load_dataset(spec)``, with a progress bar on stderr when the load takes a while (decoding, drawing)."""
+    from .data import load_dataset
+
+    if not show_progress:
+        return load_dataset(spec)
+    from tqdm import tqdm
+
+    bar: Any = None
+
+    def progress(fraction: float, text: str) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=100, unit="%", file=sys.stderr, dynamic_ncols=True, leave=False, delay=1.0,
+                       bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}")
+        bar.set_description_str(text, refresh=False)
+        bar.update(fraction * 100 - bar.n)
+
+    try:
+        return load_dataset(spec, progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
 def _set_threads(n: int | None) -> None:
     if n:
         import torch
@@ -209,7 +252,6 @@ def _fmt(x: float, width: int = 10) -> str:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .checkpoint import load_checkpoint, restore_trainer, save_checkpoint
-    from .data import load_dataset
     from .training import Trainer, TrainControl
 
     def opt(name: str) -> Any:
@@ -223,23 +265,28 @@ def cmd_train(args: argparse.Namespace) -> int:
         if given:
             _note("note: ignoring " + ", ".join("--" + n.replace("_", "-") for n in given)
                   + " when resuming (they are fixed by the checkpoint)")
-        spec = _dataset_spec(ckpt.dataset_spec, args, ("size", "binarize", "test_fraction"))
-        dataset = load_dataset(spec)
+        spec = _dataset_spec(ckpt.dataset_spec, args, ("size", "binarize", "test_fraction", "n"))
+        dataset = _load(spec, not args.json)
         overrides = {}
         if args.device is not None:
             overrides["device"] = args.device
         if args.threads is not None:
             overrides["num_threads"] = args.threads
+        if args.precision is not None:
+            overrides["precision"] = args.precision
         if overrides:
             ckpt.train_config = ckpt.train_config.replace(**overrides)
         live = {n: getattr(args, n) for n in LIVE_SETTINGS if getattr(args, n) is not None}
         if live:
             control.set(**live)  # applied at the first batch and recorded in the history
         trainer = restore_trainer(ckpt, dataset, control=control)
+        if trainer.train_config.precision != ckpt.train_config.precision:
+            _note(f"note: the checkpoint was trained with --precision {ckpt.train_config.precision}, which needs a "
+                  f"CUDA GPU; continuing in {trainer.train_config.precision} on {trainer.device.type}")
         target = args.epochs if args.epochs is not None else ckpt.train_config.epochs
         out = args.out or args.resume
     else:
-        spec = _dataset_spec(None, args, ("size", "binarize", "test_fraction"))
+        spec = _dataset_spec(None, args, ("size", "binarize", "test_fraction", "n"))
         arch = opt("arch")
         try:
             hidden = parse_hidden_dims(args.hidden) if args.hidden is not None else DEFAULT_HIDDEN[arch]
@@ -249,8 +296,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             epochs=opt("epochs"), batch_size=opt("batch_size"), lr=opt("lr"), beta=opt("beta"),
             warmup=opt("warmup"), warmup_epochs=opt("warmup_epochs"), free_bits=opt("free_bits"),
             mc_samples=opt("mc_samples"), seed=opt("seed"), device=opt("device"), num_threads=opt("threads"),
+            precision=opt("precision"),
         )
-        dataset = load_dataset(spec)
+        dataset = _load(spec, not args.json)
         mcfg = ModelConfig(
             input_shape=dataset.input_shape, latent_dim=opt("latent_dim"), architecture=arch,
             hidden_dims=hidden, likelihood=opt("likelihood"), sigma=opt("sigma"),
@@ -261,9 +309,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         out = args.out or "run.ckpt"
     if target < 0:
         raise ConfigError(f"--epochs must be >= 0, got {target}")
+    if args.max_steps is not None and args.max_steps < 0:
+        raise ConfigError(f"--max-steps must be >= 0, got {args.max_steps}")
 
     with _SignalStop(control) as sig:
-        outcome = _train_loop(trainer, target, args.json)
+        outcome = _train_loop(trainer, target, args.json, args.max_steps)
         # Still inside: a second Ctrl+C must not cut the final save short.
         save_checkpoint(trainer, out)
     where = f"epoch {trainer.epoch}, step {trainer.step}"
@@ -293,14 +343,18 @@ def _epoch_record(ev: Any) -> dict[str, Any]:
     }
 
 
-def _train_loop(trainer: Any, target: int, as_json: bool) -> str:
-    """Consume ``trainer.run`` up to ``target`` epochs; returns how it ended."""
+def _train_loop(trainer: Any, target: int, as_json: bool, max_steps: int | None = None) -> str:
+    """Consume ``trainer.run`` up to ``target`` epochs (or ``max_steps`` steps in all); returns how it ended."""
     remaining = max(0, target - trainer.epoch)
+    if max_steps is not None and trainer.step >= max_steps:
+        remaining = 0
     bar = None
     if not as_json and remaining:
         from tqdm import tqdm
 
         total = remaining * trainer.n_batches - trainer.batch_position
+        if max_steps is not None:
+            total = min(total, max_steps - trainer.step)
         bar = tqdm(total=total, unit="batch", file=sys.stderr, dynamic_ncols=True,
                    desc=f"epoch {trainer.epoch + 1}/{target}")
     outcome = "finished"
@@ -312,6 +366,8 @@ def _train_loop(trainer: Any, target: int, as_json: bool) -> str:
                 if bar is not None:
                     bar.set_postfix_str(f"loss={ev.loss:.2f} recon={ev.recon:.2f} KL={ev.kl:.2f}", refresh=False)
                     bar.update(1)
+                if max_steps is not None and ev.step >= max_steps:
+                    trainer.control.stop()  # takes effect before the next batch
             elif kind == "epoch":
                 if as_json:
                     print(json.dumps(_epoch_record(ev)), flush=True)
@@ -344,11 +400,10 @@ def _train_loop(trainer: Any, target: int, as_json: bool) -> str:
 
 def _checkpoint_and_dataset(args: argparse.Namespace) -> tuple[Any, Any]:
     from .checkpoint import check_dataset_fits, load_checkpoint
-    from .data import load_dataset
 
     ckpt = load_checkpoint(args.checkpoint)
     spec = _dataset_spec(ckpt.dataset_spec, args, ("size",))
-    dataset = load_dataset(spec)
+    dataset = _load(spec, not getattr(args, "json", False))
     check_dataset_fits(ckpt, dataset)
     return ckpt, dataset
 
