@@ -8,12 +8,13 @@ program's ``shapes`` dataset with n = 70,000 at 28 x 28.
 
 ``run()`` returns
 
-* ``map_refresh_70k_ms``: from new epoch codes (70,000 x 2) arriving in the
-  session (``Session._refresh_map``, what an epoch's end triggers) to the
-  map's points updated and its viewport repainted (``repaint()``: the paint
-  runs before it returns), two-latent-dims map, median of 7 epochs after the
-  first.  Maps of 20,000 codes or more are fitted on a pool thread; the
-  points are shown at once from the current projection;
+* ``map_refresh_70k_ms``: from new epoch codes (70,000 x 2) handed to the
+  session's map (``LatentMap.set_codes`` and ``refresh``, what an epoch's
+  end leads to) to the map's points updated and its viewport repainted
+  (``repaint()``: the paint runs before it returns), two-latent-dims map,
+  median of 7 epochs after the first.  Every map is fitted on a pool
+  thread; from 20,000 codes on the points are shown at once from the current
+  projection;
 * ``map_refit_70k_ms``: for the same epochs, until the new projection (its
   inverse and far-from-data index) is installed as well;
 * ``map_refresh_70k_pca_ms``: ``map_refresh_70k_ms`` for a PCA map of 8-D
@@ -21,13 +22,15 @@ program's ``shapes`` dataset with n = 70,000 at 28 x 28.
 * ``hit_test_70k_ms``: 95th percentile of ``LatentView.hit_test`` at 2,000
   random positions over the data (KD-tree built); ``hit_test_70k_first_ms``
   is the first hit test after new points, which builds the tree;
-* ``encode_70k_s``: ``vae_core.training.encode_dataset`` of 70,000 images of
-  28 x 28 with the default MLP (512, 256 hidden units, 2 latent dims) and the
-  trainer's evaluation batch size, with as many torch threads as the program
-  gives the trainer (``Session.num_threads``); median of 3;
-* ``manifold_refresh_ms``: one refresh of the decoded manifold under the map
-  (grid over the visible range, projection inverse, one decode batch with the
-  default MLP at 28 x 28, mosaic, upload), median of 20;
+* ``encode_70k_s``: ``vae_core.inference.Encoder.encode_all`` of 70,000
+  images of 28 x 28 with the default MLP (512, 256 hidden units, 2 latent
+  dims) and the trainer's evaluation batch size, with as many torch threads
+  as the program gives the trainer (``Session.num_threads``); median of 3;
+* ``manifold_refresh_ms``: one refresh of the decoded manifold under the map,
+  from the request to the mosaic on the map (grid over the visible range,
+  projection inverse, one decode batch with the default MLP at 28 x 28 and
+  the tiling on the tools' worker thread, upload in the GUI thread), median
+  of 20;
 * ``umap_warmup_fresh_s``: ``vae_core.projection.warm_umap()`` in a fresh
   process, as the program runs it in the background after launch.
 
@@ -83,26 +86,26 @@ def _map_refresh(app, win, mode: str, d: int) -> tuple[float, float]:
     """(median ms to repainted points, median ms to the installed projection) over EPOCHS - 1 epochs."""
     import numpy as np
 
-    s, view = win.session, win.latent_view
+    m, view = win.session.map, win.latent_view
     vp = view.plot_widget().viewport()
     codes, labels = _mixture(N, d, 0)
-    s.labels, s.label_names = labels, [str(i) for i in range(10)]
-    s.projection_mode = mode
+    names = [str(i) for i in range(10)]
+    m.mode = mode
     drift = np.random.default_rng(1)
     shown, fitted = [], []
     for epoch in range(EPOCHS):
         codes = codes + drift.normal(0.0, 0.02, codes.shape).astype(np.float32)  # the next epoch's codes
-        old_proj, seen = s.projection, []
-        s.mapReady.connect(seen.append)
+        old_proj, seen = m.projection, []
+        win.session.mapReady.connect(seen.append)
         t0 = time.perf_counter()
-        s.latents = codes
-        s._refresh_map()
-        _wait(app, lambda: seen)  # synchronous below 20,000 codes, else the quick or fitted map
+        m.set_codes(codes, labels, names)
+        m.refresh()
+        _wait(app, lambda: seen)  # the quick map of the current projection, or the fitted one
         vp.repaint()
         t1 = time.perf_counter()
-        _wait(app, lambda: s.projection is not old_proj and s._map_task is None)
+        _wait(app, lambda: m.projection is not old_proj and not m.fitting)
         t2 = time.perf_counter()
-        s.mapReady.disconnect(seen.append)
+        win.session.mapReady.disconnect(seen.append)
         assert view.point_count() == N
         if epoch:
             shown.append(1e3 * (t1 - t0))
@@ -115,7 +118,8 @@ def _hit_tests(win) -> tuple[float, float]:
 
     view = win.latent_view
     xy = win.session.xy
-    view.set_points(xy, win.session.labels, win.session.label_names, autorange=True)
+    _, labels = _mixture(N, 2, 0)
+    view.set_points(xy, labels, [str(i) for i in range(10)], autorange=True)
     t = time.perf_counter()
     view.hit_test(float(xy[0, 0]), float(xy[0, 1]))
     first = 1e3 * (time.perf_counter() - t)
@@ -129,22 +133,29 @@ def _hit_tests(win) -> tuple[float, float]:
     return float(np.percentile(times, 95) * 1e3), first
 
 
+def _fresh_models():
+    """Encoder and decoder of a freshly initialised default MLP at 28 x 28 (as a snapshot of step 0)."""
+    from vae_core.config import ModelConfig
+    from vae_core.inference import load_models
+    from vae_core.training import ModelSnapshot, build_model
+
+    cfg = ModelConfig(input_shape=(1, 28, 28))
+    state = {k: v.detach().clone() for k, v in build_model(cfg, 0).state_dict().items()}
+    return load_models(ModelSnapshot(cfg, state, step=0, epoch=0))
+
+
 def _encode(images, num_threads: int) -> float:
-    import torch
+    from vae_core.config import TrainConfig
+    from vae_core.inference import configure_thread
 
-    from vae_core.config import ModelConfig, TrainConfig
-    from vae_core.training import build_model
-    from vae_core.training import encode_dataset
-
-    torch.set_num_threads(num_threads)
-    model = build_model(ModelConfig(input_shape=(1, 28, 28)), 0)
-    x = torch.from_numpy(images)
+    configure_thread(num_threads)
+    encoder, _ = _fresh_models()
     batch = TrainConfig().eval_batch_size
-    encode_dataset(model, x[:2048], batch)  # first-call allocations
+    encoder.encode_all(images[:2048], batch_size=batch)  # first-call allocations
     times = []
     for _ in range(3):
         t = time.perf_counter()
-        mu, _ = encode_dataset(model, x, batch)
+        mu, _ = encoder.encode_all(images, batch_size=batch)
         times.append(time.perf_counter() - t)
     assert mu.shape == (N, 2)
     return statistics.median(times)
@@ -153,17 +164,18 @@ def _encode(images, num_threads: int) -> float:
 def _manifold(app, win) -> float:
     import numpy as np
 
-    from vae_core.config import ModelConfig
-    from vae_core.training import build_model
-
     s = win.session
-    s.decoder = build_model(ModelConfig(input_shape=(1, 28, 28)), 0).eval()
-    win.monitor.manifold_action.setChecked(True)
+    s.encoder, s.decoder = _fresh_models()
+    s.latents = s.map.codes  # the codes the map shows, as after an epoch
+    monitor = win.monitor
+    monitor.manifold_action.setChecked(True)
     _wait(app, lambda: win.latent_view.underlay() is not None)
     times = []
     for _ in range(20):
-        win.monitor.refresh_manifold()
-        times.append(win.monitor.last_manifold_ms)
+        n = monitor.manifold_refreshes
+        monitor.refresh_manifold()
+        _wait(app, lambda: monitor.manifold_refreshes > n)
+        times.append(monitor.last_manifold_ms)
     image, _ = win.latent_view.underlay()
     assert image.shape[0] >= 12 * 28
     win.monitor.manifold_action.setChecked(False)
@@ -201,15 +213,14 @@ def run() -> dict[str, float]:
         win.show()
         app.processEvents()
         try:
-            shown, fitted = _map_refresh(app, win, "dims", 2)
+            shown, fitted = _map_refresh(app, win, "raw", 2)
             results["map_refresh_70k_ms"], results["map_refit_70k_ms"] = shown, fitted
             _log(f"map refresh at 70k: points {shown:.1f} ms, projection {fitted:.1f} ms")
             results["hit_test_70k_ms"], results["hit_test_70k_first_ms"] = _hit_tests(win)
             _log(f"hit test at 70k: p95 {results['hit_test_70k_ms']:.3f} ms, first {results['hit_test_70k_first_ms']:.1f} ms")
             results["manifold_refresh_ms"] = _manifold(app, win)
             _log(f"manifold refresh: {results['manifold_refresh_ms']:.1f} ms")
-            s = win.session
-            s.projection = s.xy = None
+            win.session.map.clear()
             results["map_refresh_70k_pca_ms"], _ = _map_refresh(app, win, "pca", 8)
             _log(f"PCA map refresh at 70k: {results['map_refresh_70k_pca_ms']:.1f} ms")
             threads = win.session.num_threads

@@ -42,13 +42,13 @@ import threading
 import time
 from pathlib import Path
 
+from .bench_gui import MOVE_MS, TickRecorder, spin
+
 TARGETS = {"soak_rss_growth_pct": ("<=", 5)}
 
 EPOCHS = 300
 WINDOW = 20  # epochs at each end for the lateness figures
 RSS_FROM_EPOCH = 10
-TICK_MS = 10
-MOVE_MS = 16
 
 
 def _log(text: str) -> None:
@@ -84,30 +84,8 @@ def run() -> dict[str, float]:
         QtCore.QSettings.setPath(QtCore.QSettings.IniFormat, QtCore.QSettings.UserScope, tmp)
         app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([sys.argv[0]])
 
-        def spin(pred, timeout_s: float, poll_ms: int = 50) -> bool:
-            """Run the event loop until ``pred()`` or the timeout; True when pred held."""
-            if pred():
-                return True
-            loop = QtCore.QEventLoop()
-            deadline = time.perf_counter() + timeout_s
-            ok = [False]
-
-            def check() -> None:
-                if pred():
-                    ok[0] = True
-                    loop.quit()
-                elif time.perf_counter() >= deadline:
-                    loop.quit()
-
-            poll = QtCore.QTimer()
-            poll.timeout.connect(check)
-            poll.start(poll_ms)
-            loop.exec()
-            poll.stop()
-            return ok[0]
-
         from app.main_window import MainWindow
-        from app.session import TRAINED
+        from app.session import LOADING, TRAINED
 
         win = MainWindow(restore=False)
         win.resize(1360, 860)
@@ -115,13 +93,11 @@ def run() -> dict[str, float]:
         s = win.session
         try:
             win.load_initial_dataset("digits")
-            if not spin(lambda: s.dataset is not None and s.state != "busy", 120):
+            if not spin(lambda: s.dataset is not None and s.state != LOADING, 120):
                 raise RuntimeError("digits did not load")
 
             # --- recorders, all in the GUI thread
             rss: dict[int, int] = {}
-            ticks: list[tuple[int, float]] = []  # (epochs done when the tick fired, lateness ms)
-            last_tick = [None]
 
             class Probe(QtCore.QObject):
                 @QtCore.Slot(object)
@@ -129,20 +105,10 @@ def run() -> dict[str, float]:
                     if ev.epoch in (RSS_FROM_EPOCH, epochs):
                         rss[ev.epoch] = rss_bytes()
 
-                @QtCore.Slot()
-                def tick(self) -> None:
-                    now = time.perf_counter()
-                    if last_tick[0] is not None:
-                        done = s.last_epoch.epoch if s.last_epoch is not None else 0
-                        ticks.append((done, max(0.0, 1000.0 * (now - last_tick[0]) - TICK_MS)))
-                    last_tick[0] = now
-
             probe = Probe()
             s.epochArrived.connect(probe.on_epoch)
-            timer = QtCore.QTimer()
-            timer.setTimerType(QtCore.Qt.PreciseTimer)
-            timer.setInterval(TICK_MS)
-            timer.timeout.connect(probe.tick)
+            # Each tick's lateness with the epochs done when it fired.
+            ticks = TickRecorder(tag=lambda: s.last_epoch.epoch if s.last_epoch is not None else 0)
 
             # --- a drag that lasts the whole run, in viewport pixels
             vp = win.latent_view.viewport()
@@ -191,10 +157,10 @@ def run() -> dict[str, float]:
             QtCore.QCoreApplication.postEvent(vp, mouse(QtCore.QEvent.MouseButtonPress, x0, y0, left, left))
             dragger = threading.Thread(target=poster, name="bench-soak-mouse", daemon=True)
             dragger.start()
-            timer.start()
-            if not spin(lambda: s.state == TRAINED and not s.running, 3600):
+            ticks.start()
+            if not spin(lambda: s.state == TRAINED and not s.running, 3600, poll_ms=50):
                 raise RuntimeError("training did not finish")
-            timer.stop()
+            ticks.stop()
             stop_drag.set()
             dragger.join()
             QtCore.QCoreApplication.postEvent(vp, mouse(QtCore.QEvent.MouseButtonRelease, *path(0), left, none))
@@ -207,8 +173,9 @@ def run() -> dict[str, float]:
             results["soak_rss_epoch10_mb"] = rss[RSS_FROM_EPOCH] / 2**20
             results["soak_rss_end_mb"] = rss[epochs] / 2**20
             results["soak_rss_growth_pct"] = 100.0 * (rss[epochs] - rss[RSS_FROM_EPOCH]) / rss[RSS_FROM_EPOCH]
-            results["soak_p99_start_ms"] = _p99([v for e, v in ticks if e < window])
-            results["soak_p99_end_ms"] = _p99([v for e, v in ticks if e >= epochs - window])
+            tagged = list(zip(ticks.tags, ticks.late_ms))
+            results["soak_p99_start_ms"] = _p99([v for e, v in tagged if e < window])
+            results["soak_p99_end_ms"] = _p99([v for e, v in tagged if e >= epochs - window])
             results["soak_moves_handled"] = float(moves[0])
 
             ckpt_path = Path(tmp) / "soak.ckpt"

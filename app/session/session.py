@@ -221,7 +221,6 @@ class Session(QtCore.QObject):
         self.map.select(None)
         notes = f" ({'; '.join(ds.notes)})" if ds.notes else ""
         self.message.emit("info", f"Loaded {ds.name}: {ds.n:,} images of {shape_text(ds.input_shape)}{notes}.")
-        self.datasetLoaded.emit(ds)
         if keep_model and self.latents is not None:
             # The stored codes belong to other examples: encode this dataset with the current model.
             self.latents = self.latent_logvar = None
@@ -229,7 +228,9 @@ class Session(QtCore.QObject):
             self.map.clear()
             self.mapCleared.emit("Encoding the new dataset…")
             self.encode_dataset()
+        # Loading is over before anyone hears of the dataset: a listener may start training at once.
         self._set_state(self._resting_state())
+        self.datasetLoaded.emit(ds)
 
     @Slot(str)
     def _on_load_failed(self, text: str) -> None:
@@ -672,7 +673,6 @@ class Session(QtCore.QObject):
         self.encoder, self.decoder = loaded.encoder, loaded.decoder
         if ds is not None:
             self.dataset = ds
-            self.datasetLoaded.emit(ds)
         self.latents, self.latent_logvar = ckpt.latents, ckpt.latent_logvar
         self.labels, self.label_names = ckpt.labels, ckpt.label_names
         records = ckpt.history.epochs
@@ -691,6 +691,8 @@ class Session(QtCore.QObject):
         else:
             self.message.emit("info", msg)
         self._set_state(TRAINED)
+        if ds is not None:
+            self.datasetLoaded.emit(ds)
 
     # ----------------------------------------------------------------- export
     def export_latents_csv(self, path: str) -> None:

@@ -230,7 +230,7 @@ def test_traversals_prior_samples_and_pca_ellipses_with_four_latent_dims(qtbot, 
         tools = w.explore_tools
         trigger(w, "traverseAction")
         assert find(w, QtWidgets.QDockWidget, "traverseDock").isVisible()
-        assert tools.traverse_grid.grid_shape() == (4, 9)
+        qtbot.waitUntil(lambda: tools.traverse_grid.grid_shape() == (4, 9), timeout=3000)  # decoded on the worker
         assert tools.traverse_grid.to_array().shape == grid_shape(4, 9)
         kl = np.asarray(w.session.last_epoch.kl_per_dim)
         labels = tools.traverse_grid._row_labels
@@ -251,10 +251,11 @@ def test_traversals_prior_samples_and_pca_ellipses_with_four_latent_dims(qtbot, 
 
         trigger(w, "priorSamplesAction")
         assert find(w, QtWidgets.QDockWidget, "priorDock").isVisible()
+        qtbot.waitUntil(lambda: tools.prior_grid.to_array() is not None, timeout=3000)
         first = tools.prior_grid.to_array()
         assert first.shape == grid_shape(8, 8)
         qtbot.mouseClick(find(w, QtWidgets.QPushButton, "priorResampleButton"), QtCore.Qt.LeftButton)
-        assert not np.allclose(first, tools.prior_grid.to_array())
+        qtbot.waitUntil(lambda: not np.allclose(first, tools.prior_grid.to_array()), timeout=3000)
         png = tmp_path / "prior.png"
         save_dialog(monkeypatch, png)
         qtbot.mouseClick(find(w, QtWidgets.QPushButton, "priorExportPngButton"), QtCore.Qt.LeftButton)
@@ -264,11 +265,12 @@ def test_traversals_prior_samples_and_pca_ellipses_with_four_latent_dims(qtbot, 
 
         # On the PCA map the ellipses are q(z|x) projected exactly.
         w.session.set_projection("pca")
-        QtWidgets.QApplication.processEvents()
+        qtbot.waitUntil(lambda: type(w.session.projection).__name__ == "PCAProjection", timeout=5000)
         i = click_example(qtbot, w, 77)
         trigger(w, "posteriorAction")
         view = find(w, QtWidgets.QWidget, "latentMap")
-        qtbot.waitUntil(lambda: n_points(view._ellipses) > 0, timeout=3000)
+        qtbot.waitUntil(lambda: n_points(view._ellipses) > 0 and "exact" in find(
+            w, QtWidgets.QLabel, "posteriorInfo").text(), timeout=3000)
         x, y = view._ellipses.getData()
         pts = np.stack([x[:64], y[:64]], axis=1)
         proj = w.session.projection
@@ -290,10 +292,10 @@ def test_traversals_prior_samples_and_pca_ellipses_with_four_latent_dims(qtbot, 
                 raise NotImplementedError
 
         exact_pts = pts.copy()
-        w.session.projection = MapOnly()
-        w.session.xy = proj.transform(w.session.latents)
+        w.session.map.projection = MapOnly()
+        w.session.map.xy = proj.transform(w.session.latents)
         tools.update_posterior()
-        assert "approximate" in find(w, QtWidgets.QLabel, "posteriorInfo").text()
+        qtbot.waitUntil(lambda: "approximate" in find(w, QtWidgets.QLabel, "posteriorInfo").text(), timeout=5000)
         x, y = view._ellipses.getData()
         approx = np.stack([x[:64], y[:64]], axis=1)
         np.testing.assert_allclose(approx.mean(0), exact_pts.mean(0), atol=0.2 * np.ptp(exact_pts, axis=0).max() + 0.05)
@@ -302,8 +304,9 @@ def test_traversals_prior_samples_and_pca_ellipses_with_four_latent_dims(qtbot, 
         assert click_a is not None and click_a[0] == "example"
         tools._ends["B"] = ("code", np.zeros(4, np.float32))
         tools.update_interpolation()
+        qtbot.waitUntil(lambda: "nearest stored codes" in find(w, QtWidgets.QLabel, "interpolateInfo").text(),
+                        timeout=5000)
         assert n_points(view._path) == find(w, QtWidgets.QSpinBox, "interpStepsSpin").value()
-        assert "nearest stored codes" in find(w, QtWidgets.QLabel, "interpolateInfo").text()
 
         # Resetting the model clears the tools and disables their actions.
         w.session.reset()

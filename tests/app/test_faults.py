@@ -28,7 +28,7 @@ from PySide6 import QtCore, QtWidgets
 
 from app import recovery as rec_mod
 from app.main_window import MainWindow
-from app.session import PAUSED, TRAINED
+from app.session import LOADING, PAUSED, TRAINED
 from vae_core.checkpoint import FORMAT_VERSION, METADATA_KEY, load_checkpoint, save_checkpoint
 from vae_core.config import ModelConfig, TrainConfig
 from vae_core.training import Trainer
@@ -88,8 +88,9 @@ def type_into(qtbot, spin, text):
 
 
 def decodes(w) -> bool:
+    """The session's decoder (callable from any thread, this one included) makes finite images."""
     d = w.session.model_config.latent_dim
-    imgs = w.session.decode_codes(np.zeros((2, d), np.float32))
+    imgs = w.session.decoder.decode(np.zeros((2, d), np.float32))
     return imgs.shape[0] == 2 and bool(np.all(np.isfinite(imgs)))
 
 
@@ -227,7 +228,7 @@ def test_bad_input_gives_a_message_and_keeps_the_model(qtbot, tmp_path):
     train(qtbot, w, epochs=1)
     trainer = w.session.trainer
     n_steps = len(trainer.history)
-    curve = len(w.session.loss_history()["step"])
+    curve = len(w.session.history)
     cases, marker = bad_inputs(tmp_path)
     # The crafted pickle really would run code when unpickled.
     probe = tmp_path / "probe"
@@ -237,14 +238,14 @@ def test_bad_input_gives_a_message_and_keeps_the_model(qtbot, tmp_path):
     for what, path, named, fragments in cases:
         bar.hide()
         w.open_path(str(path))
-        qtbot.waitUntil(lambda: bar.isVisible() and w.session.state != "busy", timeout=30000)
+        qtbot.waitUntil(lambda: bar.isVisible() and w.session.state != LOADING, timeout=30000)
         text = message(w)
         assert named.name in text, f"{what}: the message does not name the file: {text!r}"
         for frag in fragments:
             assert frag in text, f"{what}: {frag!r} missing from {text!r}"
         assert w.session.trainer is trainer, what
         assert w.session.state == TRAINED, what
-        assert len(trainer.history) == n_steps and len(w.session.loss_history()["step"]) == curve, what
+        assert len(trainer.history) == n_steps and len(w.session.history) == curve, what
         assert w.session.dataset.name == "digits" and w.session.xy is not None, what
         assert decodes(w), what
     assert not marker.exists(), "the crafted pickle was unpickled"
@@ -463,7 +464,7 @@ def test_killed_program_is_offered_back_and_restores(qtbot, tmp_path, data_dir):
     qtbot.waitUntil(lambda: w.session.xy is not None and w.session.state == TRAINED, timeout=30000)
     ck = w.session.checkpoint
     assert ck is not None and ck.epoch >= 1 and ck.step > 0
-    assert len(w.session.loss_history()["step"]) == ck.step
+    assert len(w.session.history) == ck.step
     assert find(w, QtWidgets.QWidget, "latentMap").point_count() == 1797
     assert decodes(w)
     assert w.session.checkpoint_path is None, "Save must ask for a file instead of writing into the recovery folder"

@@ -22,7 +22,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from app import recovery as rec_mod
 from app.main_window import MainWindow
-from app.session import PAUSED, TRAINED, TRAINING
+from app.session import LOADING, PAUSED, TRAINED, TRAINING
 
 from helpers import press, release
 
@@ -128,7 +128,7 @@ def test_random_presses_never_crash_or_deadlock(qtbot, tmp_path, monkeypatch, th
     if w.session.running:
         w.session.stop()
     # thread is None once the session has handled the end of the run (not merely once it ended).
-    qtbot.waitUntil(lambda: w.session.thread is None and w.session.state not in ("busy",), timeout=30000)
+    qtbot.waitUntil(lambda: w.session.thread is None and w.session.state != LOADING, timeout=30000)
     assert w.session.state not in (TRAINING, PAUSED)
     if w.session.has_model:
         qtbot.mouseClick(buttons["resetButton"], QtCore.Qt.LeftButton)
@@ -149,7 +149,8 @@ def test_random_presses_never_crash_or_deadlock(qtbot, tmp_path, monkeypatch, th
     x, y = w.session.xy[5]
     press(view, x, y)
     release(view, x, y)
-    assert canvas.image_version() > v0 and np.all(np.isfinite(canvas.image()))
+    qtbot.waitUntil(lambda: canvas.image_version() > v0, timeout=3000)  # decoded on the decoding thread
+    assert np.all(np.isfinite(canvas.image()))
 
     thread = w.session.thread
     w.close()

@@ -267,8 +267,11 @@ def codes_for(ds: FakeDataset, shift: float = 0.0) -> np.ndarray:
 def test_a_dataset_loads_through_the_loading_state(parts):
     s, tasks, _, rec = parts
     assert s.state == EMPTY
+    at_arrival = []
+    s.datasetLoaded.connect(lambda ds: at_arrival.append(s.state))
     ds = loaded(s, tasks)
     assert [st for (st,) in rec.of("stateChanged")] == [LOADING, IDLE]
+    assert at_arrival == [IDLE], "loading is over when the dataset is announced: a listener may train at once"
     assert s.dataset is ds and rec.of("datasetLoaded") == [(ds,)]
     assert not s.has_model and s.latents is None
 
