@@ -249,12 +249,12 @@ def make_folder(root, n=90, size=(9, 7)):
 
 def test_parallel_decoding_matches_one_thread(tmp_path, monkeypatch, cache):
     root = make_folder(tmp_path / "f")
-    monkeypatch.setattr(images_module, "_cpu_count", lambda: 4)
+    monkeypatch.setattr(images_module, "DECODE_THREADS", 4)
     monkeypatch.setattr(images_module, "_FILES_PER_TASK", 7)
     seen = []
     threaded = load_dataset(DatasetSpec(str(root), size=8), progress=lambda f, t: seen.append(f))
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "other-cache"))
-    monkeypatch.setattr(images_module, "_cpu_count", lambda: 1)
+    monkeypatch.setattr(images_module, "DECODE_THREADS", 1)
     single = load_dataset(DatasetSpec(str(root), size=8))
     assert threaded.images.dtype == np.uint8 and threaded.images.shape == (90, 3, 8, 8)
     assert np.array_equal(threaded.images, single.images) and np.array_equal(threaded.labels, single.labels)
@@ -265,7 +265,7 @@ def test_first_failing_file_in_order_is_reported_by_the_pool(tmp_path, monkeypat
     root = make_folder(tmp_path / "f", n=40)
     (root / "class1" / "025.png").write_bytes(b"not a png")
     (root / "class2" / "038.png").write_bytes(b"not a png either")
-    monkeypatch.setattr(images_module, "_cpu_count", lambda: 3)
+    monkeypatch.setattr(images_module, "DECODE_THREADS", 3)
     monkeypatch.setattr(images_module, "_FILES_PER_TASK", 2)
     with pytest.raises(DatasetError) as err:
         load_dataset(str(root))

@@ -28,6 +28,8 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 MAX_IMAGE_PIXELS = 8000 * 8000
 
 
+#: Threads that decode a folder; None means one per CPU core the process may use.
+DECODE_THREADS: int | None = None
 #: Images decoded by one task of the pool (fewer, larger tasks cost less to hand out).
 _FILES_PER_TASK = 32
 
@@ -126,7 +128,7 @@ def _decode_all(
     pile up ahead of the consumer.  The first file that fails raises.
     """
     tasks = [files[i : i + _FILES_PER_TASK] for i in range(0, len(files), _FILES_PER_TASK)]
-    workers = min(_cpu_count(), len(tasks))
+    workers = min(DECODE_THREADS or _cpu_count(), len(tasks))
     if workers <= 1:
         for path in files:
             yield path, _decode_image(path, size, color)
