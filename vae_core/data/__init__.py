@@ -16,9 +16,10 @@ whose message names the file and the problem.
 
 Memory
 ------
-Images stay in the precision of their source: uint8 for 8-bit data (IDX,
-PNG / JPEG, uint8 arrays, the built-ins), float32 only for float sources,
-with ``Dataset.scale`` turning them into [0, 1].  ``.npy`` files, the images
+Images stay in the precision of their source: uint8 grey levels (pixel
+value times 255) for 8-bit data (IDX, PNG / JPEG, uint8 arrays, "mnist",
+"shapes"), float32 values in [0, 1] for float sources and "digits"
+(``Dataset.float_images`` gives the floats of a few).  ``.npy`` files, the images
 of uncompressed ``.npz`` files and uncompressed IDX files are memory-mapped
 (opening one reads its header; a file larger than the memory can be
 trained on), the train/test split is an index, and the trainer converts one

@@ -326,23 +326,17 @@ def _check_memory(nbytes: int, where: str, what: str, advice: str = "") -> None:
     raise _fail(where, problem + (f"; {advice}" if advice else ""))
 
 
-def _fit_advice(shape: tuple[int, ...], itemsize: int, mappable: bool = True) -> str:
+def _fit_advice(shape: tuple[int, ...], itemsize: int) -> str:
     """What would fit instead of images of ``shape``: a smaller square size, or a file that can be memory-mapped."""
     n, c = int(shape[0]), int(shape[1])
     free = available_memory()
     budget = min(MAX_DATASET_BYTES, int(free * _MEMORY_SHARE)) if free is not None else MAX_DATASET_BYTES
     side = math.isqrt(max(0, budget // max(1, n * c * itemsize)))
-    parts = []
-    if side >= 1:
-        parts.append(f"choose an image size of at most {min(side, MAX_SIZE)} pixels")
-    else:
-        parts.append("use fewer images")
-    if mappable:
-        parts.append(
-            "or save the images at the size you want as a uint8 .npy file (N, H, W, C), "
-            "which is memory-mapped instead of loaded"
-        )
-    return " ".join(parts)
+    first = f"choose an image size of at most {min(side, MAX_SIZE)} pixels" if side >= 1 else "use fewer images"
+    return (
+        f"{first}, or save the images at the size you want as a uint8 .npy file (N, H, W, C), "
+        "which is memory-mapped instead of loaded"
+    )
 
 
 def _allocate(shape: tuple[int, ...], dtype: Any, where: str, advice: str | None = None) -> np.ndarray:
