@@ -608,3 +608,241 @@ def test_dark_theme_check_box_is_clearly_visible(themed_app, qtbot):
     window = check.palette().color(QtGui.QPalette.ColorRole.Window)
     box = img[r.top():r.bottom() + 1, r.left():r.right() + 1].reshape(-1, 3)
     assert float(contrast(box, (window.red(), window.green(), window.blue())).max()) >= 3.0
+
+
+# --- drawing at every size: exact points, raster, progressive panning -----------------------
+
+def mixture(n, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0.0, 2.5, (10, 2))
+    labels = rng.integers(0, 10, n)
+    return centres[labels] + rng.normal(0.0, 0.6, (n, 2)), labels
+
+
+def layer_pixel(view, x: float, y: float) -> tuple[int, int]:
+    """Where data point (x, y) lies in the rendered layer image (which has a margin)."""
+    from app.widgets.latent_view import RENDER_MARGIN
+
+    p = view.map_from_data(x, y)
+    dpr = view.viewport().devicePixelRatioF()
+    return int((p.x() + RENDER_MARGIN) * dpr), int((p.y() + RENDER_MARGIN) * dpr)
+
+
+def unpremultiplied(image: QtGui.QImage, px: int, py: int) -> tuple[float, float, float, float]:
+    c = image.pixelColor(px, py)  # QImage gives the colour back unpremultiplied
+    return c.redF(), c.greenF(), c.blueF(), c.alphaF()
+
+
+def test_many_points_in_view_are_rasterized_and_few_drawn_one_by_one(view, qtbot):
+    xy, labels = mixture(20_000)
+    view.set_raster_threshold(2_000)
+    view.set_points(xy, labels, [str(i) for i in range(10)])
+    view.viewport().repaint()
+    assert view.render_mode() == "raster"
+    assert view.legend_labels() == [str(i) for i in range(10)]
+    # Zoomed in on a corner with few points: one by one again.
+    cx, cy = xy[0]
+    view.view_box().setRange(xRange=(cx - 0.2, cx + 0.2), yRange=(cy - 0.2, cy + 0.2), padding=0)
+    view.viewport().repaint()
+    assert view.render_mode() == "exact"
+    view.auto_range()
+    view.viewport().repaint()
+    assert view.render_mode() == "raster"
+    view.set_raster_threshold(None)
+    view.viewport().repaint()
+    assert view.render_mode() == "exact"
+
+
+def test_raster_pixels_mix_their_classes_by_count_and_shade_by_density(view, qtbot):
+    view.set_legend_visible(False)
+    rng = np.random.default_rng(5)
+    background = rng.uniform(-10, 10, (3000, 2))  # enough points to rasterize
+    spot = np.array([[2.31, 1.73]])
+    xy = np.concatenate([background, np.repeat(spot, 400, axis=0)])
+    labels = np.concatenate([np.full(3000, 2), np.zeros(300, dtype=int), np.ones(100, dtype=int)])
+    view.set_raster_threshold(500)
+    view.set_points(xy, labels)
+    view.viewport().repaint()
+    assert view.render_mode() == "raster"
+    layer = view.rendered_layer()
+    r, g, b, a = unpremultiplied(layer, *layer_pixel(view, *spot[0]))
+    c0, c1 = view._clouds[0].colour(), view._clouds[1].colour()
+    expect = [(3 * u + v) / 4 for u, v in ((c0.redF(), c1.redF()), (c0.greenF(), c1.greenF()),
+                                           (c0.blueF(), c1.blueF()))]
+    np.testing.assert_allclose((r, g, b), expect, atol=0.03)
+    assert a == pytest.approx(c0.alphaF(), abs=0.02)  # the densest pixels are as opaque as a point
+
+
+def test_raster_shades_sparse_pixels_fainter_than_dense_ones(view, qtbot):
+    view.set_legend_visible(False)
+    rng = np.random.default_rng(11)
+    xy = np.concatenate([rng.normal(0.0, 0.4, (40_000, 2)), [[5.2, 5.1]]])  # a dense cluster, a lone point
+    view.set_points(xy, np.zeros(len(xy), dtype=int))
+    view.set_raster_threshold(1000)
+    view.viewport().repaint()
+    layer = view.rendered_layer()
+    colour = view._clouds[0].colour()
+    *_, dense = unpremultiplied(layer, *layer_pixel(view, 0.0, 0.0))
+    r, g, b, lone = unpremultiplied(layer, *layer_pixel(view, 5.2, 5.1))
+    np.testing.assert_allclose((r, g, b), (colour.redF(), colour.greenF(), colour.blueF()), atol=0.03)
+    assert dense == pytest.approx(colour.alphaF(), abs=0.02)
+    assert 0.3 < lone < 0.8 * dense
+    # With only lone points nothing is dense: they look as drawn one by one.
+    view.set_points(rng.uniform(-10, 10, (3000, 2)), np.zeros(3000, dtype=int))
+    view.viewport().repaint()
+    assert view.render_mode() == "raster"
+    alphas = np.frombuffer(view.rendered_layer().constBits(), dtype=np.uint32) >> 24
+    assert alphas.max() == round(255 * colour.alphaF())
+
+
+def test_a_class_hidden_from_the_legend_leaves_the_raster(view, qtbot):
+    rng = np.random.default_rng(6)
+    xy = np.concatenate([rng.normal(-3, 0.5, (3000, 2)), rng.normal(3, 0.5, (3000, 2))])
+    labels = np.repeat([0, 1], 3000)
+    view.set_raster_threshold(1000)
+    view.set_points(xy, labels, ["left", "right"])
+    view.viewport().repaint()
+    assert view.render_mode() == "raster"
+    assert view.rendered_layer().pixelColor(*layer_pixel(view, 3.0, 3.0)).alpha() > 0
+    # A click on the legend's sample for "right" hides the class.
+    sample = view.legend_item().items[1][0]
+    scene_pos = sample.mapToScene(sample.boundingRect().center())
+    pos = view.plot_widget().mapFromScene(scene_pos)
+    QTest.mouseClick(view.viewport(), LEFT, NOMOD, pos)
+    qtbot.waitUntil(lambda: not view._clouds[1].isVisible(), timeout=2000)
+    view.viewport().repaint()
+    assert view.rendered_layer().pixelColor(*layer_pixel(view, 3.0, 3.0)).alpha() == 0
+    assert view.rendered_layer().pixelColor(*layer_pixel(view, -3.0, -3.0)).alpha() > 0
+    assert view.hit_test(*xy[4000]) is None and view.hit_test(*xy[10]) is not None
+
+
+def test_point_size_sets_the_raster_spread(view, qtbot):
+    rng = np.random.default_rng(7)
+    xy = np.concatenate([rng.normal(0, 0.3, (5000, 2)), [[6.3, 6.1]]])
+    view.set_raster_threshold(100)
+    view.set_points(xy, np.zeros(len(xy), dtype=int))
+    areas = {}
+    for px in (2, 8):
+        view.set_point_size(px)
+        view.viewport().repaint()
+        assert view.render_mode() == "raster"
+        image = view.rendered_layer()
+        cx, cy = layer_pixel(view, 6.3, 6.1)
+        areas[px] = sum(image.pixelColor(cx + dx, cy + dy).alpha() > 0
+                        for dx in range(-8, 9) for dy in range(-8, 9))
+    assert 2 <= areas[2] <= 9 and 36 <= areas[8] <= 70
+
+
+def test_hover_click_and_highlight_behave_the_same_when_rasterized(view, qtbot):
+    xy, labels = mixture(100_000, seed=3)
+    view.set_points(xy, labels, [str(i) for i in range(10)])
+    view.set_images(np.random.default_rng(0).random((len(xy), 4, 4)))
+    view.viewport().repaint()
+    assert view.render_mode() == "raster"
+    pw, ph = view.pixel_size()
+    rng = np.random.default_rng(8)
+    for q in np.concatenate([xy[rng.integers(0, len(xy), 60)] + rng.normal(0, 0.02, (60, 2)),
+                             rng.uniform(-12, 12, (60, 2))]):
+        d2 = ((xy[:, 0] - q[0]) / pw) ** 2 + ((xy[:, 1] - q[1]) / ph) ** 2
+        j = int(np.argmin(d2))
+        assert view.hit_test(*q) == (j if d2[j] <= 36 else None)
+    i = int(np.argmax(np.hypot(*(xy - xy.mean(axis=0)).T)))  # an outlier: alone under the cursor
+    with qtbot.waitSignal(view.exampleClicked, timeout=2000) as sig:
+        pos = view.map_from_data(*xy[i]).toPoint()
+        qtbot.mousePress(view.viewport(), LEFT, pos=pos)
+        qtbot.mouseRelease(view.viewport(), LEFT, pos=pos)
+    assert sig.args == [i]
+    with qtbot.waitSignal(view.hovered, timeout=2000) as sig:
+        send_mouse(view.viewport(), QtCore.QEvent.Type.MouseMove, view.map_from_data(*xy[i]),
+                   button=NOBUTTON, buttons=NOBUTTON)
+    assert sig.args == [i] and f"#{i}" in view.hover_preview().text()
+    view.set_highlight(i)
+    assert view.highlight() == i and tuple(view._highlight.getData()[0]) == (xy[i, 0],)
+
+
+def test_new_codes_keep_labels_grouping_and_indices(view):
+    rng = np.random.default_rng(9)
+    n = 5000
+    labels = rng.integers(-3, 6, n)  # unsorted, with unlabelled points
+    xy = rng.normal(size=(n, 2)) * 4
+    xy[17] = (np.nan, 1.0)  # never drawn, never hit
+    view.set_points(xy, labels, [str(i) for i in range(6)])
+    assert view.legend_labels() == ["unlabelled"] + [str(i) for i in range(6)]
+    for k in range(3):
+        codes = xy + k * 0.5
+        view.set_points(codes, labels, [str(i) for i in range(6)], autorange=False)
+        for i in (0, 1, 999, 4999):
+            assert view.hit_test(*codes[i], radius_px=0.5) == i
+        assert view.hit_test(np.nan, 1.0) is None
+    x0, x1, y0, y1 = view.view_range()
+    assert np.isfinite([x0, x1, y0, y1]).all()
+
+
+def test_underlay_shows_under_the_raster(view, qtbot):
+    view.set_legend_visible(False)
+    rng = np.random.default_rng(10)
+    xy = rng.normal(0, 0.5, (5000, 2))
+    view.set_raster_threshold(100)
+    view.set_points(xy, None)
+    red = np.zeros((8, 8, 3))
+    red[..., 0] = 1.0
+    view.set_underlay(red, rect=(-6.0, -6.0, 12.0, 12.0))
+    qtbot.wait(10)
+    img = rendered(view.plot_widget())
+    empty = view.map_from_data(-4.5, 4.5)
+    centre = view.map_from_data(0.0, 0.0)
+    r, g, b = img[int(empty.y()), int(empty.x())].astype(int)
+    assert r > g + 80 and r > b + 80  # the underlay where there are no points
+    r, g, b = img[int(centre.y()), int(centre.x())].astype(int)
+    assert not (r > g + 80 and r > b + 80)  # points over it where they are dense
+    assert view.render_mode() == "raster"
+
+
+class _Clock:
+    """A perf_counter the test moves: each call returns ``t`` and adds ``step``."""
+
+    def __init__(self):
+        self.t = 100.0
+        self.step = 0.0
+
+    def perf_counter(self) -> float:
+        value = self.t
+        self.t += self.step
+        return value
+
+
+def test_a_pan_shows_the_last_rendering_moved_until_the_next_is_due(view, qtbot, monkeypatch):
+    import app.widgets.latent_view as lv
+
+    clock = _Clock()
+    monkeypatch.setattr(lv, "time", clock)
+    xy, labels = mixture(20_000)
+    view.set_raster_threshold(1000)
+    view.set_points(xy, labels)
+    vp = view.viewport()
+    clock.step = 0.05  # a rendering "takes" 50 ms
+    vp.repaint()
+    renders = view.render_count()
+    layer = view.rendered_layer()
+    clock.t -= 0.04  # the next reading: 10 ms after the rendering ended
+    clock.step = 0.001
+    x0, x1, y0, y1 = view.view_range()
+    view.view_box().setRange(xRange=(x0 + 0.3, x1 + 0.3), yRange=(y0, y1), padding=0)
+    vp.repaint()  # 1 ms after a 50 ms rendering: the last one, moved
+    assert view.render_count() == renders and view.rendered_layer() is layer
+    img = rendered(vp)
+    assert len(np.unique(img.reshape(-1, 3), axis=0)) > 20  # the points are on screen meanwhile
+    clock.t += 1.0  # the next rendering is due: the scheduled repaint makes it
+    qtbot.waitUntil(lambda: view.render_count() == renders + 1, timeout=2000)
+    assert view.rendered_layer() is not layer
+    # Without progressive drawing every moved frame renders.
+    view.set_progressive(False)
+    clock.step = 0.05
+    view.view_box().setRange(xRange=(x0 + 0.4, x1 + 0.4), yRange=(y0, y1), padding=0)
+    vp.repaint()
+    renders = view.render_count()
+    clock.t -= 0.04
+    clock.step = 0.001
+    view.view_box().setRange(xRange=(x0 + 0.6, x1 + 0.6), yRange=(y0, y1), padding=0)
+    vp.repaint()
+    assert view.render_count() == renders + 1
