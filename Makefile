@@ -1,4 +1,4 @@
-# Two commands do all the set-up: `make run` and `make test`.
+# Two commands do all the set-up: `make run` and `make test` (`make lint` checks the layers alone).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -22,8 +22,10 @@ $(VENV)/.bench: $(VENV)/.test
 run: $(VENV)/.base
 	$(VENV)/bin/vae-explorer --dataset $(DATASET)
 
-test: $(VENV)/.test
+lint: $(VENV)/.test
 	$(VENV)/bin/lint-imports
+
+test: lint
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q tests
 
 bench: $(VENV)/.bench

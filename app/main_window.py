@@ -6,8 +6,10 @@ numpy arrays and plain values.
 
 from __future__ import annotations
 
+import gc
 import os
-from typing import Any
+import sys
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PySide6 import QtCore, QtGui, QtWidgets
@@ -22,6 +24,10 @@ from .widgets.decode_canvas import DecodeCanvas, ImagePair
 from .widgets.latent_view import LatentView
 from .widgets.loss_plot import LossPlot
 from .widgets.training_panel import TrainingPanel
+
+if TYPE_CHECKING:
+    from vae_core.data import Dataset
+    from vae_core.training import EpochEvent
 
 Slot = QtCore.Slot
 
@@ -53,28 +59,69 @@ def is_checkpoint_path(path: str) -> bool:
     return path.lower().endswith(CHECKPOINT_SUFFIXES)
 
 
-_gui_gc = None
+#: This many modules imported since the last garbage check mark an import burst (see GuiGarbageCollector).
+IMPORT_BURST_MODULES = 20
 
 
-def collect_garbage_on_gui_thread() -> None:
-    """Run Python's cyclic garbage collector only on the GUI thread, from a timer.
+class GuiGarbageCollector(QtCore.QObject):
+    """Python's cyclic garbage collector, run only on the GUI thread, from a timer.
 
     Left automatic, a collection runs in whichever thread happens to allocate,
     the training or UMAP thread included.  If it frees a Qt object there (a
     closed dialog or widget caught in a reference cycle), Qt's destructor and
-    the GUI thread wait on each other: the program hangs.  pyqtgraph's
-    GarbageCollector turns automatic collection off and collects on a timer of
-    the thread that creates it, with the usual generation thresholds.
+    the GUI thread wait on each other: the program hangs.  So automatic
+    collection is off, and every ``interval_ms`` the GUI thread collects the
+    generations that are due, with Python's usual thresholds (as pyqtgraph's
+    GarbageCollector does).
+
+    What the modules of a burst of imports create (the engine's threads
+    import torch, and with the first trainer sympy: some 300,000 objects) is
+    never garbage, yet each older-generation collection would scan it again:
+    a quarter of a second on the GUI thread every time.  So after imports,
+    and once at the start, the objects alive are frozen (``gc.freeze``: kept
+    out of every later collection) instead.  A reference cycle that became
+    garbage just then stays in memory; that happens a few times per process.
     """
+
+    def __init__(self, interval_ms: int = 500, parent: QtCore.QObject | None = None):
+        super().__init__(parent)
+        self._threshold = gc.get_threshold()
+        gc.disable()
+        gc.freeze()
+        self._modules = len(sys.modules)
+        self._timer = QtCore.QTimer(self)
+        self._timer.timeout.connect(self.check)
+        self._timer.start(interval_ms)
+
+    @Slot()
+    def check(self) -> None:
+        modules = len(sys.modules)
+        if modules - self._modules >= IMPORT_BURST_MODULES:
+            self._modules = modules
+            gc.freeze()
+            return
+        self._modules = modules
+        l0, l1, l2 = gc.get_count()
+        if l0 > self._threshold[0]:
+            gc.collect(0)
+            if l1 > self._threshold[1]:
+                gc.collect(1)
+                if l2 > self._threshold[2]:
+                    gc.collect(2)
+
+
+_gui_gc: GuiGarbageCollector | None = None
+
+
+def collect_garbage_on_gui_thread() -> None:
+    """Install the program's ``GuiGarbageCollector`` (once per process, from the GUI thread)."""
     global _gui_gc
     if _gui_gc is not None:
         return
     app = QtWidgets.QApplication.instance()
     if app is None or QtCore.QThread.currentThread() is not app.thread():
         return
-    from pyqtgraph.util.garbage_collector import GarbageCollector
-
-    _gui_gc = GarbageCollector(interval=0.5)
+    _gui_gc = GuiGarbageCollector(parent=app)
 
 
 class MessageBar(QtWidgets.QFrame):
@@ -692,7 +739,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self.panel.set_progress(p["epoch"], p["n_epochs"], p["batch"], p["n_batches"], p["samples_per_s"], p["eta_s"])
 
     @Slot(object)
-    def _on_epoch(self, ev: Any) -> None:
+    def _on_epoch(self, ev: EpochEvent) -> None:
         self.loss_plot.add_epoch(ev.step, ev.test_recon, ev.test_kl, -ev.test_elbo)
 
     @Slot(object)
@@ -757,7 +804,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.latent_view.set_highlight(index)
 
     @Slot(object)
-    def _on_dataset_loaded(self, ds: Any) -> None:
+    def _on_dataset_loaded(self, ds: Dataset) -> None:
         self.latent_view.set_images(images_for_display(ds.images))
         if self.session.latents is None:
             self.latent_view.set_message(f"{ds.name}: {ds.n:,} images. Press Train to see the latent map.")

@@ -13,7 +13,7 @@ with a message meant for the user.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 from PySide6 import QtCore
@@ -127,7 +127,7 @@ class Loader(QtCore.QObject):
         self._token += 1
         return True
 
-    def _start(self, read: Any, spec: dict[str, Any]) -> None:
+    def _start(self, read: Callable[[], Any], spec: dict[str, Any]) -> None:
         self.cancel()
         self._spec = spec
         self._task = self._tasks.start(Tagged(self._token, lambda progress, cancelled: read()),

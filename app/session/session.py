@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from vae_core.data import Dataset
     from vae_core.inference import Decoder, Encoder
     from vae_core.projection import Projection
-    from vae_core.training import History, TrainControl, Trainer
+    from vae_core.training import BatchEvent, ChangeEvent, EpochEvent, History, StatusEvent, TrainControl, Trainer
 
 Signal = QtCore.Signal
 Slot = QtCore.Slot
@@ -72,7 +72,7 @@ class EpochSummary:
     active_units: int
 
     @classmethod
-    def of_event(cls, ev: Any) -> "EpochSummary":
+    def of_event(cls, ev: EpochEvent) -> "EpochSummary":
         return cls(int(ev.epoch), int(ev.step), float(ev.test_elbo), float(ev.test_recon), float(ev.test_kl),
                    np.asarray(ev.kl_per_dim, dtype=np.float64), int(ev.active_units))
 
@@ -441,7 +441,7 @@ class Session(QtCore.QObject):
         self.mapCleared.emit(map_text)
 
     @Slot(object)
-    def _on_batches(self, events: list) -> None:
+    def _on_batches(self, events: list[BatchEvent]) -> None:
         if self._stale():
             return
         n = len(events)
@@ -470,7 +470,7 @@ class Session(QtCore.QObject):
             self._refresh_decoded()
 
     @Slot(object)
-    def _on_epoch(self, ev: Any) -> None:
+    def _on_epoch(self, ev: EpochEvent) -> None:
         if self._stale():
             return
         self.last_epoch = EpochSummary.of_event(ev)
@@ -500,7 +500,7 @@ class Session(QtCore.QObject):
             self.select_example(self.selected)
 
     @Slot(object)
-    def _on_status(self, ev: Any) -> None:
+    def _on_status(self, ev: StatusEvent) -> None:
         if self._stale():
             return
         if ev.status == "paused":
@@ -517,7 +517,7 @@ class Session(QtCore.QObject):
             self.markerAdded.emit(ev.step, ROLLBACK_MARKER)
 
     @Slot(object)
-    def _on_change(self, ev: Any) -> None:
+    def _on_change(self, ev: ChangeEvent) -> None:
         if self._stale() or ev.name == "rollback":
             return  # a rollback is shown with its divergence
         self.markerAdded.emit(ev.step, change_marker(ev.name, ev.old, ev.new))

@@ -8,7 +8,10 @@ that threshold.  The title gives the number of active units (as the trainer
 counts them) and the total KL.  A warning line under the plot says when the
 posterior collapsed or training diverged (the owner decides when).
 
-Numpy in, no torch.
+Numpy in, no torch.  After every epoch only the bars change: the axis
+ticks and ranges are set again only when the number of dimensions changes or
+the tallest bar leaves the range (rounded up to 1, 2, 2.5 or 5 times a power
+of ten), so an update costs one redraw of the bars.
 """
 
 from __future__ import annotations
@@ -28,6 +31,15 @@ INACTIVE_COLOUR = "#9a9a9a"
 WARNING_COLOURS = {"error": ("#b3261e", "#fdecea"), "warning": ("#8a5a00", "#fff4d6")}
 
 
+def round_up(v: float) -> float:
+    """The smallest of 1, 2, 2.5 and 5 times a power of ten that is at least ``v`` (> 0)."""
+    exp = math.floor(math.log10(v))
+    for m in (1.0, 2.0, 2.5, 5.0, 10.0):
+        if m * 10.0 ** exp >= v * (1 - 1e-12):
+            return m * 10.0 ** exp
+    return 10.0 ** (exp + 1)
+
+
 class KLBars(QtWidgets.QWidget):
     """Bars of KL per latent dimension with an "active units" title and a warning line."""
 
@@ -37,6 +49,8 @@ class KLBars(QtWidgets.QWidget):
         self._kl = np.zeros(0)
         self._active_units = 0
         self._title = ""
+        self._y_top = 0.0  # the top of the vertical range now shown (0: not set)
+        self._ghost_key: tuple | None = None  # (inactive dims, y_top) the grey columns were drawn for
 
         self._plot = pg.PlotWidget()
         self._plot.setObjectName("klPlot")
@@ -79,6 +93,10 @@ class KLBars(QtWidgets.QWidget):
         lay.addWidget(self._warning)
         lay.addWidget(self._title_label)
         lay.addWidget(self._plot, 1)
+        self._plot.setToolTip(
+            "Held-out KL(q(z_j|x) ‖ N(0, 1)) of each latent dimension, averaged over examples, in nats.\n"
+            f"Grey: below {INACTIVE_KL:g} nats, the dimension is unused (its posterior is the prior).\n"
+            "Active units count dimensions whose posterior mean varies over the data (variance > 0.01).")
         self._apply_theme()
         self.clear()
 
@@ -93,39 +111,43 @@ class KLBars(QtWidgets.QWidget):
     def set_kl(self, kl_per_dim, active_units: int) -> None:
         """Show ``kl_per_dim`` (d,) in nats and the trainer's count of active units."""
         kl = np.asarray(kl_per_dim, dtype=np.float64).ravel()
-        self._kl = kl.copy()
-        self._active_units = int(active_units)
         d = len(kl)
         if d == 0:
             self.clear()
             return
+        new_d = d != len(self._kl)
+        self._kl = kl.copy()
+        self._active_units = int(active_units)
         heights = np.where(np.isfinite(kl), np.maximum(kl, 0.0), 0.0)
         inactive = ~(kl >= INACTIVE_KL)  # NaN counts as inactive
         active_brush, inactive_brush = pg.mkBrush(ACTIVE_COLOUR), pg.mkBrush(INACTIVE_COLOUR)
         brushes = [inactive_brush if off else active_brush for off in inactive]
         x = np.arange(1, d + 1, dtype=np.float64)
         self._bars.setOpts(x=x, height=heights, width=0.8, brushes=brushes, pen=None)
-        self._set_ticks(d)
-        top = float(heights.max()) if d else 0.0
         item = self._plot.getPlotItem()
-        item.setXRange(0.4, d + 0.6, padding=0)
-        y_top = max(top * 1.08, 3 * INACTIVE_KL)
-        item.setYRange(0.0, y_top, padding=0)
-        ghost = QtGui.QColor(INACTIVE_COLOUR)
-        ghost.setAlpha(45)
-        self._ghosts.setOpts(x=x[inactive], height=np.full(int(inactive.sum()), y_top), width=0.8,
-                             brush=pg.mkBrush(ghost), pen=None)
+        if new_d:
+            self._set_ticks(d)
+            item.setXRange(0.4, d + 0.6, padding=0)
+        want = max(float(heights.max()) * 1.08, 3 * INACTIVE_KL)
+        if new_d or not (0.4 * self._y_top <= want <= self._y_top):
+            self._y_top = round_up(want)
+            item.setYRange(0.0, self._y_top, padding=0)
+        ghost_key = (tuple(np.flatnonzero(inactive)), self._y_top)
+        if ghost_key != self._ghost_key:
+            self._ghost_key = ghost_key
+            ghost = QtGui.QColor(INACTIVE_COLOUR)
+            ghost.setAlpha(45)
+            self._ghosts.setOpts(x=x[inactive], height=np.full(int(inactive.sum()), self._y_top), width=0.8,
+                                 brush=pg.mkBrush(ghost), pen=None)
         total = float(np.nansum(kl))
         self._title = f"active units: {self._active_units} / {d} · total KL {total:.2f} nats"
         self._title_label.setText(self._title)
-        self._plot.setToolTip(
-            "Held-out KL(q(z_j|x) ‖ N(0, 1)) of each latent dimension, averaged over examples, in nats.\n"
-            f"Grey: below {INACTIVE_KL:g} nats, the dimension is unused (its posterior is the prior).\n"
-            "Active units count dimensions whose posterior mean varies over the data (variance > 0.01).")
 
     def clear(self) -> None:
         self._kl = np.zeros(0)
         self._active_units = 0
+        self._y_top = 0.0
+        self._ghost_key = None
         self._bars.setOpts(x=[], height=[], width=0.8, brushes=None, pen=None)
         self._ghosts.setOpts(x=[], height=[], width=0.8, pen=None)
         self._title = "KL per latent dimension: train a model to see it"

@@ -43,3 +43,31 @@ def test_window_turns_off_automatic_collection_and_collects_on_the_gui_thread(qt
     assert _Holder.died_in == []  # nothing was collected in the worker thread
     qtbot.waitUntil(lambda: bool(_Holder.died_in), timeout=5000)  # the GUI thread's timer collects it
     assert _Holder.died_in == [threading.main_thread().name]
+
+
+def test_objects_of_an_import_burst_are_frozen_instead_of_scanned(qtbot, monkeypatch):
+    import sys
+    import types
+
+    from app import main_window
+
+    w = MainWindow(restore=False)
+    qtbot.addWidget(w)
+    collector = main_window._gui_gc
+    assert collector is not None
+    collector.check()  # settle: nothing imported since
+    before = gc.get_freeze_count()
+    # Modules imported by another thread since the last check, with what they made.
+    made = [[i] for i in range(5000)]
+    for i in range(main_window.IMPORT_BURST_MODULES):
+        monkeypatch.setitem(sys.modules, f"_burst_probe_{i}", types.ModuleType(f"_burst_probe_{i}"))
+    collector.check()
+    assert gc.get_freeze_count() >= before + len(made), "the burst's objects are frozen"
+    # Without new imports the next check collects as usual: a fresh cycle is freed.
+    _Holder.died_in.clear()
+    h = _Holder()
+    del h
+    kept = [[i] for i in range(2000)]  # enough allocations for a collection to be due
+    collector.check()
+    assert _Holder.died_in == [threading.main_thread().name]
+    del kept

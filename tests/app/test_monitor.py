@@ -79,6 +79,31 @@ def test_kl_bars_grey_inactive_dims_and_label_every_size(qtbot):
     assert INACTIVE_KL == 0.01
 
 
+def test_kl_bars_range_holds_every_bar_and_follows_them_in_round_steps(qtbot):
+    from app.widgets.kl_bars import round_up
+
+    assert [round_up(v) for v in (0.03, 0.9, 1.0, 1.7, 2.2, 3.0, 7.5, 12.0)] == [0.05, 1, 1, 2, 2.5, 5, 10, 20]
+    bars = KLBars()
+    qtbot.addWidget(bars)
+    bars.resize(420, 260)
+    bars.show()
+
+    def top() -> float:
+        return bars.plot_widget().getPlotItem().getViewBox().viewRange()[1][1]
+
+    bars.set_kl(np.array([1.0, 0.5, 0.0]), 2)
+    assert top() == 2.0  # 1.08 nats rounded up
+    bars.set_kl(np.array([1.5, 0.5, 0.0]), 2)
+    assert top() == 2.0, "a bar inside the range leaves it as it is"
+    bars.set_kl(np.array([4.0, 0.5, 0.0]), 2)
+    assert top() == 5.0
+    bars.set_kl(np.array([0.2, 0.1, 0.0]), 2)
+    assert top() == 0.25, "bars far below the top bring it down"
+    assert bars.tick_labels() == ["z1", "z2", "z3"]
+    bars.set_kl(np.linspace(0, 1, 8), 7)
+    assert len(bars.bar_heights()) == 8 and bars.tick_labels()[0] == "z1" and top() >= 1.0
+
+
 def test_kl_dock_follows_epochs_warns_on_collapse_and_clears_on_recovery(qtbot, win):
     dock = find(win, QtWidgets.QDockWidget, "klDock")
     bars = find(win, QtWidgets.QWidget, "klBars")
