@@ -675,10 +675,12 @@ class MainWindow(QtWidgets.QMainWindow):
             self._progress_timer.stop()
             self._show_progress()
         self.panel.set_state(panel_state)
+        if state != LOADING:
+            self._show_dataset_choice()
         running = state in (TRAINING, PAUSED)
         self.busy_bar.setVisible(state == LOADING)
         self.pause_action.setEnabled(running)
-        self.stop_action.setEnabled(running)
+        self.stop_action.setEnabled(running or state == LOADING)
         self.train_action.setEnabled(state in (IDLE, TRAINED))
         has_trainer = self.session.trainer is not None
         self.save_action.setEnabled(has_trainer)
@@ -808,13 +810,19 @@ class MainWindow(QtWidgets.QMainWindow):
         self.latent_view.set_images(images_for_display(ds.images))
         if self.session.latents is None:
             self.latent_view.set_message(f"{ds.name}: {ds.n:,} images. Press Train to see the latent map.")
-        src = ds.spec.source
-        combo = self.panel.datasetCombo
-        if combo.findData(src) < 0:
-            self.panel.blockSignals(True)
-            self.panel.add_dataset_entry(ds.name, src)
-            self.panel.blockSignals(False)
+        self._show_dataset_choice()
         self.setWindowTitle(f"{ds.name} — {APP}")
+
+    def _show_dataset_choice(self) -> None:
+        """The panel's dataset choice is the session's dataset (after a load, a failed one or a stopped one)."""
+        ds = self.session.dataset
+        if ds is None or self.panel.current_dataset_key() == ds.spec.source:
+            return
+        self.panel.blockSignals(True)
+        try:
+            self.panel.add_dataset_entry(ds.name, ds.spec.source)
+        finally:
+            self.panel.blockSignals(False)
 
     @Slot(object, object, object)
     def _on_model_loaded(self, model: dict, train: dict, dataset: Any) -> None:

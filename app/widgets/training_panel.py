@@ -720,7 +720,7 @@ class TrainingPanel(QtWidgets.QWidget):
         idle: no model, everything editable.  training/paused: only the live
         settings (beta, lr, warm-up, free bits) stay editable.  trained: a
         model exists, so dataset and model settings are locked until Reset.
-        busy: everything disabled (e.g. while data loads).
+        busy: everything disabled but Stop, which drops what is loading.
         """
         if state not in STATES:
             raise ValueError(f"unknown panel state {state!r}; expected one of {STATES}")
@@ -739,7 +739,8 @@ class TrainingPanel(QtWidgets.QWidget):
         self._update_train_button()
         self.pauseButton.setEnabled(running)
         self.pauseButton.setText("Resume" if state == "paused" else "Pause")
-        self.stopButton.setEnabled(running)
+        self.stopButton.setEnabled(running or busy)
+        self.stopButton.setToolTip("Stop loading" if busy else "Stop training and keep the model as it is now")
         self.resetButton.setEnabled(state == "trained")
         if state == "idle":
             self.reset_progress()

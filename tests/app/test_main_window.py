@@ -10,7 +10,7 @@ import pytest
 from PySide6 import QtCore, QtWidgets
 
 from app.main_window import MainWindow
-from app.session import PAUSED, TRAINED, TRAINING
+from app.session import IDLE, LOADING, PAUSED, TRAINED, TRAINING
 
 from helpers import move, press, release
 
@@ -227,3 +227,20 @@ def test_map_holds_still_during_a_drag_while_training_and_catches_up_on_release(
     assert plot.redraw_interval() == 100
     qtbot.waitUntil(lambda: win.session.xy is not shown, timeout=5000)  # the newest codes are shown
     win.session.stop()
+
+
+def test_stop_while_a_dataset_loads_keeps_the_one_before(qtbot, win):
+    load(qtbot, win, "digits")
+    ds = win.session.dataset
+    combo = find(win, QtWidgets.QComboBox, "datasetCombo")
+    win.load_initial_dataset("shapes")
+    assert win.session.state == LOADING and combo.currentData() == "shapes"
+    stop = find(win, QtWidgets.QPushButton, "stopButton")
+    assert stop.isEnabled()
+    qtbot.mouseClick(stop, QtCore.Qt.LeftButton)
+    assert win.session.state == IDLE
+    assert combo.currentData() == "digits", "the panel shows the dataset the session has"
+    assert win.session.tasks.wait(60000)  # the dropped load ends in the background
+    qtbot.wait(50)  # and anything it sent has arrived
+    assert win.session.dataset is ds and win.session.state == IDLE
+    assert find(win, QtWidgets.QPushButton, "trainButton").isEnabled()

@@ -108,9 +108,10 @@ def test_states(panel):
     assert panel.epochsSpin.isEnabled() and all(w.isEnabled() for w in live)
 
     panel.set_state("busy")
-    for w in (panel.trainButton, panel.pauseButton, panel.stopButton, panel.resetButton,
+    for w in (panel.trainButton, panel.pauseButton, panel.resetButton,
               panel.datasetCombo, panel.latentDimSpin, panel.betaSpin, panel.lrSpin):
         assert not w.isEnabled()
+    assert panel.stopButton.isEnabled() and "loading" in panel.stopButton.toolTip()  # drops what is loading
     panel.set_progress(1, 2, 3, 4, 100.0, 5.0)  # nothing breaks while busy
 
     panel.set_state("idle")
