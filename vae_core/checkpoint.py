@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from .config import ModelConfig, TrainConfig
+from .distributed import World
 from .errors import CheckpointError, ConfigError
 from .model import VAE, resolve_device, vae_from_state
 from .training import History, Trainer, TrainControl, TrainerState
@@ -186,6 +187,25 @@ def checkpoint_bytes(trainer: Trainer) -> bytes:
     labels = trainer.labels
     if "latents/mu" in tensors and labels is not None:
         tensors["latents/labels"] = torch.from_numpy(np.ascontiguousarray(labels))
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "versions": _versions(),
+        "model_config": trainer.model_config.to_dict(),
+        "train_config": trainer.train_config.to_dict(),
+        "dataset": dataset_record(trainer),
+        **state,
+    }
+    return save(tensors, metadata={METADATA_KEY: json.dumps(meta)})
+
+
+def dataset_record(trainer: Trainer) -> dict[str, Any]:
+    """What a checkpoint (and a run folder's config) says about the trainer's dataset, as JSON types.
+
+    The spec it was loaded from (as a dict), its name, class names, image
+    shape and number of examples.
+    """
     dataset = trainer.dataset
     spec = getattr(dataset, "spec", None)
     if spec is None:
@@ -195,23 +215,13 @@ def checkpoint_bytes(trainer: Trainer) -> bytes:
     else:
         spec_dict = dict(spec)
     label_names = getattr(dataset, "label_names", None)
-    meta = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "versions": _versions(),
-        "model_config": trainer.model_config.to_dict(),
-        "train_config": trainer.train_config.to_dict(),
-        "dataset": {
-            "spec": spec_dict,
-            "name": str(getattr(dataset, "name", "")),
-            "label_names": None if label_names is None else [str(s) for s in label_names],
-            "input_shape": list(trainer.model_config.input_shape),
-            "n": trainer.n_examples,
-        },
-        **state,
+    return {
+        "spec": spec_dict,
+        "name": str(getattr(dataset, "name", "")),
+        "label_names": None if label_names is None else [str(s) for s in label_names],
+        "input_shape": list(trainer.model_config.input_shape),
+        "n": trainer.n_examples,
     }
-    return save(tensors, metadata={METADATA_KEY: json.dumps(meta)})
 
 
 def save_checkpoint(trainer: Trainer, path: str | os.PathLike) -> Path:
@@ -328,13 +338,21 @@ def read_metadata(data: bytes, path: Any = "<bytes>") -> tuple[dict[str, Any], d
 
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Read and check a checkpoint; raises CheckpointError naming the file and the problem."""
-    from safetensors.torch import load
-
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as exc:
         raise _fail(path, exc.strerror or str(exc)) from exc
+    return checkpoint_from_bytes(data, path)
+
+
+def checkpoint_from_bytes(data: bytes, path: str | os.PathLike = "<bytes>") -> Checkpoint:
+    """The checkpoint held in ``data`` (a file's bytes, read by the caller), checked; ``path`` names it in errors.
+
+    Raises CheckpointError naming ``path`` and the problem.
+    """
+    from safetensors.torch import load
+
     _, meta = read_metadata(data, path)
     try:
         tensors = load(data)
@@ -396,6 +414,7 @@ def restore_trainer(
     dataset: Any,
     control: TrainControl | None = None,
     device: Any = None,
+    world: World | None = None,
 ) -> Trainer:
     """A trainer that continues exactly where the checkpoint left off, on ``dataset``.
 
@@ -403,15 +422,20 @@ def restore_trainer(
     different number of training examples a checkpoint saved mid-epoch
     restarts that epoch from its first batch.  A checkpoint trained in mixed
     precision ("bf16") continues in float32 where the device is not a CUDA
-    GPU (``trainer.train_config.precision`` then says "fp32").
+    GPU (``trainer.train_config.precision`` then says "fp32").  With
+    ``world`` the trainer is one rank of a data-parallel run on the world's
+    device (every rank restores the same checkpoint); a checkpoint continues
+    the same on any number of processes, whatever number wrote it.
     """
     if not isinstance(ckpt, Checkpoint):
         ckpt = load_checkpoint(ckpt)
     check_dataset_fits(ckpt, dataset)
     config = ckpt.train_config
+    if world is not None and world.size > 1:
+        device = world.device
     if config.precision != "fp32" and resolve_device(str(device or config.device)).type != "cuda":
         config = config.replace(precision="fp32")
-    trainer = Trainer(ckpt.model_config, config, dataset, control=control, device=device)
+    trainer = Trainer(ckpt.model_config, config, dataset, control=control, device=device, world=world)
     try:
         trainer.set_state(_trainer_state(ckpt.tensors, ckpt.meta))
     except (KeyError, ValueError, RuntimeError, TypeError, IndexError) as exc:

@@ -34,7 +34,8 @@ class EpochEvent:
     """The end of an epoch: test-split figures (beta = 1, nats per example) and all latents.
 
     ``epoch`` is the number of epochs completed.  ``latents`` / ``latent_logvar``
-    hold mu and log-variance of q(z|x) for every example in dataset order.
+    hold mu and log-variance of q(z|x) for every example in dataset order
+    (in a data-parallel run, on rank 0; the other ranks' are empty, (0, d)).
     """
 
     kind: ClassVar[str] = "epoch"

@@ -5,6 +5,13 @@ touching torch's global RNG, and the trainer owns the generators it draws from
 (shuffling, reparameterisation noise, dynamic binarisation, evaluation noise),
 so a run is the same whatever other threads do with torch's global RNG, and a
 checkpoint taken anywhere (even mid-epoch) continues bit for bit.
+
+Given a ``World`` of several processes the trainer is one rank of a
+data-parallel run (see ``vae_core.distributed``): every rank holds the same
+generators and draws for the global batch, trains its slice of it through
+``DistributedDataParallel``, and all-reduces the figures, so the run follows
+the one-process run and its checkpoints are the same whatever the number of
+processes.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import numpy as np
 import torch
 
 from ..config import LIVE_SETTINGS, ModelConfig, TrainConfig, kl_weight
+from ..distributed import World, data_parallel
 from ..errors import ConfigError
 from ..model import VAE, resolve_device, vae_from_state
 from ..objectives import elbo
@@ -124,6 +132,16 @@ class Trainer:
 
     ``train_config`` always holds the current settings: a change made through
     the control replaces it (and is recorded in ``history.changes``).
+
+    With ``world`` (a ``vae_core.distributed.World`` of more than one process)
+    the trainer is one rank of a data-parallel run on the world's device;
+    every rank must be built with the same configs, dataset and state.  The
+    ranks stop together: a stop asked of any rank's control takes effect on
+    all of them before the same batch.  Pauses and setting changes act on the
+    rank they are given to, so give them to every rank (the command line
+    does).  Held-out figures are computed on rank 0 and sent to the others;
+    only rank 0 encodes the dataset at the end of an epoch (the other ranks'
+    epoch events carry empty latents).
     """
 
     def __init__(
@@ -133,6 +151,7 @@ class Trainer:
         dataset: Any,
         control: TrainControl | None = None,
         device: str | torch.device | None = None,
+        world: World | None = None,
     ) -> None:
         shape = tuple(int(s) for s in dataset.input_shape)
         if shape != tuple(model_config.input_shape):
@@ -144,6 +163,10 @@ class Trainer:
         self.train_config = train_config
         self.dataset = dataset
         self.control = control if control is not None else TrainControl()
+        #: The process group of a data-parallel run; None on one process.
+        self.world: World | None = world if world is not None and world.size > 1 else None
+        if self.world is not None:
+            device = self.world.device
         dev = device if device is not None else train_config.device
         self.device = dev if isinstance(dev, torch.device) else resolve_device(str(dev))
         if self.device.type == "cuda" and not torch.cuda.is_available():
@@ -166,6 +189,10 @@ class Trainer:
         #: What the objective runs: the model itself, or the model under autocast for "bf16".
         self._objective_model: VAE | AutocastVAE = (
             AutocastVAE(self.model, self.device.type) if train_config.precision == "bf16" else self.model
+        )
+        #: This rank's objective under DistributedDataParallel (a data-parallel run only).
+        self._shards: torch.nn.Module | None = (
+            None if self.world is None else data_parallel(self.model, self._objective_model, self.world)
         )
 
         self._shuffle_gen = make_generator(torch.device("cpu"), seed, _STREAM_SHUFFLE)
@@ -336,17 +363,20 @@ class Trainer:
             events.append(ChangeEvent(self.step, name, old, new))
         return events
 
-    def _control_point(self) -> Iterator[Any]:
+    def _control_point(self, stop_agreed: bool = True) -> Iterator[Any]:
         """Handle pending control requests, yielding events; sets ``_stop_now`` on a stop.
 
         While paused it blocks, waking every 0.1 s: changes made meanwhile are
-        applied (and reported) at once, a stop or a resume ends the wait.
+        applied (and reported) at once, a stop or a resume ends the wait.  A
+        stop that the ranks of a data-parallel run have not yet agreed on
+        (``stop_agreed`` False: it came after they compared their requests)
+        only ends a pause; it takes effect before the next batch.
         """
         control = self.control
         changes, paused, stopped = control._take()
         yield from self._apply_changes(changes)
         if stopped:
-            self._stop_now = True
+            self._stop_now = stop_agreed
             return
         if not paused:
             return
@@ -358,7 +388,7 @@ class Trainer:
             changes, paused, stopped = control._take()
             yield from self._apply_changes(changes)
             if stopped:
-                self._stop_now = True
+                self._stop_now = stop_agreed
                 return
             if not paused:
                 yield StatusEvent("resumed", f"resumed at step {self.step}", self.step)
@@ -376,6 +406,7 @@ class Trainer:
         # The flag belongs to the calling thread (and threads it starts later).
         torch.set_flush_denormal(True)
         model = self.model
+        world = self.world
         objective_model = self._objective_model
         opt = self.optimizer
         control = self.control
@@ -404,8 +435,14 @@ class Trainer:
                 epoch_t0 = time.perf_counter()
             perm = self._perm
             while self._batch_pos < n_batches:
+                stop_agreed = True
+                if world is not None:
+                    # Every rank takes the same decision before the same batch.
+                    stop_agreed = world.agree(control.stopped)
+                    if stop_agreed and not control.stopped:
+                        control.stop()
                 if control.pending:
-                    yield from self._control_point()
+                    yield from self._control_point(stop_agreed)
                     if self._stop_now:
                         yield StatusEvent("stopped", f"stopped at step {self.step}", self.step)
                         return
@@ -413,17 +450,23 @@ class Trainer:
                     t_last = time.perf_counter()
                 b = self._batch_pos
                 idx = perm[b * bs : (b + 1) * bs]
-                x = x_train.gather(idx)
-                if dynamic:
-                    x = torch.bernoulli(x, generator=bin_gen)
                 beta = kl_weight(cfg.beta, cfg.warmup, cfg.warmup_epochs, self.epoch + b / n_batches)
-                out = elbo(objective_model, x, beta=beta, mc_samples=mc, free_bits=cfg.free_bits, generator=noise_gen)
-                loss = out.loss.mean()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                loss_v, recon_v, kl_v = torch.stack(
-                    (loss.detach(), out.recon.detach().mean(), out.kl.detach().mean())
-                ).tolist()
+                if world is None:
+                    x = x_train.gather(idx)
+                    if dynamic:
+                        x = torch.bernoulli(x, generator=bin_gen)
+                    out = elbo(
+                        objective_model, x, beta=beta, mc_samples=mc, free_bits=cfg.free_bits, generator=noise_gen
+                    )
+                    loss = out.loss.mean()
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    loss_v, recon_v, kl_v = torch.stack(
+                        (loss.detach(), out.recon.detach().mean(), out.kl.detach().mean())
+                    ).tolist()
+                else:
+                    loss_v, recon_v, kl_v = self._shard_step(idx, beta, cfg)
+                n = int(idx.numel())
                 if not (math.isfinite(loss_v) and math.isfinite(recon_v) and math.isfinite(kl_v)):
                     yield self._diverge(
                         f"the loss became {'NaN' if math.isnan(loss_v) else 'infinite'} at step {self.step + 1}"
@@ -434,7 +477,6 @@ class Trainer:
                 with self._state_lock:
                     opt.step()
                 self.step += 1
-                n = x.shape[0]
                 self._batch_pos = b + 1
                 self._epoch_loss_sum += loss_v * n
                 self._epoch_count += n
@@ -457,17 +499,48 @@ class Trainer:
             if not self._weights_finite():
                 yield self._diverge(f"the weights became NaN or infinite at step {self.step}")
                 rolled_back = True
-            figures = self.evaluate("test")
+            figures = self._heldout_figures()
             if figures["n"] and not all(math.isfinite(figures[k]) for k in ("elbo", "recon", "kl")):
                 yield self._diverge(f"the held-out loss became NaN or infinite at step {self.step}")
                 rolled_back = True
-                figures = self.evaluate("test")
+                figures = self._heldout_figures()
             yield self._end_epoch(epoch_t0, figures, keep=not rolled_back)
             if self.boundary_hook is not None:
                 self.boundary_hook(self, True)
             cfg = self.train_config
             t_last = time.perf_counter()
         yield StatusEvent("finished", f"finished {self.epoch} epochs at step {self.step}", self.step)
+
+    def _shard_step(self, idx: torch.Tensor, beta: float, cfg: TrainConfig) -> tuple[float, float, float]:
+        """Forward and backward of this rank's slice of the global batch at ``idx``; (loss, recon, KL) of the global batch.
+
+        The gradients left in the parameters are those of the mean loss over
+        the global batch (DDP averages the ranks' gradients during backward),
+        and the figures are its means, all-reduced as sums.
+        """
+        world = self.world
+        assert world is not None and self._shards is not None
+        n = int(idx.numel())
+        lo, hi = world.shard(n)
+        if self._dynamic:
+            # The binary images of the whole global batch, as one process draws them.
+            x = torch.bernoulli(self._x_train.gather(idx), generator=self._binarize_gen)[lo:hi]
+        else:
+            x = self._x_train.gather(idx[lo:hi])
+        loss, sums = self._shards(
+            x, batch=n, start=lo, beta=beta, mc_samples=cfg.mc_samples, free_bits=cfg.free_bits,
+            generator=self._noise_gen,
+        )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        loss_v, recon_v, kl_v = (world.all_reduce_sum(sums) / n).tolist()
+        return loss_v, recon_v, kl_v
+
+    def _heldout_figures(self) -> dict[str, Any]:
+        """The test split's figures; in a data-parallel run computed on rank 0 and sent to every rank."""
+        if self.world is None:
+            return self.evaluate("test")
+        return self.world.broadcast(self.evaluate("test") if self.world.is_main else None)
 
     def _diverge(self, what: str) -> StatusEvent:
         """Roll back to the last good weights, ask for a pause and describe it."""
@@ -487,8 +560,11 @@ class Trainer:
         self._perm = None
         self._batch_pos = 0
         train_loss = self._epoch_loss_sum / self._epoch_count if self._epoch_count else float("nan")
-        mu, logvar = self.encode_all()
-        self.latents, self.latent_logvar = mu, logvar
+        if self.world is None or self.world.is_main:
+            mu, logvar = self.encode_all()
+            self.latents, self.latent_logvar = mu, logvar
+        else:
+            mu = logvar = np.zeros((0, self.model_config.latent_dim), dtype=np.float32)
         kl_per_dim = np.asarray(ev["kl_per_dim"], dtype=np.float64)
         self.history.add_epoch(
             {
