@@ -588,9 +588,26 @@ class ExploreTools(QtCore.QObject):
 
     @Slot(str)
     def _on_map_cleared(self, _text: str) -> None:
+        # The codes are gone (another dataset, or no model): so is every example's place and selection.
         self.view.set_ellipses(None)
         self.view.set_path(None)
+        self._forget_examples()
         self._sync_enabled()
+
+    def _forget_examples(self) -> None:
+        """Drop what was computed for examples of the codes that were on the map."""
+        if self._elbo_task is not None:
+            self._elbo_task.cancel()
+            self._elbo_task = None
+        self._elbo_request = None
+        self.elbo_panel.clear("Select an example on the map, then press Compute.")
+        for end, e in self._ends.items():
+            if e is not None and e[0] == "example":
+                self._ends[end] = None
+        self._update_end_labels()
+        self._placer = None
+        self.posterior_grid.clear()
+        self.posterior_dock.info.setText("A data point maps to a region of latent space, not a point.")
 
     @Slot(int, str, object, object)
     def _on_example(self, index: int, _title: str, _original: Any, _recon: Any) -> None:
@@ -611,21 +628,15 @@ class ExploreTools(QtCore.QObject):
         self._gen += 1
         self._worker.discard()
         self._dirty.clear()
-        if self._elbo_task is not None:
-            self._elbo_task.cancel()
-            self._elbo_task = None
-        self._elbo_request = None
+        self._forget_examples()
         self._ends = {"A": None, "B": None}
         self._update_end_labels()
         self._prior_z = None
-        self._placer = None
         self._interp_frames = self._traverse_frames = None
-        for g in (self.posterior_grid, self.interp_grid, self.traverse_grid, self.prior_grid):
+        for g in (self.interp_grid, self.traverse_grid, self.prior_grid):
             g.clear()
-        self.posterior_dock.info.setText("A data point maps to a region of latent space, not a point.")
         self.interp_dock.info.setText("Decode the codes on a path from A to B.")
         self.traverse_dock.info.setText("")
-        self.elbo_panel.clear("Select an example on the map, then press Compute.")
         self.view.set_ellipses(None)
         self.view.set_path(None)
         self._sync_enabled()

@@ -244,3 +244,48 @@ def test_stop_while_a_dataset_loads_keeps_the_one_before(qtbot, win):
     qtbot.wait(50)  # and anything it sent has arrived
     assert win.session.dataset is ds and win.session.state == IDLE
     assert find(win, QtWidgets.QPushButton, "trainButton").isEnabled()
+
+
+def test_reset_and_open_leave_nothing_of_the_previous_model_on_screen(qtbot, win, tmp_path):
+    load(qtbot, win)
+    train_and_wait(qtbot, win, epochs=1)
+    path = str(tmp_path / "first.ckpt")
+    win.session.save_checkpoint(path)
+    view = find(win, QtWidgets.QWidget, "latentMap")
+    canvas = find(win, QtWidgets.QWidget, "decodeCanvas")
+    pair = find(win, QtWidgets.QWidget, "reconPair")
+    coords = find(win, QtWidgets.QLabel, "coordsLabel")
+    tools = win.explore_tools
+
+    def show_everything():
+        x, y = win.session.xy[3]
+        with qtbot.waitSignal(view.exampleClicked, timeout=3000):
+            press(view, x, y)
+            release(view, x, y)
+        tools.show_traversals()
+        qtbot.waitUntil(lambda: canvas.image() is not None and pair.pair() is not None
+                        and tools.traverse_grid.to_array() is not None and win.monitor.kl_bars.title().startswith("active")
+                        and view.crosshair() is not None, timeout=5000)
+        assert coords.text() and canvas.caption()
+
+    def nothing_left():
+        assert canvas.image() is None and canvas.caption() == "" and pair.pair() is None and coords.text() == ""
+        assert view.crosshair() is None and view.highlight() is None and view.point_count() == 0
+        assert tools.traverse_grid.to_array() is None and tools.traverse_grid._row_labels == []
+        assert len(win.monitor.kl_bars.bar_heights()) == 0 and not win.monitor.kl_bars.title().startswith("active")
+        assert win.session.selected is None and win.session.last_code is None
+
+    show_everything()
+    win.session.reset()
+    nothing_left()
+
+    # A new model, then the saved one opened over it: the same clean slate before the checkpoint is shown.
+    train_and_wait(qtbot, win, epochs=1)
+    show_everything()
+    cleared = []
+    win.session.mapCleared.connect(lambda text: cleared.append((canvas.image(), view.crosshair(), pair.pair())))
+    with qtbot.waitSignal(win.session.modelLoaded, timeout=30000):
+        win.open_path(path)
+    assert cleared == [(None, None, None)]
+    qtbot.waitUntil(lambda: win.session.xy is not None, timeout=10000)
+    assert canvas.image() is None and pair.pair() is None and win.session.selected is None
