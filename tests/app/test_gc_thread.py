@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import threading
 
-from PySide6 import QtCore, QtWidgets
+from PySide6 import QtWidgets
 
 from app.main_window import MainWindow
 

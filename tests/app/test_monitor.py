@@ -128,7 +128,7 @@ def test_kl_dock_follows_epochs_warns_on_collapse_and_clears_on_recovery(qtbot, 
     # The bars show the last epoch once the run has ended (redrawn at most twice a second while it runs).
     np.testing.assert_allclose(bars.kl(), win.session.last_epoch.kl_per_dim)
     assert len(bars.bar_heights()) == 4
-    assert f"/ 4" in bars.title()
+    assert "/ 4" in bars.title()
     ev = win.session.last_epoch
     assert ev.test_kl < M.COLLAPSE_KL
     assert "collapse" in bars.warning().lower() and bars.warning_level() == "warning"
