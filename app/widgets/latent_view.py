@@ -382,7 +382,7 @@ class Rasterizer:
     """
 
     def __init__(self) -> None:
-        self._lut = np.zeros(0, dtype=np.intp)
+        self._lut = np.zeros(0, dtype=np.int32)
 
     def render(self, sx: np.ndarray, sy: np.ndarray, cls: np.ndarray | None, colours: np.ndarray,
                x0: float, y0: float, px_x: float, px_y: float, width: int, height: int,
@@ -400,12 +400,13 @@ class Rasterizer:
         pixels (:func:`dilate_disc`).
         """
         size = width * height
+        # int32 indices: half the memory traffic of intp, and a layer has far fewer than 2**31 pixels.
         ix = np.subtract(sx, np.float32(x0), dtype=np.float32)
         ix *= np.float32(px_x)
-        pix = ix.astype(np.intp)
+        pix = ix.astype(np.int32)
         iy = np.subtract(sy, np.float32(y0), dtype=np.float32)
         iy *= np.float32(px_y)
-        row = iy.astype(np.intp)
+        row = iy.astype(np.int32)
         # The points lie inside the image; rounding can put one on the far edge.
         np.minimum(pix, width - 1, out=pix)
         np.minimum(row, height - 1, out=row)
@@ -420,10 +421,12 @@ class Rasterizer:
         elif ncls <= RASTER_MAX_CLASS_COUNTS:
             # Counts per (pixel, class) over the pixels that have points, then one matrix product.
             if len(self._lut) < size:
-                self._lut = np.zeros(size, dtype=np.intp)
+                self._lut = np.zeros(size, dtype=np.int32)
             lut = self._lut
-            lut[nz] = np.arange(len(nz))  # only these entries are read below
+            lut[nz] = np.arange(len(nz), dtype=np.int32)  # only these entries are read below
             key = lut[pix]
+            if len(nz) * ncls >= 2 ** 31:
+                key = key.astype(np.intp)
             key *= ncls
             key += cls
             counts = np.bincount(key, minlength=len(nz) * ncls).reshape(len(nz), ncls)
@@ -660,21 +663,29 @@ class _PointsItem(pg.GraphicsObject):
         tr = p.transform()
         if tr.m12() != 0.0 or tr.m21() != 0.0 or tr.m11() == 0.0 or tr.m22() == 0.0:
             return  # views of the map are never rotated
-        device = widget if widget is not None else p.device()
-        w, h, dpr = max(1, device.width()), max(1, device.height()), device.devicePixelRatioF()
-        key = (self._version, w, h, dpr)
+        vb = self.getViewBox()
+        if vb is None or not hasattr(vb, "viewRect"):
+            return
+        # The view box in the painter's coordinates, and device pixels per painter unit: the
+        # screen's pixel ratio, or whatever scale the widget is rendered into an image at.
+        area = tr.mapRect(vb.viewRect())
+        dev = p.deviceTransform()
+        dpr = abs(dev.m11() / tr.m11()) or 1.0
+        if area.width() < 1 or area.height() < 1:
+            return
+        key = (self._version, round(area.width()), round(area.height()), round(dpr, 6))
         view = (tr.m11(), tr.m22(), tr.dx(), tr.dy())
         now = time.perf_counter()
         if self._layer is not None and self._layer_key == key and self._layer_view != view \
                 and self._progressive and now - self._layer_done < self._layer_cost \
-                and self._draw_moved(p, view, w, h):
+                and self._draw_moved(p, view, area):
             wait_ms = 1000.0 * (self._layer_cost - (now - self._layer_done))
             if not self._refresh.isActive():
                 self._refresh.start(max(1, int(math.ceil(wait_ms))))
             return
         if self._layer is None or self._layer_key != key or self._layer_view != view:
             t0 = time.perf_counter()
-            self._render(view, w, h, dpr)
+            self._render(view, area, dpr)
             self._layer_key, self._layer_view = key, view
             self._layer_done = time.perf_counter()
             self._layer_cost = self._layer_done - t0
@@ -687,8 +698,10 @@ class _PointsItem(pg.GraphicsObject):
         p.drawImage(target, self._layer, QtCore.QRectF(0, 0, self._layer.width(), self._layer.height()))
         p.restore()
 
-    def _draw_moved(self, p: QtGui.QPainter, view: tuple[float, float, float, float], w: int, h: int) -> bool:
-        """Draw the cached layer where its points are in ``view`` (a w x h view); False if it would not help."""
+    def _draw_moved(self, p: QtGui.QPainter, view: tuple[float, float, float, float],
+                    area: QtCore.QRectF) -> bool:
+        """Draw the cached layer where its points are in ``view``; False if that would not help
+        (a zoom by more than a factor of two, or nothing of it inside ``area``)."""
         a0, d0, bx0, by0 = self._layer_view
         a1, d1, bx1, by1 = view
         sx, sy = a1 / a0, d1 / d0
@@ -697,20 +710,22 @@ class _PointsItem(pg.GraphicsObject):
         r = self._layer_rect
         left, top = bx1 + sx * (r.left() - bx0), by1 + sy * (r.top() - by0)
         target = QtCore.QRectF(left, top, sx * r.width(), sy * r.height())
-        if not target.intersects(QtCore.QRectF(0, 0, w, h)):
+        if not target.intersects(area):
             return False
         self._draw_layer(p, target)
         return True
 
-    def _render(self, view: tuple[float, float, float, float], w: int, h: int, dpr: float) -> None:
-        """Render the points for ``view`` (logical px = a * x + bx) into a new layer image."""
+    def _render(self, view: tuple[float, float, float, float], area: QtCore.QRectF, dpr: float) -> None:
+        """Render the points for ``view`` (painter units = a * x + bx) into a new layer image
+        covering ``area`` (the view box, in painter units) and RENDER_MARGIN around it."""
         a, d, bx, by = view
         margin = RENDER_MARGIN
-        self._layer_rect = QtCore.QRectF(-margin, -margin, w + 2 * margin, h + 2 * margin)
-        pw, ph = int(math.ceil((w + 2 * margin) * dpr)), int(math.ceil((h + 2 * margin) * dpr))
+        rect = area.adjusted(-margin, -margin, margin, margin)
+        self._layer_rect = rect
+        pw, ph = int(math.ceil(rect.width() * dpr)), int(math.ceil(rect.height() * dpr))
         # Data coordinates of the layer's edges (d < 0: y points up).
-        xa, xb = (-margin - bx) / a, (w + margin - bx) / a
-        ya, yb = (-margin - by) / d, (h + margin - by) / d
+        xa, xb = (rect.left() - bx) / a, (rect.right() - bx) / a
+        ya, yb = (rect.top() - by) / d, (rect.bottom() - by) / d
         x_lo, x_hi = min(xa, xb), max(xa, xb)
         y_lo, y_hi = min(ya, yb), max(ya, yb)
         k, pieces = self._select((x_lo, x_hi, y_lo, y_hi))
@@ -723,17 +738,20 @@ class _PointsItem(pg.GraphicsObject):
             return
         if k <= self._exact_max:
             self._mode = "exact"
-            self._render_exact(self._positions(pieces), a, d, bx + margin, by + margin, pw, ph, dpr)
+            self._render_exact(self._positions(pieces), a, d, bx - rect.left(), by - rect.top(), pw, ph, dpr)
         else:
             self._mode = "raster"
             colours = np.array([c.getRgbF() for c in self._colours] or [(0.5, 0.5, 0.5, 1.0)],
                                dtype=np.float32)
             img = self._rasterizer.render(self._take(self._sx, pieces), self._take(self._sy, pieces),
                                           self._take(self._cls, pieces), colours,
-                                          x_lo if a > 0 else x_hi, y_hi if d < 0 else y_lo,
-                                          a * dpr, d * dpr, pw, ph, int(round(self._size * dpr)))
+                                          xa, ya, a * dpr, d * dpr, pw, ph, int(round(self._size * dpr)))
             self._layer_buffer = img
             self._layer = QtGui.QImage(img.data, pw, ph, 4 * pw, QtGui.QImage.Format.Format_ARGB32_Premultiplied)
+
+    def layer_rect(self) -> QtCore.QRectF:
+        """Where the last rendering lies, in the coordinates of the painter it was made for."""
+        return QtCore.QRectF(self._layer_rect)
 
     def _select(self, rect: tuple[float, float, float, float]) -> tuple[int, list]:
         """The shown points inside ``rect`` (x_lo, x_hi, y_lo, y_hi): (how many, pieces).
@@ -1225,12 +1243,16 @@ class LatentView(QtWidgets.QWidget):
     def set_view_options(self, options: dict) -> None:
         """Apply the keys of ``options`` that :meth:`view_options` knows; others are ignored.
 
-        Values that do not fit (a corner that does not exist, a size that is not a
-        number) are ignored too, so options stored by another version never fail.
+        Values may come back from QSettings as strings ("true", "4.0"). Values that
+        do not fit (a corner that does not exist, a size that is not a number) are
+        ignored too, so options stored by another version never fail.
         """
         try:
             if "legend_visible" in options:
-                self.set_legend_visible(bool(options["legend_visible"]))
+                shown = options["legend_visible"]
+                if isinstance(shown, str):
+                    shown = shown.strip().lower() in ("1", "true", "yes", "on")
+                self.set_legend_visible(bool(shown))
             if options.get("legend_corner") in LEGEND_CORNERS:
                 self.set_legend_corner(str(options["legend_corner"]))
             if "point_size" in options:
@@ -1467,6 +1489,11 @@ class LatentView(QtWidgets.QWidget):
     def rendered_layer(self) -> QtGui.QImage | None:
         """The image of the points as last rendered (the view plus a margin)."""
         return self._points.layer_image()
+
+    def rendered_layer_rect(self) -> QtCore.QRectF:
+        """Where that image lies, in the coordinates of what it was painted on (the viewport's
+        when painted on screen)."""
+        return self._points.layer_rect()
 
     # --- coordinates ------------------------------------------------------------------
 

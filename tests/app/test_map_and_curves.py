@@ -316,6 +316,12 @@ def test_view_options_round_trip_and_ignore_what_they_do_not_know(view):
                                    "point_size": 6.0, "point_opacity": 0.5}
     view.set_view_options({"legend_corner": "middle", "point_size": "big"})
     assert view.legend_corner() == "top-left" and view.point_size() == 6.0
+    # As QSettings (INI) gives them back: strings.
+    view.set_view_options({"legend_visible": "true", "point_size": "3.0", "point_opacity": "0.75"})
+    assert view.legend_corner() == "top-left" and view.point_size() == 3.0
+    assert view.view_options()["legend_visible"] is True and view.point_opacity() == 0.75
+    view.set_view_options({"legend_visible": "false"})
+    assert view.view_options()["legend_visible"] is False
     with pytest.raises(ValueError):
         view.set_legend_corner("middle")
     assert set(LEGEND_CORNERS) == {"top-right", "top-left", "bottom-left", "bottom-right"}
@@ -620,12 +626,11 @@ def mixture(n, seed=0):
 
 
 def layer_pixel(view, x: float, y: float) -> tuple[int, int]:
-    """Where data point (x, y) lies in the rendered layer image (which has a margin)."""
-    from app.widgets.latent_view import RENDER_MARGIN
-
+    """Where data point (x, y) lies in the image the points were last rendered into."""
     p = view.map_from_data(x, y)
-    dpr = view.viewport().devicePixelRatioF()
-    return int((p.x() + RENDER_MARGIN) * dpr), int((p.y() + RENDER_MARGIN) * dpr)
+    rect, image = view.rendered_layer_rect(), view.rendered_layer()
+    scale = image.width() / rect.width()
+    return int((p.x() - rect.left()) * scale), int((p.y() - rect.top()) * scale)
 
 
 def unpremultiplied(image: QtGui.QImage, px: int, py: int) -> tuple[float, float, float, float]:
@@ -714,6 +719,34 @@ def test_a_class_hidden_from_the_legend_leaves_the_raster(view, qtbot):
     assert view.rendered_layer().pixelColor(*layer_pixel(view, 3.0, 3.0)).alpha() == 0
     assert view.rendered_layer().pixelColor(*layer_pixel(view, -3.0, -3.0)).alpha() > 0
     assert view.hit_test(*xy[4000]) is None and view.hit_test(*xy[10]) is not None
+
+
+def test_the_raster_is_made_at_the_device_pixel_ratio(view, qtbot):
+    from app.widgets.latent_view import RENDER_MARGIN
+
+    xy, labels = mixture(20_000)
+    view.set_raster_threshold(1000)
+    view.set_points(xy, labels)
+    view.viewport().repaint()
+    area = view.view_box().sceneBoundingRect()
+    assert view.rendered_layer().width() == pytest.approx(area.width() + 2 * RENDER_MARGIN, abs=1)
+    # Rendered into an image of pixel ratio 2 (as on a HiDPI screen): twice the pixels.
+    image = QtGui.QImage(2 * view.width(), 2 * view.height(), QtGui.QImage.Format.Format_ARGB32_Premultiplied)
+    image.setDevicePixelRatio(2.0)
+    image.fill(0)
+    view.render(image)
+    assert view.render_mode() == "raster"
+    layer = view.rendered_layer()
+    assert layer.width() == pytest.approx(2 * (area.width() + 2 * RENDER_MARGIN), abs=2)
+    assert layer.height() == pytest.approx(2 * (area.height() + 2 * RENDER_MARGIN), abs=2)
+    x, y = xy[0]
+    px, py = layer_pixel(view, x, y)
+    assert max(layer.pixelColor(px + dx, py + dy).alpha() for dx in (-1, 0, 1) for dy in (-1, 0, 1)) > 0
+    # The points are where the axes say they are in that image too.
+    p = view.viewport().mapTo(view, view.map_from_data(x, y).toPoint())
+    c = image.pixelColor(2 * p.x(), 2 * p.y())
+    bg = view.palette().color(QtGui.QPalette.ColorRole.Base)
+    assert abs(c.red() - bg.red()) + abs(c.green() - bg.green()) + abs(c.blue() - bg.blue()) > 60
 
 
 def test_point_size_sets_the_raster_spread(view, qtbot):
