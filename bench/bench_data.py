@@ -30,13 +30,15 @@ children: what they really allocated.
   subfolders) loaded at size 64 by ``load_dataset`` (the pool of decoding
   threads, writing the cache included) against a single-threaded Pillow
   loop (open, RGB, Lanczos resize to 64 x 64, into one uint8 array): the
-  loop's seconds over the loader's (target >= 1.5).  Two things make the
-  loader faster: the threads, and asking the JPEG decoder for a reduced
-  image (``draft``: here 89 x 109, decoded from the DCT at half scale) before
-  the Lanczos resize.  ``folder_20k_one_thread_s`` is the loader with one
-  thread, so the share of each shows;
-* ``folder_20k_cached_load_s``: the second ``load_dataset`` of that folder,
-  read from the cache (target <= 1);
+  loop's seconds over the loader's, the median over rounds (three; one with
+  ``BENCH_QUICK=1``) in which the two run back to back, in turns, each
+  loader run decoding into an empty cache (target >= 1.5).  Two things make
+  the loader faster: the threads, and asking the JPEG decoder for a reduced
+  image (``draft``: here 89 x 109, decoded from the DCT at half scale)
+  before the Lanczos resize.  ``folder_20k_one_thread_s`` is the loader with
+  one thread, so the share of each shows;
+* ``folder_20k_cached_load_s``: another ``load_dataset`` of that folder,
+  read from the cache the first round wrote (target <= 1);
 * ``shapes_737k_peak_rss_gb``: peak memory of a child process that generates
   737,280 shapes at 64 x 64 (the size of dSprites), trains the default MLP on
   them and does what the end of an epoch does (test-split evaluation, codes
@@ -45,10 +47,10 @@ children: what they really allocated.
   ``BENCH_QUICK=1``) before the epoch-end work; ``shapes_737k_seconds`` is
   its wall time.
 
-Also reported: ``folder_20k_loader_s`` and ``folder_20k_plain_loop_s``,
-``train_200k_rgb64_seconds``, ``train_200k_rgb64_peak_anon_gb``,
-``shapes_737k_peak_anon_gb``, ``uint8_samples_per_s`` and
-``float32_samples_per_s``.
+Also reported: ``folder_20k_loader_s`` and ``folder_20k_plain_loop_s``
+(medians over the rounds), ``train_200k_rgb64_seconds``,
+``train_200k_rgb64_peak_anon_gb``, ``shapes_737k_peak_anon_gb``,
+``uint8_samples_per_s`` and ``float32_samples_per_s``.
 """
 
 from __future__ import annotations
@@ -151,20 +153,52 @@ def _plain_loop(files: list[Path]):
     return out
 
 
-def _one_thread_load(spec, cache: Path) -> float:
-    """Seconds of ``load_dataset(spec)`` decoding with one thread, into an empty cache."""
+def _timed_load(spec, cache: Path, threads: int | None = None) -> tuple[float, object]:
+    """(seconds, dataset) of ``load_dataset(spec)`` with ``cache`` as the cache folder and ``threads`` decoding."""
     from vae_core.data import images, load_dataset
 
     old_env, old_threads = os.environ["LATENT_EXPLORER_CACHE"], images.DECODE_THREADS
     os.environ["LATENT_EXPLORER_CACHE"] = str(cache)
-    images.DECODE_THREADS = 1
+    images.DECODE_THREADS = threads
     try:
         t0 = time.perf_counter()
-        load_dataset(spec)
-        return time.perf_counter() - t0
+        ds = load_dataset(spec)
+        return time.perf_counter() - t0, ds
     finally:
         images.DECODE_THREADS = old_threads
         os.environ["LATENT_EXPLORER_CACHE"] = old_env
+
+
+def _folder_figures(spec, files: list[Path], tmp: Path, rounds: int) -> dict[str, float]:
+    """The loader against the plain loop, alternating over ``rounds`` (each loader run decodes into a new cache).
+
+    The ratio is the median of each round's quotient: the two runs of a round
+    are back to back, which cancels most of the drift in this machine's speed.
+    """
+    loader, plain, ratios = [], [], []
+    for r in range(rounds):
+        for who in ("loader", "plain") if r % 2 == 0 else ("plain", "loader"):
+            if who == "loader":
+                seconds, ds = _timed_load(spec, tmp / f"cache-{r}")
+                assert ds.images.shape == (len(files), 3, 64, 64) and not any("cache in" in n for n in ds.notes)
+                loader.append(seconds)
+            else:
+                t0 = time.perf_counter()
+                _plain_loop(files)
+                plain.append(time.perf_counter() - t0)
+        ratios.append(plain[-1] / loader[-1])
+        _log(f"folder round {r + 1}/{rounds}: loader {loader[-1]:.1f} s, plain loop {plain[-1]:.1f} s")
+    cached_s, ds = _timed_load(spec, tmp / "cache-0")
+    assert any("read from the cache" in n for n in ds.notes)
+    one_thread_s, _ = _timed_load(spec, tmp / "cache-one-thread", threads=1)
+    _log(f"folder: cached {cached_s:.2f} s, one thread {one_thread_s:.1f} s")
+    return {
+        "folder_20k_load_ratio": statistics.median(ratios),
+        "folder_20k_cached_load_s": cached_s,
+        "folder_20k_loader_s": statistics.median(loader),
+        "folder_20k_plain_loop_s": statistics.median(plain),
+        "folder_20k_one_thread_s": one_thread_s,
+    }
 
 
 def _epoch_rate(trainer) -> float:
@@ -274,26 +308,7 @@ def run() -> dict[str, float]:
         # -- a folder of 20,000 JPEG files ------------------------------------------
         folder = tmp / "jpegs"
         files = _write_jpeg_folder(folder)
-        spec = DatasetSpec(str(folder), size=64)
-        t0 = time.perf_counter()
-        first = load_dataset(spec)
-        loader_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        plain = _plain_loop(files)
-        plain_s = time.perf_counter() - t0
-        assert first.images.shape == plain.shape, (first.images.shape, plain.shape)
-        del first, plain
-        t0 = time.perf_counter()
-        again = load_dataset(spec)
-        results["folder_20k_cached_load_s"] = time.perf_counter() - t0
-        assert any("cache" in n for n in again.notes)
-        del again
-        results["folder_20k_one_thread_s"] = _one_thread_load(spec, tmp / "cache-one-thread")
-        results["folder_20k_loader_s"] = loader_s
-        results["folder_20k_plain_loop_s"] = plain_s
-        results["folder_20k_load_ratio"] = plain_s / loader_s
-        _log(f"folder: loader {loader_s:.1f} s ({results['folder_20k_one_thread_s']:.1f} s with one thread), "
-             f"plain loop {plain_s:.1f} s, cached {results['folder_20k_cached_load_s']:.2f} s")
+        results.update(_folder_figures(DatasetSpec(str(folder), size=64), files, tmp, 1 if quick else 3))
         shutil.rmtree(folder)
 
         # -- 737,280 shapes ------------------------------------------------------------
