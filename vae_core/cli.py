@@ -6,6 +6,11 @@ range) print ``error: <message>`` and exit with status 2.  Training stops
 cleanly on Ctrl+C or SIGTERM: the current batch finishes, a complete
 checkpoint is written, and the exit status is 130 (SIGINT) or 143 (SIGTERM).
 
+``train`` runs data-parallel on several processes when ``torchrun`` starts
+it (``torchrun --nproc-per-node N -m vae_core train ...``) or with
+``--nproc N`` (which starts ``torch.distributed.run`` on this machine):
+only rank 0 prints, writes the run folder and saves checkpoints.
+
 Torch is imported only when a command runs, so ``--help`` is quick.
 """
 
@@ -14,9 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import Any, Sequence
 
 from .config import (
@@ -29,7 +36,7 @@ from .config import (
     TrainConfig,
     parse_hidden_dims,
 )
-from .errors import ConfigError, VAEError
+from .errors import CheckpointError, ConfigError, VAEError
 
 EXIT_ERROR = 2
 EXIT_DIVERGED = 1
@@ -61,12 +68,20 @@ DEFAULT_HIDDEN = {"mlp": (512, 256), "conv": (32, 64)}
 MODEL_OPTIONS = ("latent_dim", "arch", "hidden", "likelihood", "sigma", "learn_sigma")
 
 
+def _rank() -> int:
+    """This process's rank in a run that torchrun started (0 otherwise)."""
+    return int(os.environ.get("RANK", "0") or 0)
+
+
 def _err(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr, flush=True)
+    rank = _rank()
+    print(f"error{f' (rank {rank})' if rank else ''}: {message}", file=sys.stderr, flush=True)
 
 
 def _note(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    """A message for the user; in a run of several processes only rank 0's are printed."""
+    if _rank() == 0:
+        print(message, file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------------------
@@ -113,8 +128,21 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     t.add_argument("--max-steps", type=int, metavar="STEPS",
                    help="stop once the run has taken this many batches in total (before --epochs if sooner); "
                         "the checkpoint continues mid-epoch with --resume")
-    t.add_argument("--out", help="checkpoint to write (default run.ckpt, or the --resume file)")
+    t.add_argument("--out", help="checkpoint to write (default run.ckpt, or the --resume file; with --run-dir "
+                                 "only DIR/latest.ckpt unless given)")
     t.add_argument("--resume", metavar="CKPT", help="continue training from this checkpoint")
+    t.add_argument("--run-dir", metavar="DIR",
+                   help="write a run folder that anyone can follow: DIR/config.json, DIR/events.jsonl and "
+                        "DIR/latest.ckpt after every epoch and on stop; a run folder with a latest.ckpt is "
+                        "continued from it (as after a restart)")
+    t.add_argument("--keep", type=int, metavar="K",
+                   help="with --run-dir, also keep the last K epochs' checkpoints (DIR/epoch-0007.ckpt); default 0")
+    t.add_argument("--nproc", type=int, metavar="N",
+                   help="train one model on N processes of this machine (data parallel, through "
+                        "torch.distributed.run): one per GPU, or CPU processes; under torchrun leave it out")
+    t.add_argument("--max-restarts", type=int, metavar="K",
+                   help="with --nproc, start the processes again up to K times when one fails; with --run-dir "
+                        "they continue from its latest checkpoint")
     t.add_argument("--json", action="store_true", help="print one JSON object per epoch instead of a progress bar")
 
     e = sub.add_parser("evaluate", help="test-split ELBO, IWAE log-likelihood, active units",
@@ -141,13 +169,14 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     parser = build_parser(prog)
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        args = parser.parse_args(None if argv is None else list(argv))
+        args = parser.parse_args(argv)
     except SystemExit as exc:  # --help or a usage error, already printed
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_ERROR)
     try:
         if args.command == "train":
-            return cmd_train(args)
+            return cmd_train(args, argv)
         if args.command == "evaluate":
             return cmd_evaluate(args)
         return cmd_export(args)
@@ -250,23 +279,101 @@ def _fmt(x: float, width: int = 10) -> str:
 # ---------------------------------------------------------------------------
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from .checkpoint import load_checkpoint, restore_trainer, save_checkpoint
+def _check_train_args(args: argparse.Namespace) -> None:
+    """The checks of ``train`` options that need neither data nor torch (made before any process starts)."""
+    for name in ("epochs", "max_steps", "keep", "max_restarts"):
+        value = getattr(args, name)
+        if value is not None and value < 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
+    if args.nproc is not None and args.nproc < 1:
+        raise ConfigError(f"--nproc must be at least 1, got {args.nproc}")
+    if args.keep and not args.run_dir:
+        raise ConfigError("--keep keeps epoch checkpoints in a run folder; give --run-dir DIR too")
+
+
+def cmd_train(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
+    """``train`` in this process, as one rank of the processes torchrun started, or (``--nproc``) by starting them.
+
+    ``argv`` is the whole command line (``train ...``); ``--nproc`` runs it
+    again on that many processes, where torchrun's environment makes
+    ``--nproc`` and ``--max-restarts`` inert.
+    """
+    from . import distributed
+
+    _check_train_args(args)
+    if not distributed.launched():
+        if args.nproc is not None:
+            return distributed.launch(list(argv), args.nproc, args.max_restarts or 0)
+        if args.max_restarts is not None:
+            raise ConfigError("--max-restarts restarts the processes that --nproc starts; give --nproc N too")
+    world = distributed.init_world(args.device or TRAIN_DEFAULTS["device"])
+    code = _train(args, world)
+    distributed.shutdown(world)
+    return code
+
+
+def _resume_checkpoint(args: argparse.Namespace, run_dir: Path | None, world: Any) -> tuple[Any, str | None]:
+    """(checkpoint, its path) to continue: ``--resume``, else the run folder's latest.ckpt; (None, None) for a new run.
+
+    In a data-parallel run rank 0 reads the file and sends its bytes to
+    every rank, so that the other ranks need not see it (they may be on
+    machines that do not share its disk).
+    """
+    from .checkpoint import checkpoint_from_bytes, load_checkpoint
+    from .runs import LATEST
+
+    def choose() -> str | None:
+        if args.resume:
+            return str(args.resume)
+        if run_dir is not None and (run_dir / LATEST).is_file():
+            return str(run_dir / LATEST)
+        return None
+
+    if world is None:
+        path = choose()
+        return (None, None) if path is None else (load_checkpoint(path), path)
+    payload: tuple[str | None, bytes | None, str | None] | None = None
+    if world.is_main:
+        path = choose()
+        payload = (None, None, None)
+        if path is not None:
+            try:
+                with open(path, "rb") as f:
+                    payload = (path, f.read(), None)
+            except OSError as exc:
+                payload = (path, None, exc.strerror or str(exc))
+    path, data, problem = world.broadcast(payload)
+    if path is None:
+        return None, None
+    if data is None:
+        raise CheckpointError(f"cannot open checkpoint {path}: {problem}")
+    return checkpoint_from_bytes(data, path), path
+
+
+def _train(args: argparse.Namespace, world: Any) -> int:
+    """Train in this process (one rank of ``world``, or alone when it is None); returns the exit status."""
+    from .checkpoint import restore_trainer, save_checkpoint
+    from .distributed import process_info, restart_count
+    from .runs import LATEST, RunWriter
     from .training import Trainer, TrainControl
 
     def opt(name: str) -> Any:
         value = getattr(args, name)
         return TRAIN_DEFAULTS.get(name) if value is None else value
 
+    main = world is None or world.is_main
+    run_dir = Path(args.run_dir) if args.run_dir else None
     control = TrainControl()
-    if args.resume:
-        ckpt = load_checkpoint(args.resume)
+    ckpt, resumed_from = _resume_checkpoint(args, run_dir, world)
+    if ckpt is not None:
+        if not args.resume:
+            _note(f"continuing the run in {run_dir} from its latest checkpoint (epoch {ckpt.epoch}, step {ckpt.step})")
         given = [n for n in MODEL_OPTIONS + ("batch_size", "mc_samples", "seed") if getattr(args, n) is not None]
         if given:
             _note("note: ignoring " + ", ".join("--" + n.replace("_", "-") for n in given)
                   + " when resuming (they are fixed by the checkpoint)")
         spec = _dataset_spec(ckpt.dataset_spec, args, ("size", "binarize", "test_fraction", "n"))
-        dataset = _load(spec, not args.json)
+        dataset = _load(spec, main and not args.json)
         overrides = {}
         if args.device is not None:
             overrides["device"] = args.device
@@ -279,12 +386,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         live = {n: getattr(args, n) for n in LIVE_SETTINGS if getattr(args, n) is not None}
         if live:
             control.set(**live)  # applied at the first batch and recorded in the history
-        trainer = restore_trainer(ckpt, dataset, control=control)
+        trainer = restore_trainer(ckpt, dataset, control=control, world=world)
         if trainer.train_config.precision != ckpt.train_config.precision:
             _note(f"note: the checkpoint was trained with --precision {ckpt.train_config.precision}, which needs a "
                   f"CUDA GPU; continuing in {trainer.train_config.precision} on {trainer.device.type}")
         target = args.epochs if args.epochs is not None else ckpt.train_config.epochs
-        out = args.out or args.resume
+        out = args.out if run_dir is not None else (args.out or args.resume)
     else:
         spec = _dataset_spec(None, args, ("size", "binarize", "test_fraction", "n"))
         arch = opt("arch")
@@ -298,34 +405,48 @@ def cmd_train(args: argparse.Namespace) -> int:
             mc_samples=opt("mc_samples"), seed=opt("seed"), device=opt("device"), num_threads=opt("threads"),
             precision=opt("precision"),
         )
-        dataset = _load(spec, not args.json)
+        dataset = _load(spec, main and not args.json)
         mcfg = ModelConfig(
             input_shape=dataset.input_shape, latent_dim=opt("latent_dim"), architecture=arch,
             hidden_dims=hidden, likelihood=opt("likelihood"), sigma=opt("sigma"),
             learn_sigma=bool(args.learn_sigma),
         )
-        trainer = Trainer(mcfg, tcfg, dataset, control=control)
+        trainer = Trainer(mcfg, tcfg, dataset, control=control, world=world)
         target = tcfg.epochs
-        out = args.out or "run.ckpt"
-    if target < 0:
-        raise ConfigError(f"--epochs must be >= 0, got {target}")
-    if args.max_steps is not None and args.max_steps < 0:
-        raise ConfigError(f"--max-steps must be >= 0, got {args.max_steps}")
+        out = args.out if run_dir is not None else (args.out or "run.ckpt")
 
+    ranks = world.gather(world.describe()) if world is not None else [process_info(0, trainer.device)]
+    writer = None
+    if main and run_dir is not None:
+        writer = RunWriter(run_dir, trainer, keep=args.keep or 0)
+        writer.start(ranks, resumed_from=resumed_from, restart=restart_count())
     with _SignalStop(control) as sig:
-        outcome = _train_loop(trainer, target, args.json, args.max_steps)
-        # Still inside: a second Ctrl+C must not cut the final save short.
-        save_checkpoint(trainer, out)
+        # Still inside at the end: a second Ctrl+C must not cut the final save short.
+        try:
+            outcome = _train_loop(trainer, target, args.json, args.max_steps, show=main, run=writer)
+            if main:
+                if out:
+                    save_checkpoint(trainer, out)
+                if writer is not None:
+                    writer.finish()
+        finally:
+            if writer is not None:
+                writer.close()
+        if world is not None:
+            world.barrier()  # no rank leaves before rank 0 has saved
+    saved = out or str(Path(args.run_dir) / LATEST)
+    again = f"--run-dir {run_dir}" if run_dir is not None else f"--resume {saved}"
     where = f"epoch {trainer.epoch}, step {trainer.step}"
     if sig.signum is not None:
         name = "SIGTERM" if sig.signum == signal.SIGTERM else "SIGINT"
-        _note(f"stopped by {name} at {where}; checkpoint saved to {out} (continue with --resume {out})")
+        _note(f"stopped by {name} at {where}; checkpoint saved to {saved} (continue with {again})")
         return 128 + int(sig.signum)
     if outcome.startswith("diverged:"):
-        _err(outcome[len("diverged:"):].strip() + f" Checkpoint saved to {out}; continue with --resume {out} --lr <lower>.")
+        if main:
+            _err(outcome[len("diverged:"):].strip() + f" Checkpoint saved to {saved}; continue with {again} --lr <lower>.")
         return EXIT_DIVERGED
     if not args.json:
-        _note(f"saved {out} ({where})")
+        _note(f"saved {saved} ({where})")
     return 0
 
 
@@ -343,13 +464,19 @@ def _epoch_record(ev: Any) -> dict[str, Any]:
     }
 
 
-def _train_loop(trainer: Any, target: int, as_json: bool, max_steps: int | None = None) -> str:
-    """Consume ``trainer.run`` up to ``target`` epochs (or ``max_steps`` steps in all); returns how it ended."""
+def _train_loop(
+    trainer: Any, target: int, as_json: bool, max_steps: int | None = None, show: bool = True, run: Any = None
+) -> str:
+    """Consume ``trainer.run`` up to ``target`` epochs (or ``max_steps`` steps in all); returns how it ended.
+
+    ``show`` prints progress (a bar, or with ``as_json`` a JSON line per
+    epoch); ``run``, a ``runs.RunWriter``, records every event.
+    """
     remaining = max(0, target - trainer.epoch)
     if max_steps is not None and trainer.step >= max_steps:
         remaining = 0
     bar = None
-    if not as_json and remaining:
+    if show and not as_json and remaining:
         from tqdm import tqdm
 
         total = remaining * trainer.n_batches - trainer.batch_position
@@ -361,6 +488,8 @@ def _train_loop(trainer: Any, target: int, as_json: bool, max_steps: int | None 
     d = trainer.model_config.latent_dim
     try:
         for ev in trainer.run(epochs=remaining):
+            if run is not None:
+                run.record(ev)
             kind = ev.kind
             if kind == "batch":
                 if bar is not None:
@@ -369,7 +498,7 @@ def _train_loop(trainer: Any, target: int, as_json: bool, max_steps: int | None 
                 if max_steps is not None and ev.step >= max_steps:
                     trainer.control.stop()  # takes effect before the next batch
             elif kind == "epoch":
-                if as_json:
+                if as_json and show:
                     print(json.dumps(_epoch_record(ev)), flush=True)
                 elif bar is not None:
                     bar.write(
@@ -378,7 +507,7 @@ def _train_loop(trainer: Any, target: int, as_json: bool, max_steps: int | None 
                     )
                     if ev.epoch < target:
                         bar.set_description_str(f"epoch {ev.epoch + 1}/{target}", refresh=False)
-            elif kind == "change":
+            elif kind == "change" and show:
                 msg = f"{ev.name}: {ev.old} -> {ev.new} at step {ev.step}"
                 bar.write(msg) if bar is not None else _note(msg)
             elif kind == "status":

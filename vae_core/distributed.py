@@ -292,8 +292,10 @@ def launch(argv: Sequence[str], nproc: int, max_restarts: int = 0) -> int:
     # torchrun would set one thread per process and warn about it; share the cores instead.
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     args = get_args_parser().parse_args(
-        ["--standalone", f"--nproc-per-node={nproc}", f"--max-restarts={max_restarts}", "-m", "vae_core", *argv]
+        ["--standalone", f"--nproc-per-node={nproc}", f"--max-restarts={max_restarts}", "-m", "vae_core"]
     )
+    # Set after parsing: torchrun's parser would take options of ours that look like its own.
+    args.training_script_args = list(argv)
     try:
         run(args)
     except ChildFailedError as exc:
