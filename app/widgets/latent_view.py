@@ -416,28 +416,32 @@ class Rasterizer:
         nz = np.flatnonzero(total)
         n = total[nz].astype(np.float32)
         ncls = len(colours)
+        # mix: (4, pixels) mean RGBA of each pixel's points, channel by channel.
         if cls is None or ncls == 1:
-            mix = np.broadcast_to(colours[0].astype(np.float32), (len(nz), 4))
+            mix = np.repeat(colours[0].astype(np.float32)[:, None], len(nz), axis=1)
         elif ncls <= RASTER_MAX_CLASS_COUNTS:
-            # Counts per (pixel, class) over the pixels that have points, then one matrix product.
+            # Counts per (class, pixel) over the pixels that have points, class-major so that
+            # mixing is a few passes over contiguous rows (a (pixels, classes) product is ten
+            # times slower here, with BLAS or without).
             if len(self._lut) < size:
                 self._lut = np.zeros(size, dtype=np.int32)
             lut = self._lut
             lut[nz] = np.arange(len(nz), dtype=np.int32)  # only these entries are read below
             key = lut[pix]
-            if len(nz) * ncls >= 2 ** 31:
+            if ncls * len(nz) >= 2 ** 31:
                 key = key.astype(np.intp)
-            key *= ncls
-            key += cls
-            counts = np.bincount(key, minlength=len(nz) * ncls).reshape(len(nz), ncls)
-            # einsum's own loop: a BLAS product of this shape (tall, ten wide) is slower here,
-            # and its threads fight the GUI thread for two cores.
-            mix = np.einsum("pc,ck->pk", counts.astype(np.float32), colours.astype(np.float32))
-            mix /= n[:, None]
-        else:
-            mix = np.empty((len(nz), 4), dtype=np.float32)
+            key += cls * key.dtype.type(len(nz))
+            counts = np.bincount(key, minlength=ncls * len(nz)).reshape(ncls, len(nz)).astype(np.float32)
+            mix = np.empty((4, len(nz)), dtype=np.float32)
             for ch in range(4):
-                mix[:, ch] = np.bincount(pix, weights=colours[cls, ch], minlength=size)[nz] / n
+                acc = counts[0] * colours[0, ch]
+                for c in range(1, ncls):
+                    acc += counts[c] * colours[c, ch]
+                np.divide(acc, n, out=mix[ch])
+        else:
+            mix = np.empty((4, len(nz)), dtype=np.float32)
+            for ch in range(4):
+                mix[ch] = np.bincount(pix, weights=colours[cls, ch], minlength=size)[nz] / n
         # Log scaling of the counts, saturating at the RASTER_SATURATION quantile (a few
         # very dense pixels must not leave everything else pale).
         log_n = np.log1p(n)
@@ -447,11 +451,11 @@ class Rasterizer:
             shade = np.minimum(RASTER_MIN_ALPHA + (1.0 - RASTER_MIN_ALPHA) / top * log_n, 1.0)
         else:
             shade = np.float32(1.0)
-        alpha = np.clip(mix[:, 3] * shade, 0.0, 1.0)
+        alpha = np.clip(mix[3] * shade, 0.0, 1.0)
         k = alpha * 255.0
         packed = (k + 0.5).astype(np.uint32) << 24
         for ch, shift in ((0, 16), (1, 8), (2, 0)):
-            packed |= (np.clip(mix[:, ch], 0.0, 1.0) * k + 0.5).astype(np.uint32) << shift
+            packed |= (np.clip(mix[ch], 0.0, 1.0) * k + 0.5).astype(np.uint32) << shift
         img = np.zeros(size, dtype=np.uint32)
         img[nz] = packed
         return dilate_disc(img.reshape(height, width), diameter)

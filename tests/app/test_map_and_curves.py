@@ -658,7 +658,7 @@ def test_many_points_in_view_are_rasterized_and_few_drawn_one_by_one(view, qtbot
     assert view.render_mode() == "exact"
 
 
-def test_raster_pixels_mix_their_classes_by_count_and_shade_by_density(view, qtbot):
+def test_raster_pixels_mix_their_classes_by_count(view, qtbot):
     view.set_legend_visible(False)
     rng = np.random.default_rng(5)
     background = rng.uniform(-10, 10, (3000, 2))  # enough points to rasterize
@@ -676,6 +676,34 @@ def test_raster_pixels_mix_their_classes_by_count_and_shade_by_density(view, qtb
                                            (c0.blueF(), c1.blueF()))]
     np.testing.assert_allclose((r, g, b), expect, atol=0.03)
     assert a == pytest.approx(c0.alphaF(), abs=0.02)  # the densest pixels are as opaque as a point
+
+
+@pytest.mark.parametrize("n_classes", [3, 40])  # class counts per pixel, and weighted sums per channel
+def test_rasterizer_mixes_each_pixel_by_its_counts(n_classes):
+    from app.widgets.latent_view import Rasterizer
+
+    rng = np.random.default_rng(12)
+    colours = np.c_[rng.random((n_classes, 3)), np.full(n_classes, 0.8)].astype(np.float32)
+    # Pixel (2, 1): 3 points of class 0 and 1 of class 2; pixel (5, 4): 2 of class 1.
+    x = np.array([2.5, 2.5, 2.5, 2.5, 5.5, 5.5], dtype=np.float32)
+    y = np.array([1.5, 1.5, 1.5, 1.5, 4.5, 4.5], dtype=np.float32)
+    cls = np.array([0, 0, 0, 2, 1, 1], dtype=np.int16)
+    img = Rasterizer().render(x, y, cls, colours, 0.0, 0.0, 1.0, 1.0, 8, 6, diameter=1)
+    assert img.shape == (6, 8) and np.count_nonzero(img) == 2
+
+    def rgba(v):
+        v = int(v)
+        a = (v >> 24) / 255.0
+        return np.array([(v >> 16) & 255, (v >> 8) & 255, v & 255]) / 255.0 / a, a
+
+    rgb, a = rgba(img[1, 2])
+    np.testing.assert_allclose(rgb, (3 * colours[0, :3] + colours[2, :3]) / 4, atol=0.02)
+    assert a == pytest.approx(0.8, abs=0.01)
+    rgb, _ = rgba(img[4, 5])
+    np.testing.assert_allclose(rgb, colours[1, :3], atol=0.02)
+    # Spread over a disc: a 4-pixel point covers the 12 pixels of a 4-wide octagon.
+    img = Rasterizer().render(x[4:], y[4:], cls[4:], colours, 0.0, 0.0, 1.0, 1.0, 8, 6, diameter=4)
+    assert np.count_nonzero(img) == 12
 
 
 def test_raster_shades_sparse_pixels_fainter_than_dense_ones(view, qtbot):
