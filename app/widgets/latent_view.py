@@ -926,6 +926,8 @@ class LatentView(QtWidgets.QWidget):
         self._item = self._plot.getPlotItem()
         self._item.setMenuEnabled(False, enableViewBoxMenu=None)
         self._item.hideButtons()  # "fit the view" is the double click and the menu's first entry
+        # Room above and to the right, so the tick labels at the ends of the axes are not cut.
+        self._item.layout.setContentsMargins(2, 8, 10, 2)
         # Left button belongs to picking: no left-drag pan or rubber band. Middle
         # drag pans (PanMode), right drag zooms, the wheel zooms.
         self._vb.setMouseMode(pg.ViewBox.PanMode)

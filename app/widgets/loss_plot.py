@@ -47,6 +47,7 @@ RAW_SHADE = 0.3
 #: Smoothing weights run from 0 (raw) to this, in steps of 1/SMOOTHING_STEPS.
 MAX_SMOOTHING = 0.999
 SMOOTHING_STEPS = 1000
+RAW_TEXT = "0 (raw)"
 X_AXES = {"step": "Step", "wall": "Wall time"}
 X_LABELS = {"step": "training step", "wall": "wall time (h:mm:ss)"}
 NO_WALL_TIME_TIP = ("No wall-clock times were recorded with these points (for example a run saved "
@@ -304,7 +305,8 @@ class LossPlot(QtWidgets.QWidget):
         smooth_label.setToolTip(tip)
         self._smooth_value = QtWidgets.QLabel()
         self._smooth_value.setObjectName("smoothingValue")
-        self._smooth_value.setMinimumWidth(self._smooth_value.fontMetrics().horizontalAdvance("0.999") + 4)
+        fm = self._smooth_value.fontMetrics()
+        self._smooth_value.setMinimumWidth(max(fm.horizontalAdvance(t) for t in ("0.999", RAW_TEXT)) + 6)
         self._smooth_slider.valueChanged.connect(self._on_smoothing_slider)
         x_label = QtWidgets.QLabel("x:")
         self._x_combo = QtWidgets.QComboBox()
@@ -710,7 +712,7 @@ class LossPlot(QtWidgets.QWidget):
         self._smooth_slider.blockSignals(True)
         self._smooth_slider.setValue(round(self._smoothing * SMOOTHING_STEPS))
         self._smooth_slider.blockSignals(False)
-        self._smooth_value.setText(f"{self._smoothing:.3g}" if self._smoothing else "0 (raw)")
+        self._smooth_value.setText(f"{self._smoothing:.3g}" if self._smoothing else RAW_TEXT)
 
     def _sync_x_controls(self) -> None:
         """Enable the wall-time entry when times are known; show the axis that can be shown."""

@@ -418,6 +418,8 @@ def test_smoothing_slider_draws_the_smoothed_curve_over_a_faint_raw_one(loss_plo
     loss_plot.append(s[:half], recon[:half], kl[:half], loss[:half])
     loss_plot.flush()
     assert len(loss_plot.curve_data("recon_smoothed")[0]) == 0  # 0 = raw
+    value = loss_plot.findChild(QtWidgets.QLabel, "smoothingValue")
+    assert value.width() >= value.fontMetrics().horizontalAdvance(value.text())  # not clipped
     raw_pen = loss_plot._curves["recon"].opts["pen"].color()
     slider = loss_plot.findChild(QtWidgets.QSlider, "smoothingSlider")
     weights: list[float] = []
