@@ -15,7 +15,10 @@ costs).  The codes are a mixture of 10 gaussians in 2 dimensions with 10 labels
   ``EXACT_MAX_POINTS`` points are in view, and while the view moves the last
   rendering is shown moved into place until the next one is due (at most half
   of the time rendering).  ``map_pan_renders_1m`` says how many of the frames
-  rendered the points anew;
+  rendered the points anew.  Each frame paints twice (the forced repaint, then
+  the update that ``setRange`` queued, delivered by ``processEvents``; the
+  second reuses the rendering), where a frame of the program paints once: the
+  figure errs low;
 * ``map_pan_fps_1m_sync``: the same with a new rendering on every frame
   (``set_progressive(False)``), the raster's own speed;
 * ``map_pan_fps_1m_exact``: the same with every point drawn one by one on
