@@ -521,6 +521,7 @@ class _PointsItem(pg.GraphicsObject):
         self._starts = np.zeros(1, dtype=np.intp)  # run of class i: starts[i]:starts[i + 1]
         self._cls: np.ndarray | None = None  # sorted position -> class (None: one class)
         self._class_bounds = np.zeros((0, 4))  # per class: xmin, xmax, ymin, ymax (NaN if none)
+        self._class_gaps = np.zeros(0, dtype=bool)  # per class: has points with no position (NaN)
         self._visible = np.zeros(0, dtype=bool)
         self._colours: list[QtGui.QColor] = []
         self._size = 4.0
@@ -548,10 +549,14 @@ class _PointsItem(pg.GraphicsObject):
     # data and style
 
     def set_data(self, xy: np.ndarray, sx: np.ndarray, sy: np.ndarray, order: np.ndarray | None,
-                 starts: np.ndarray, cls: np.ndarray | None, class_bounds: np.ndarray) -> None:
+                 starts: np.ndarray, cls: np.ndarray | None, class_bounds: np.ndarray,
+                 class_gaps: np.ndarray) -> None:
+        """Points in class order (see the class docstring); ``class_gaps`` marks the classes
+        with points whose float32 coordinates are NaN (never drawn)."""
         self.prepareGeometryChange()
         self._xy, self._sx, self._sy, self._order = xy, sx, sy, order
         self._starts, self._cls, self._class_bounds = starts, cls, class_bounds
+        self._class_gaps = class_gaps
         if len(self._visible) != len(class_bounds):
             self._visible = np.ones(len(class_bounds), dtype=bool)
         self._br = None
@@ -762,7 +767,8 @@ class _PointsItem(pg.GraphicsObject):
 
         Pieces are (start, stop, mask or None) over the sorted points.  Class by
         class: a class whose bounds lie inside is taken whole (no test), one
-        outside is skipped, the others are tested point by point.
+        outside is skipped, the others (and those with NaN points) are tested
+        point by point.
         """
         x_lo, x_hi, y_lo, y_hi = rect
         pieces: list[tuple[int, int, np.ndarray | None]] = []  # (start, stop, mask or None)
@@ -770,7 +776,7 @@ class _PointsItem(pg.GraphicsObject):
             bx0, bx1, by0, by1 = self._class_bounds[c]
             if not (bx1 >= x_lo and bx0 < x_hi and by1 >= y_lo and by0 < y_hi):
                 continue  # entirely outside (or no finite point)
-            if bx0 >= x_lo and bx1 < x_hi and by0 >= y_lo and by1 < y_hi:
+            if bx0 >= x_lo and bx1 < x_hi and by0 >= y_lo and by1 < y_hi and not self._class_gaps[c]:
                 pieces.append((s0, s1, None))
                 continue
             xs, ys = self._sx[s0:s1], self._sy[s0:s1]
@@ -1100,9 +1106,11 @@ class LatentView(QtWidgets.QWidget):
             if order is not None:
                 sx, sy = sx[order], sy[order]
             finite = np.isfinite(sx) & np.isfinite(sy)
+            gaps = np.zeros(len(classes), dtype=bool)
             if not finite.all():  # a point with any non-finite coordinate is never drawn or hit
                 sx[~finite] = np.nan
                 sy[~finite] = np.nan
+                gaps = np.logical_or.reduceat(~finite, starts[:-1])
             if len(classes):
                 bounds = np.stack([np.fmin.reduceat(sx, starts[:-1]), np.fmax.reduceat(sx, starts[:-1]),
                                    np.fmin.reduceat(sy, starts[:-1]), np.fmax.reduceat(sy, starts[:-1])],
@@ -1129,7 +1137,7 @@ class LatentView(QtWidgets.QWidget):
         finally:
             self._updating_classes = False
         self._n_classes = len(classes)
-        self._points.set_data(xy, sx, sy, order, starts, cls, bounds)
+        self._points.set_data(xy, sx, sy, order, starts, cls, bounds, gaps)
         self._sync_classes()
         self._update_legend(classes, labels is not None)
 

@@ -839,6 +839,17 @@ def test_new_codes_keep_labels_grouping_and_indices(view):
         assert view.hit_test(np.nan, 1.0) is None
     x0, x1, y0, y1 = view.view_range()
     assert np.isfinite([x0, x1, y0, y1]).all()
+    # Points with no position are left out of both drawings, without a numpy warning.
+    xy[20] = (np.inf, 0.0)
+    import warnings
+
+    for threshold in (100, None):
+        view.set_raster_threshold(threshold)
+        view.set_points(xy, labels)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)
+            view.viewport().repaint()
+        assert view.render_mode() == ("raster" if threshold else "exact")
 
 
 def test_underlay_shows_under_the_raster(view, qtbot):
