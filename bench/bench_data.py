@@ -22,8 +22,9 @@ children: what they really allocated.
 * ``uint8_train_throughput_ratio``: trainer examples per second with the
   built-in MNIST held as uint8 (as loaded) against the same images held as
   float32, default MLP, batch 128, ``BENCH_THREADS`` torch threads (default
-  1); the two trainers alternate epoch by epoch and the figure is the median
-  over rounds of each round's quotient, each epoch timed from the end of its
+  1); the two trainers alternate epoch by epoch for 15 rounds (5 with
+  ``BENCH_QUICK=1``; an epoch is under a second) and the figure is the
+  median of the rounds' quotients, each epoch timed from the end of its
   first batch to its last (target >= 0.95);
 * ``folder_20k_load_ratio``: a folder of 20,000 JPEG files of 178 x 218
   colour pixels (the size of CelebA's aligned faces, in ten class
@@ -303,7 +304,7 @@ def run() -> dict[str, float]:
         npy.unlink()
 
         # -- uint8 against float32 ---------------------------------------------------
-        results.update(_throughput(3 if quick else 7, threads))
+        results.update(_throughput(5 if quick else 15, threads))
 
         # -- a folder of 20,000 JPEG files ------------------------------------------
         folder = tmp / "jpegs"
