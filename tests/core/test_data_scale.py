@@ -374,3 +374,21 @@ def test_to_float_matches_the_trainer_conversion():
     assert np.array_equal(to_float(raw), to_float_tensor(torch.from_numpy(raw)).numpy())
     floats = np.array([[[[-0.5, 0.25, 1.5]]]], dtype=np.float32)
     assert np.array_equal(to_float(floats), [[[[0.0, 0.25, 1.0]]]])
+
+
+def test_cli_trains_a_number_of_generated_shapes_for_a_number_of_steps(tmp_path, capsys):
+    from vae_core.checkpoint import load_checkpoint
+    from vae_core.cli import main
+
+    ckpt = tmp_path / "run.ckpt"
+    argv = ["train", "--dataset", "shapes", "--shapes-count", "300", "--size", "8", "--hidden", "16",
+            "--epochs", "3", "--out", str(ckpt), "--json", "--threads", "1"]
+    assert main([*argv, "--max-steps", "5"]) == 0
+    saved = load_checkpoint(ckpt)
+    # 270 training images: 3 batches an epoch, so step 5 is in the middle of the second epoch
+    assert saved.step == 5 and saved.epoch == 1 and saved.dataset_spec["n"] == 300
+    assert main(["train", "--resume", str(ckpt), "--max-steps", "7", "--json"]) == 0
+    assert load_checkpoint(ckpt).step == 7
+    capsys.readouterr()
+    assert main([*argv[:4], "3000000", *argv[5:]]) == 2
+    assert "between 1 and 2000000" in capsys.readouterr().err

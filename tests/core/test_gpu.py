@@ -197,3 +197,11 @@ def test_bf16_conv_training_on_the_gpu_reports_float32_figures(mapped):
     m, f = mixed.evaluate()["elbo"], full.evaluate()["elbo"]
     assert np.isfinite(m) and abs(m - f) < 0.05 * abs(f)
     assert all(p.dtype == torch.float32 for p in mixed.model.parameters())
+
+
+def test_cli_refuses_bf16_on_the_cpu(capsys):
+    from vae_core.cli import main
+
+    assert main(["train", "--dataset", "digits", "--precision", "bf16", "--device", "cpu", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: precision 'bf16'") and "use precision 'fp32'" in err
