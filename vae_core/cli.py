@@ -65,7 +65,6 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "precision": "fp32",
 }
 DEFAULT_HIDDEN = {"mlp": (512, 256), "conv": (32, 64)}
-MODEL_OPTIONS = ("latent_dim", "arch", "hidden", "likelihood", "sigma", "learn_sigma")
 
 
 def _rank() -> int:
@@ -350,6 +349,33 @@ def _resume_checkpoint(args: argparse.Namespace, run_dir: Path | None, world: An
     return checkpoint_from_bytes(data, path), path
 
 
+def _fixed_options_that_differ(args: argparse.Namespace, ckpt: Any) -> list[str]:
+    """The options fixed by a checkpoint (model shape, batch size, samples, seed) given with other values than its own.
+
+    A run folder continued after a restart is given its first command line
+    again: the options that agree with the checkpoint need no note.
+    """
+    m, t = ckpt.model_config, ckpt.train_config
+    saved = {
+        "latent_dim": m.latent_dim, "arch": m.architecture, "hidden": m.hidden_dims, "likelihood": m.likelihood,
+        "sigma": m.sigma, "learn_sigma": m.learn_sigma, "batch_size": t.batch_size, "mc_samples": t.mc_samples,
+        "seed": t.seed,
+    }
+    differ = []
+    for name, value in saved.items():
+        given = getattr(args, name)
+        if given is None:
+            continue
+        if name == "hidden":
+            try:
+                given = parse_hidden_dims(given)
+            except ConfigError:
+                pass
+        if given != value:
+            differ.append(name)
+    return differ
+
+
 def _train(args: argparse.Namespace, world: Any) -> int:
     """Train in this process (one rank of ``world``, or alone when it is None); returns the exit status."""
     from .checkpoint import restore_trainer, save_checkpoint
@@ -368,9 +394,9 @@ def _train(args: argparse.Namespace, world: Any) -> int:
     if ckpt is not None:
         if not args.resume:
             _note(f"continuing the run in {run_dir} from its latest checkpoint (epoch {ckpt.epoch}, step {ckpt.step})")
-        given = [n for n in MODEL_OPTIONS + ("batch_size", "mc_samples", "seed") if getattr(args, n) is not None]
-        if given:
-            _note("note: ignoring " + ", ".join("--" + n.replace("_", "-") for n in given)
+        fixed = _fixed_options_that_differ(args, ckpt)
+        if fixed:
+            _note("note: ignoring " + ", ".join("--" + n.replace("_", "-") for n in fixed)
                   + " when resuming (they are fixed by the checkpoint)")
         spec = _dataset_spec(ckpt.dataset_spec, args, ("size", "binarize", "test_fraction", "n"))
         dataset = _load(spec, main and not args.json)

@@ -156,10 +156,14 @@ def init_world(device: str = "auto", timeout_s: float = TIMEOUT_S) -> World | No
     else:
         raise ConfigError(f"data-parallel training runs on CUDA GPUs or the CPU, not on {dev.type!r}")
     timeout = _dt.timedelta(seconds=timeout_s)
-    if backend == "nccl":
-        dist.init_process_group(backend, rank=rank, world_size=size, timeout=timeout, device_id=dev)
-    else:
-        dist.init_process_group(backend, rank=rank, world_size=size, timeout=timeout)
+    # The store torch.distributed's env:// rendezvous connects to (under torchrun, the
+    # launcher's, which outlives a restart), with the keys of each start of the group
+    # kept apart: a restarted group must not find the addresses its failed
+    # predecessor published there.
+    store, _, _ = next(dist.rendezvous("env://", rank=rank, world_size=size, timeout=timeout))
+    store = dist.PrefixStore(f"latent-explorer/start-{restart_count()}/", store)
+    extra: dict[str, Any] = {"device_id": dev} if backend == "nccl" else {}
+    dist.init_process_group(backend, store=store, rank=rank, world_size=size, timeout=timeout, **extra)
     return World(rank=rank, size=size, local_rank=local_rank, device=dev, backend=backend)
 
 
