@@ -9,7 +9,9 @@ checkpoint is written, and the exit status is 130 (SIGINT) or 143 (SIGTERM).
 ``train`` runs data-parallel on several processes when ``torchrun`` starts
 it (``torchrun --nproc-per-node N -m vae_core train ...``) or with
 ``--nproc N`` (which starts ``torch.distributed.run`` on this machine):
-only rank 0 prints, writes the run folder and saves checkpoints.
+only rank 0 prints, writes the run folder and saves checkpoints.  With
+``--run-dir DIR`` it writes a run folder (``vae_core.runs``) that can be
+followed while it grows, and continues it from its latest checkpoint.
 
 Torch is imported only when a command runs, so ``--help`` is quick.
 """
