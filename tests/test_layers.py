@@ -81,3 +81,11 @@ def test_opening_the_window_modules_loads_no_torch():
     assert "app.main_window" in mods
     assert "torch" not in mods, "the window's modules must not load torch (it loads in the background)"
     assert "umap" not in mods and "numba" not in mods
+
+
+def test_the_headless_commands_of_the_program_load_no_qt():
+    code = ("from app.program import main\n"
+            "try:\n    main(['train', '--help'])\nexcept SystemExit as exc:\n    assert exc.code == 0\n")
+    mods = _modules_after(code)
+    assert "vae_core.cli" in mods
+    assert _gui_modules(mods) == ["app", "app.program"], "vae-explorer train|evaluate|export runs without Qt"
