@@ -32,10 +32,6 @@ class FakeTask:
     def cancel(self) -> None:
         self.cancelled = True
 
-    def result(self) -> Any:
-        """What the job returns, computed here and now (whether or not it was cancelled)."""
-        return self.fn(lambda *_: None, lambda: self.cancelled)
-
 
 class FakeTasks:
     """Records jobs; ``finish`` runs one in the test's thread and reports as the pool would."""
@@ -52,10 +48,20 @@ class FakeTasks:
         return [t for t in self.started if not t.finished_event.is_set()]
 
     def finish(self, task: FakeTask, deliver_even_if_cancelled: bool = False) -> None:
-        """Run ``task``; a cancelled task reports nothing (as Task does) unless told to."""
-        result = task.result()
+        """Run ``task``; a cancelled task reports nothing (as Task does).
+
+        ``deliver_even_if_cancelled``: the job had finished before it was
+        cancelled (it ran as if nothing happened, its reply is on its way).
+        """
+        late = deliver_even_if_cancelled
+        try:
+            result = task.fn(lambda *_: None, (lambda: False) if late else (lambda: task.cancelled))
+        except Exception:
+            if not task.cancelled:
+                raise
+            result = None
         task.finished_event.set()
-        if task.cancelled and not deliver_even_if_cancelled:
+        if task.cancelled and not late:
             return
         task.on_done(result)
 
@@ -493,3 +499,23 @@ def test_a_checkpoint_load_replaces_the_model_and_every_view_clears_first(parts)
     assert rec.of("epochShown")[-1][0].epoch == 2
     tasks.finish_all()
     assert rec.of("mapReady")[-1][0].xy.shape == (ds.n, 2)
+
+
+def test_a_map_fit_of_codes_that_newer_ones_replaced_is_dropped(parts):
+    s, tasks, _, rec = parts
+    ds = loaded(s, tasks)
+    old, new = codes_for(ds), codes_for(ds, shift=5.0)
+    s.map.set_codes(old, ds.labels, ds.label_names, now=True)
+    s.map.set_codes(new, ds.labels, ds.label_names, now=True)
+    first, second = tasks.pending()
+    tasks.finish(first, deliver_even_if_cancelled=True)  # it had finished before the newer codes came
+    assert rec.of("mapReady") == [] and s.map.projection is None
+    tasks.finish(second)
+    ((view,),) = rec.of("mapReady")
+    np.testing.assert_allclose(view.xy, new)
+    assert view.x_label == "z1" and view.latent_dim == 2 and view.labels is ds.labels
+    # Clearing the map drops a fit on its way, too.
+    s.map.set_codes(old, ds.labels, ds.label_names, now=True)
+    s.map.clear()
+    tasks.finish_all()
+    assert len(rec.of("mapReady")) == 1 and s.map.xy is None
