@@ -1449,11 +1449,15 @@ class LatentView(QtWidgets.QWidget):
         if not runs:
             return None
         cands = []
+        x_lo, x_hi = np.float32(x - rx - ex), np.float32(x + rx + ex)
         with np.errstate(invalid="ignore"):
             for _, s0, s1 in self._merged(runs):
-                m = np.abs(self._sx[s0:s1] - np.float32(x)) <= np.float32(rx + ex)
-                m &= np.abs(self._sy[s0:s1] - np.float32(y)) <= np.float32(ry + ey)
+                # Two comparisons over the x column, then y only for the few left.
+                m = self._sx[s0:s1] >= x_lo
+                m &= self._sx[s0:s1] <= x_hi
                 hits = np.flatnonzero(m)
+                if len(hits):
+                    hits = hits[np.abs(self._sy[s0:s1][hits] - np.float32(y)) <= np.float32(ry + ey)]
                 if len(hits):
                     cands.append(hits + s0)
         if not cands:
