@@ -7,7 +7,8 @@ costs).  The codes are a mixture of 10 gaussians in 2 dimensions with 10 labels
 
 ``run()`` returns
 
-* ``map_pan_fps_1m``: frames a second while panning the 1M-point map: each
+* ``map_pan_1m_ms``: the median frame time while panning the 1M-point map
+  (10 classes), and ``map_pan_fps_1m`` the frames a second of the same pan: each
   frame moves the view by 0.5% of its width (``ViewBox.setRange``), repaints
   the viewport (``repaint()``: the paint runs before it returns) and lets the
   event loop run (``processEvents``: the map's timers), for 150 frames.  The
@@ -26,7 +27,7 @@ costs).  The codes are a mixture of 10 gaussians in 2 dimensions with 10 labels
   rasterized), 10 frames;
 * ``map_set_points_1m_ms``: ``set_points`` of new codes for the same labels
   (a new epoch), median of 7; ``map_set_points_1m_first_ms`` the first call,
-  which also sorts the points by class; ``map_redraw_1m_ms`` new codes and
+  which also sorts the points by class; ``map_refresh_1m_ms`` new codes and
   the repaint that shows them, median of 7;
 * ``hit_test_1m_ms``: 95th percentile of ``hit_test`` at 2,000 random
   positions over the data;
@@ -43,9 +44,10 @@ import time
 from pathlib import Path
 
 TARGETS = {
+    "map_pan_1m_ms": ("<=", 33),
     "map_pan_fps_1m": (">=", 30),
     "map_set_points_1m_ms": ("<=", 100),
-    "map_redraw_1m_ms": ("<=", 100),
+    "map_refresh_1m_ms": ("<=", 100),
     "hit_test_1m_ms": ("<=", 5),
     "map_pan_fps_70k": (">=", 30),
     "map_set_points_70k_ms": ("<=", 10),
@@ -70,8 +72,8 @@ def _mixture(n: int, seed: int):
     return (centres[labels] + rng.normal(0.0, 0.6, (n, 2))).astype(np.float32), labels
 
 
-def _pan_fps(app, view, frames: int) -> tuple[float, int]:
-    """(frames a second, renderings) for ``frames`` frames of panning from the fitted view."""
+def _pan_fps(app, view, frames: int) -> tuple[float, int, float]:
+    """(frames a second, renderings, median frame time in ms) for ``frames`` frames of panning from the fitted view."""
     view.auto_range()
     vp = view.plot_widget().viewport()
     vp.repaint()
@@ -80,13 +82,16 @@ def _pan_fps(app, view, frames: int) -> tuple[float, int]:
     step = 0.005 * (x1 - x0)
     renders = view.render_count()
     t0 = time.perf_counter()
+    frame_ms = []
     for i in range(frames):
+        t = time.perf_counter()
         d = step * (i + 1)
         view.view_box().setRange(xRange=(x0 + d, x1 + d), yRange=(y0, y1), padding=0)
         vp.repaint()
         app.processEvents()
+        frame_ms.append(1e3 * (time.perf_counter() - t))
     elapsed = time.perf_counter() - t0
-    return frames / elapsed, view.render_count() - renders
+    return frames / elapsed, view.render_count() - renders, statistics.median(frame_ms)
 
 
 def _set_points(app, view, xy, labels, reps: int = 7) -> tuple[float, float, float]:
@@ -143,20 +148,22 @@ def _measure(app, n: int, suffix: str) -> dict[str, float]:
         set_ms, first_ms, redraw_ms = _set_points(app, view, xy, labels)
         out[f"map_set_points_{suffix}_ms"] = set_ms
         out[f"map_set_points_{suffix}_first_ms"] = first_ms
-        out[f"map_redraw_{suffix}_ms"] = redraw_ms
+        out[f"map_refresh_{suffix}_ms"] = redraw_ms
         _log(f"{n:,} points: set_points {set_ms:.1f} ms (first {first_ms:.1f} ms), with the repaint {redraw_ms:.1f} ms")
-        fps, renders = _pan_fps(app, view, PAN_FRAMES)
+        fps, renders, median_ms = _pan_fps(app, view, PAN_FRAMES)
         out[f"map_pan_fps_{suffix}"], out[f"map_pan_renders_{suffix}"] = fps, renders
+        out[f"map_pan_{suffix}_ms"] = median_ms
         _log(f"{n:,} points: panning {fps:.1f} frames/s ({renders} of {PAN_FRAMES} frames rendered, "
              f"drawn as {view.render_mode()})")
         view.set_progressive(False)
-        fps, _ = _pan_fps(app, view, PAN_FRAMES)
+        fps, _, median_ms = _pan_fps(app, view, PAN_FRAMES)
         out[f"map_pan_fps_{suffix}_sync"] = fps
+        out[f"map_pan_{suffix}_sync_ms"] = median_ms
         _log(f"{n:,} points: panning with a rendering every frame {fps:.1f} frames/s")
         if n > view.raster_threshold():
             threshold = view.raster_threshold()
             view.set_raster_threshold(None)
-            fps, _ = _pan_fps(app, view, EXACT_1M_FRAMES)
+            fps, _, _ = _pan_fps(app, view, EXACT_1M_FRAMES)
             out[f"map_pan_fps_{suffix}_exact"] = fps
             _log(f"{n:,} points: panning with every point drawn one by one, every frame {fps:.2f} frames/s")
             view.set_raster_threshold(threshold)
