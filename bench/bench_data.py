@@ -31,7 +31,7 @@ children: what they really allocated.
   subfolders) loaded at size 64 by ``load_dataset`` (the pool of decoding
   threads, writing the cache included) against a single-threaded Pillow
   loop (open, RGB, Lanczos resize to 64 x 64, into one uint8 array): the
-  loop's seconds over the loader's, the median over rounds (three; one with
+  loop's seconds over the loader's, the median over rounds (five; one with
   ``BENCH_QUICK=1``) in which the two run back to back, in turns, each
   loader run decoding into an empty cache (target >= 1.5).  Two things make
   the loader faster: the threads, and asking the JPEG decoder for a reduced
@@ -309,7 +309,7 @@ def run() -> dict[str, float]:
         # -- a folder of 20,000 JPEG files ------------------------------------------
         folder = tmp / "jpegs"
         files = _write_jpeg_folder(folder)
-        results.update(_folder_figures(DatasetSpec(str(folder), size=64), files, tmp, 1 if quick else 3))
+        results.update(_folder_figures(DatasetSpec(str(folder), size=64), files, tmp, 1 if quick else 5))
         shutil.rmtree(folder)
 
         # -- 737,280 shapes ------------------------------------------------------------
