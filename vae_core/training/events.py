@@ -14,6 +14,9 @@ class BatchEvent:
 
     ``step`` counts optimizer steps done; ``beta`` is the KL weight used
     (after warm-up); ``loss`` = recon + beta * KL (with free bits).
+    ``wall_s`` is the wall time of the step in seconds since the run began
+    (pauses included), continued across resumes from a checkpoint (see
+    ``History.wall_times``).
     """
 
     kind: ClassVar[str] = "batch"
@@ -27,6 +30,7 @@ class BatchEvent:
     beta: float
     lr: float
     samples_per_s: float
+    wall_s: float = float("nan")
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 
 STEP_FIELDS = ("step", "recon", "kl", "loss", "beta", "lr")
+#: The per-step wall time column: seconds since the run began (NaN where unknown).
+WALL_FIELD = "wall_s"
 
 
 class History:
@@ -16,11 +18,18 @@ class History:
     The per-step values live in one growing float64 array (doubling, so
     appends are amortised O(1)); nothing is ever dropped.  Reading from
     another thread while the trainer appends is safe.
+
+    Besides the ``STEP_FIELDS`` columns every step has a wall time
+    (``WALL_FIELD``: seconds since the run began, continued across resumes;
+    NaN for steps recorded without one, as in checkpoints written before
+    the column existed).  It is kept apart from ``table()`` and from
+    equality: two runs of the same steps are equal whatever their timing.
+    ``to_dict`` carries it (rounded to milliseconds), so checkpoints keep it.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._buf = np.zeros((1024, len(STEP_FIELDS)), dtype=np.float64)
+        self._buf = np.zeros((1024, len(STEP_FIELDS) + 1), dtype=np.float64)
         self._n = 0
         self._epochs: list[dict[str, Any]] = []
         self._changes: list[dict[str, Any]] = []
@@ -28,15 +37,28 @@ class History:
     def __len__(self) -> int:
         return self._n
 
-    def append_step(self, step: int, recon: float, kl: float, loss: float, beta: float, lr: float) -> None:
+    def append_step(self, step: int, recon: float, kl: float, loss: float, beta: float, lr: float,
+                    wall_s: float = float("nan")) -> None:
         n = self._n
         if n == self._buf.shape[0]:
-            bigger = np.zeros((2 * n, len(STEP_FIELDS)), dtype=np.float64)
+            bigger = np.zeros((2 * n, self._buf.shape[1]), dtype=np.float64)
             bigger[:n] = self._buf
             with self._lock:
                 self._buf = bigger
-        self._buf[n] = (step, recon, kl, loss, beta, lr)
+        self._buf[n] = (step, recon, kl, loss, beta, lr, wall_s)
         self._n = n + 1
+
+    def last_wall_time(self) -> float:
+        """The wall time of the last step that has one (0.0 when none has)."""
+        with self._lock:
+            wall = self._buf[: self._n, -1]
+            known = wall[np.isfinite(wall)]
+        return float(known[-1]) if known.size else 0.0
+
+    def wall_times(self, start: int = 0) -> np.ndarray:
+        """A copy of the per-step wall times from index ``start`` on (seconds since the run began, NaN if unknown)."""
+        with self._lock:
+            return self._buf[start : self._n, -1].copy()
 
     def add_epoch(self, record: dict[str, Any]) -> None:
         with self._lock:
@@ -66,12 +88,17 @@ class History:
         return out
 
     def table(self) -> np.ndarray:
-        """The per-step values as one (n, 6) float64 array (columns: STEP_FIELDS)."""
+        """The per-step values as one (n, 6) float64 array (columns: STEP_FIELDS; no wall times)."""
         with self._lock:
-            return self._buf[: self._n].copy()
+            return self._buf[: self._n, : len(STEP_FIELDS)].copy()
 
     def to_dict(self, include_arrays: bool = True) -> dict[str, Any]:
+        """Lists and figures as JSON types; the wall times always, the STEP_FIELDS columns when ``include_arrays``."""
         d: dict[str, Any] = {"epochs": self.epochs, "changes": self.changes, "n_steps": self._n}
+        wall = self.wall_times()
+        if np.isfinite(wall).any():
+            # JSON has no NaN: unknown times are written as null.
+            d[WALL_FIELD] = [round(float(w), 3) if np.isfinite(w) else None for w in wall]
         if include_arrays:
             d["steps"] = {k: v.tolist() for k, v in self.arrays().items()}
         return d
@@ -87,15 +114,26 @@ class History:
             table = np.stack(cols, axis=1) if cols[0].size else np.zeros((0, len(STEP_FIELDS)))
         if table is not None:
             table = np.asarray(table, dtype=np.float64).reshape(-1, len(STEP_FIELDS))
-            cap = max(1024, 1 << max(0, int(table.shape[0] - 1).bit_length()))
-            h._buf = np.zeros((cap, len(STEP_FIELDS)), dtype=np.float64)
-            h._buf[: table.shape[0]] = table
-            h._n = int(table.shape[0])
+            n = int(table.shape[0])
+            cap = max(1024, 1 << max(0, int(n - 1).bit_length()))
+            h._buf = np.zeros((cap, len(STEP_FIELDS) + 1), dtype=np.float64)
+            h._buf[:n, : len(STEP_FIELDS)] = table
+            h._buf[:n, -1] = np.nan
+            wall = d.get(WALL_FIELD)
+            if wall is not None and len(wall) == n:
+                h._buf[:n, -1] = np.array([np.nan if w is None else w for w in wall], dtype=np.float64)
+            h._n = n
         return h
 
     def copy(self) -> "History":
         """An independent copy (appending to one does not change the other)."""
-        return History.from_dict(self.to_dict(include_arrays=False), self.table())
+        h = History()
+        with self._lock:
+            h._buf = self._buf.copy()
+            h._n = self._n
+            h._epochs = [dict(e) for e in self._epochs]
+            h._changes = [dict(c) for c in self._changes]
+        return h
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, History):

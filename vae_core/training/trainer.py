@@ -425,6 +425,8 @@ class Trainer:
         rate = 0.0
         t_last = time.perf_counter()
         epoch_t0 = t_last
+        # Wall times continue from the last recorded step (a resumed run goes on from there).
+        run_t0, wall0 = t_last, history.last_wall_time()
         while self.epoch < target:
             if self._perm is None:
                 # Kept where the batch's rows are gathered (the GPU when the images are there).
@@ -480,8 +482,9 @@ class Trainer:
                 self._batch_pos = b + 1
                 self._epoch_loss_sum += loss_v * n
                 self._epoch_count += n
-                history.append_step(self.step, recon_v, kl_v, loss_v, beta, cfg.lr)
                 now = time.perf_counter()
+                wall = wall0 + (now - run_t0)
+                history.append_step(self.step, recon_v, kl_v, loss_v, beta, cfg.lr, wall)
                 dt = now - t_last
                 t_last = now
                 if dt > 0:
@@ -489,7 +492,7 @@ class Trainer:
                     rate = r if rate == 0.0 else 0.9 * rate + 0.1 * r
                 if self.step % ROLLBACK_EVERY == 0:
                     self._candidate = self._copy_state()
-                yield BatchEvent(self.step, self.epoch, b, n_batches, recon_v, kl_v, loss_v, beta, cfg.lr, rate)
+                yield BatchEvent(self.step, self.epoch, b, n_batches, recon_v, kl_v, loss_v, beta, cfg.lr, rate, wall)
                 if self.boundary_hook is not None:
                     self.boundary_hook(self, False)
             # The last steps of the epoch may have broken the model although their
