@@ -74,6 +74,15 @@ class TrainThread(QtCore.QThread):
         self._epochs = epochs
         self._threads = num_threads
         self._flush = flush_interval_s
+        self._run_dir: str | None = None
+        self._resumed_from: str | None = None
+
+    def record_to(self, directory: str, resumed_from: str | None = None) -> None:
+        """Also write the run folder ``directory`` from this thread (``app.run_folders.RunRecorder``); before start().
+
+        A folder that cannot be written is reported through ``failed`` and the training goes on.
+        """
+        self._run_dir, self._resumed_from = directory, resumed_from
 
     def run(self) -> None:  # noqa: D401 - Qt's entry point, runs in the new thread
         try:
@@ -84,7 +93,12 @@ class TrainThread(QtCore.QThread):
             self.trainerReady.emit(trainer)
             pending: list = []
             last = time.monotonic()
-            for ev in trainer.run(self._epochs):
+            events = trainer.run(self._epochs)
+            if self._run_dir is not None:
+                from .run_folders import RunRecorder
+
+                events = RunRecorder(self._run_dir, trainer, self._resumed_from, self.failed.emit).recorded(events)
+            for ev in events:
                 kind = ev.kind
                 if kind == "batch":
                     pending.append(ev)
