@@ -31,6 +31,7 @@ from vae_core.errors import ConfigError, VAEError
 
 from ..display import (ROLLBACK_MARKER, change_marker, decoded_for_display, example_title, history_view,
                        image_for_display, shape_text)
+from ..run_folders import LATEST_CHECKPOINT, new_run_dir
 from ..worker import LatestWins, Reply, TaskRunner, TrainThread, Tagged
 from .io import LoadedCheckpoint, Loader, write_checkpoint, write_latents
 from .map import MAP_INTERVAL_S, LatentMap
@@ -136,6 +137,9 @@ class Session(QtCore.QObject):
         #: Called by the training thread between batches and after epochs (see
         #: Trainer.boundary_hook); the recovery autosave plugs in here.
         self.boundary_hook: Callable[[Trainer, bool], None] | None = None
+        #: Where runs trained here write their run folders (``app.run_folders``); None: they write none.
+        self.runs_root: str | None = None
+        self.run_dir: str | None = None  # the run folder of the model's training here
         self.map = LatentMap(self.tasks, self)
         self.loader = Loader(self.tasks, self)
         self._model_gen = 0  # counts forgotten models: requests made for an earlier one are dropped
@@ -344,6 +348,13 @@ class Session(QtCore.QObject):
         thread.settingChanged.connect(self._on_change)
         thread.failed.connect(self._on_train_failed)
         thread.finished.connect(self._on_thread_finished)
+        if self.runs_root is not None:
+            # A new or restored model gets a run folder of its own; training it further continues that folder.
+            if self.trainer is None or self.run_dir is None:
+                self.run_dir, resumed = new_run_dir(self.runs_root, dataset.name), self.checkpoint_path
+            else:
+                resumed = os.path.join(self.run_dir, LATEST_CHECKPOINT)
+            thread.record_to(self.run_dir, resumed_from=resumed)
         if self.trainer is not None:
             # The live settings the panel shows now apply (they may differ from the model's last run).
             self._push_live_settings(train_settings)
@@ -425,6 +436,7 @@ class Session(QtCore.QObject):
         self.trainer = None
         self.checkpoint = None
         self.checkpoint_path = None
+        self.run_dir = None
         self.control = None
         self.model_config = None
         self.train_config = None
@@ -693,6 +705,30 @@ class Session(QtCore.QObject):
         self._set_state(TRAINED)
         if ds is not None:
             self.datasetLoaded.emit(ds)
+
+    def show_run_checkpoint(self, loaded: LoadedCheckpoint) -> bool:
+        """Show the newest checkpoint of a followed run; True when it replaced the model as File ▸ Open does.
+
+        A newer checkpoint of the model on screen (the same model settings and
+        examples) comes in as a training epoch does: the map moves to its
+        codes, the decoder, the tools and the decoded point follow it, and the
+        selection stays.  Anything else is opened as File ▸ Open opens it.
+        """
+        ckpt, codes = loaded.checkpoint, loaded.checkpoint.latents
+        if (self.running or self.trainer is not None or self.checkpoint is None or codes is None
+                or ckpt.model_config != self.model_config or self.latents is None or len(codes) != len(self.latents)
+                or (loaded.dataset is not None and loaded.dataset is not self.dataset)):
+            self._on_checkpoint_loaded(loaded)
+            return True
+        self.checkpoint, self.checkpoint_path = ckpt, loaded.path
+        self.train_config = ckpt.train_config
+        self.encoder, self.decoder = loaded.encoder, loaded.decoder
+        self.latents, self.latent_logvar = codes, ckpt.latent_logvar
+        records = ckpt.history.epochs
+        self.last_epoch = EpochSummary.of_record(records[-1]) if records else None
+        self.map.set_codes(codes, self.labels, self.label_names)
+        self._show_epoch()
+        return False
 
     # ----------------------------------------------------------------- export
     def export_latents_csv(self, path: str) -> None:
