@@ -18,6 +18,31 @@ SETTING_NAMES = {"beta": "β", "lr": "lr", "warmup": "warm-up", "warmup_epochs":
                  "free_bits": "free bits"}
 #: The marker of a divergence that the trainer rolled back.
 ROLLBACK_MARKER = "diverged: rolled back"
+#: A latent dimension is *active* when both hold: its held-out KL is at least
+#: ACTIVE_KL nats (it carries information about x) and its posterior means
+#: vary over the data with a variance above ACTIVE_VARIANCE (they tell the
+#: examples apart; Burda et al. 2016).  Every view counts active units with
+#: ``active_dims``.  With ACTIVE_KL at 0.05 nats, a model whose total KL is
+#: below 0.05 nats has no active unit: "no active unit" is the one test of a
+#: collapsed posterior.
+ACTIVE_KL = 0.05
+ACTIVE_VARIANCE = 0.01
+
+
+def active_dims(kl_per_dim: np.ndarray, mean_codes: np.ndarray | None = None) -> np.ndarray:
+    """Which latent dimensions are active (see ACTIVE_KL), as a bool array (d,).
+
+    ``kl_per_dim``: held-out KL of each dimension (nats per example, NaN
+    counts as none); ``mean_codes``: the posterior means of the examples
+    (N, d), when known; without them only the KL decides.
+    """
+    kl = np.asarray(kl_per_dim, dtype=np.float64).reshape(-1)
+    active = kl >= ACTIVE_KL
+    if mean_codes is not None:
+        mu = np.asarray(mean_codes)
+        if mu.ndim == 2 and mu.shape[1] == len(kl) and len(mu) > 1:
+            active &= np.var(mu, axis=0, dtype=np.float64) > ACTIVE_VARIANCE
+    return active
 
 
 def images_for_display(images: np.ndarray) -> np.ndarray:
@@ -118,6 +143,7 @@ class HistoryView:
     loss: np.ndarray
     epochs: list[tuple[int, float, float, float]]  # step, recon, KL, -ELBO (held out)
     markers: list[tuple[int, str]]
+    wall_s: np.ndarray | None = None  # seconds since the run began, per step (None: not recorded)
 
     @property
     def empty(self) -> bool:
@@ -132,5 +158,6 @@ def history_view(history: Any | None) -> HistoryView:
     arr = history.arrays()
     epochs = [(int(e["step"]), float(e["test_recon"]), float(e["test_kl"]), -float(e["test_elbo"]))
               for e in history.epochs]
+    wall = history.wall_times()
     return HistoryView(np.asarray(arr["step"], dtype=np.float64), arr["recon"], arr["kl"], arr["loss"], epochs,
-                       history_markers(history.changes))
+                       history_markers(history.changes), wall if np.isfinite(wall).any() else None)

@@ -38,6 +38,10 @@ MAX_RECENT = 8
 CURVE_INTERVAL_MS = 100  # loss curves at about 10 Hz
 DRAG_CURVE_INTERVAL_MS = 400  # ... and slower while the user drags on the map
 PROGRESS_INTERVAL_MS = 250
+#: The smallest window: everything stays reachable (the training panel scrolls, docks shrink).
+MIN_WINDOW_SIZE = (760, 500)
+#: Answers of ``MainWindow.ask_unsaved``.
+SAVE, DISCARD, CANCEL = "save", "discard", "cancel"
 
 
 def settings() -> QtCore.QSettings:
@@ -45,13 +49,15 @@ def settings() -> QtCore.QSettings:
 
 
 def default_window_size() -> tuple[int, int]:
-    """1360 x 860, or larger (up to 1680 x 1020) where the screen has room."""
+    """1360 x 860, larger (up to 1680 x 1020) where the screen has room, and never larger than the screen."""
     w, h = 1360, 860
     screen = QtGui.QGuiApplication.primaryScreen()
     if screen is not None:
         avail = screen.availableGeometry()
         w = max(w, min(1680, int(avail.width() * 0.92)))
         h = max(h, min(1020, int(avail.height() * 0.92)))
+        w = max(MIN_WINDOW_SIZE[0], min(w, avail.width()))
+        h = max(MIN_WINDOW_SIZE[1], min(h, avail.height()))
     return w, h
 
 
@@ -240,6 +246,24 @@ class MapToolbar(QtWidgets.QWidget):
         self._sync_visibility()
         self.changed.emit(self.combo.currentData(), self.dim_x.value() - 1, self.dim_y.value() - 1)
 
+    def select(self, mode: Any, dims: Any = None) -> None:
+        """Choose ``mode`` ("raw", "pca" or "umap") and, for "raw", the 0-based ``dims``; ``changed`` follows once."""
+        index = self.combo.findData(mode)
+        if index < 0:
+            return
+        widgets = (self.combo, self.dim_x, self.dim_y)
+        for w in widgets:
+            w.blockSignals(True)
+        try:
+            self.combo.setCurrentIndex(index)
+            if isinstance(dims, (list, tuple)) and len(dims) == 2:
+                self.dim_x.setValue(int(dims[0]) + 1)
+                self.dim_y.setValue(int(dims[1]) + 1)
+        finally:
+            for w in widgets:
+                w.blockSignals(False)
+        self._emit()
+
     def set_progress(self, fraction: float, text: str) -> None:
         if fraction >= 1.0 or not text:
             self.progress.hide()
@@ -258,6 +282,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.setAcceptDrops(True)
         self.session = session or Session(self)
         self._drag_quiet = False  # a drag on the map is on: the decoded image comes first
+        self._ask_on_close = True  # closing asks about unsaved work (not when a signal closes the window)
         self._progress_pending: dict | None = None
         self._progress_timer = QtCore.QTimer(self)
         self._progress_timer.setSingleShot(True)
@@ -272,20 +297,26 @@ class MainWindow(QtWidgets.QMainWindow):
         self.explore_tools = explore_docks.install(self)  # posterior, ELBO, interpolation, traversals, prior samples
         self.monitor = monitor.install(self)  # KL per dimension, collapse warnings, decoded manifold
         self._on_state(self.session.state)
+        self.setMinimumSize(*MIN_WINDOW_SIZE)
         self.resize(*default_window_size())
-        self.resizeDocks([self.loss_dock], [280], QtCore.Qt.Vertical)
+        self.resizeDocks([self.loss_dock], [self._curves_height()], QtCore.Qt.Vertical)
         if restore:
             self._restore_layout()
+            self._restore_view_options()
+        self._wire_view_options()
         self.latent_view.set_message("Choose a dataset and press Train to see its latent map")
 
     # ------------------------------------------------------------------ build
     def _build_widgets(self) -> None:
         self.panel = TrainingPanel(hidden_parser=parse_hidden_dims)
-        scroll = QtWidgets.QScrollArea()
+        # On a short screen the panel scrolls (its scroll bar shows whenever part of it is hidden).
+        scroll = self.panel_scroll = QtWidgets.QScrollArea()
+        scroll.setObjectName("trainingScroll")
         scroll.setWidget(self.panel)
         scroll.setWidgetResizable(True)
         scroll.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarAlwaysOff)
-        scroll.setMinimumWidth(self.panel.sizeHint().width() + 24)
+        scroll.setVerticalScrollBarPolicy(QtCore.Qt.ScrollBarAsNeeded)
+        scroll.setMinimumWidth(self.panel.minimumSizeHint().width() + scroll.verticalScrollBar().sizeHint().width() + 4)
         self.panel_dock = QtWidgets.QDockWidget("Training", self)
         self.panel_dock.setObjectName("trainingDock")
         self.panel_dock.setWidget(scroll)
@@ -373,7 +404,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.train_action = A("&Train", self.panel.trainButton.click, "Ctrl+Return", "trainAction")
         self.pause_action = A("&Pause / resume", self._on_pause_shortcut, QtCore.Qt.Key_Space, "pauseAction")
         self.stop_action = A("S&top", self.session.stop, "Ctrl+.", "stopAction")
-        self.reset_action = A("&Reset model", self.session.reset, None, "resetAction")
+        self.reset_action = A("&Reset model", self._on_reset, None, "resetAction")
         self.log_action = A("&Log scale for losses", self._toggle_log, "Ctrl+L", "logScaleAction")
         self.log_action.setCheckable(True)
         self.reset_layout_action = A("Reset &layout", self.reset_layout, None, "resetLayoutAction")
@@ -393,6 +424,7 @@ class MainWindow(QtWidgets.QMainWindow):
     def _build_menus(self) -> None:
         mb = self.menuBar()
         f = mb.addMenu("&File")
+        self.file_menu = f
         f.addAction(self.open_file_action)
         f.addAction(self.open_folder_action)
         f.addAction(self.open_ckpt_action)
@@ -437,6 +469,7 @@ class MainWindow(QtWidgets.QMainWindow):
         p.datasetChanged.connect(self._on_dataset_choice)
         p.openPathRequested.connect(self.open_path)
         p.liveSettingChanged.connect(self._on_live)
+        p.notice.connect(self.show_message)
         s.stateChanged.connect(self._on_state)
         s.message.connect(self.show_message)
         s.batchesArrived.connect(self._on_batches)
@@ -452,6 +485,12 @@ class MainWindow(QtWidgets.QMainWindow):
         s.datasetLoaded.connect(self._on_dataset_loaded)
         s.modelLoaded.connect(self._on_model_loaded)
         s.projectionProgress.connect(self._on_projection_progress)
+        s.progressText.connect(self._on_progress_text)
+        s.noticeWithdrawn.connect(self.withdraw_message)
+        s.decodedCleared.connect(self._on_decoded_cleared)
+        s.selectionCleared.connect(self._on_selection_cleared)
+        s.datasetMismatch.connect(self._on_dataset_mismatch)
+        self.latent_view.pickUndone.connect(self._on_pick_undone)
         self.latent_view.pointPicked.connect(self._on_point_picked)
         self.latent_view.dragFinished.connect(self._on_drag_finished)
         self.latent_view.exampleClicked.connect(self._on_example_clicked)
@@ -485,7 +524,51 @@ class MainWindow(QtWidgets.QMainWindow):
 
     @Slot()
     def _on_reset(self) -> None:
-        self.session.reset()
+        if self.confirm_discard("Reset the model"):
+            self.session.reset()
+
+    # -------------------------------------------------------- unsaved work
+    def ask_unsaved(self, action: str) -> str:
+        """Ask whether to save the unsaved model before ``action``: SAVE, DISCARD or CANCEL."""
+        box = QtWidgets.QMessageBox(self)
+        box.setObjectName("unsavedDialog")
+        box.setIcon(QtWidgets.QMessageBox.Warning)
+        box.setWindowTitle("Unsaved model")
+        box.setText(f"{action}: the model has unsaved training. Save it first?")
+        box.setInformativeText("Discard loses the training since the model was last saved or opened.")
+        box.setStandardButtons(QtWidgets.QMessageBox.Save | QtWidgets.QMessageBox.Discard
+                               | QtWidgets.QMessageBox.Cancel)
+        box.setDefaultButton(QtWidgets.QMessageBox.Save)
+        answer = box.exec()
+        if answer == QtWidgets.QMessageBox.Save:
+            return SAVE
+        if answer == QtWidgets.QMessageBox.Discard:
+            return DISCARD
+        return CANCEL
+
+    def confirm_discard(self, action: str) -> bool:
+        """True when ``action`` may drop the model: nothing is unsaved, or the user saved it or chose to discard it.
+
+        Save saves now (stopping training; asking where when the model has
+        no file yet) and goes on; Cancel, or a save that fails or is not
+        given a file, stops the action.
+        """
+        if not self.session.unsaved:
+            return True
+        answer = self.ask_unsaved(action)
+        if answer == DISCARD:
+            return True
+        if answer != SAVE:
+            return False
+        path = self.session.checkpoint_path or self._ask_save_path()
+        return bool(path) and self.session.save_and_stop(path)
+
+    @Slot(str)
+    def _on_dataset_mismatch(self, text: str) -> None:
+        """A dataset of another image size was opened while a model exists: replace the model with it, if the user agrees."""
+        if self.session.unsaved and not self.confirm_discard("Replace the model to train on the new dataset"):
+            return
+        self.session.take_offered_dataset()
 
     @Slot(str)
     def _on_dataset_choice(self, key: str) -> None:
@@ -516,10 +599,14 @@ class MainWindow(QtWidgets.QMainWindow):
         if not os.path.exists(path):
             self.show_message("error", f"{path}: no such file or folder.")
             return
-        self._add_recent(path)
         if is_checkpoint_path(path):
+            if not self.confirm_discard(f"Open {os.path.basename(path)}"):
+                return
+            self.session.stop_and_wait()  # the opened model replaces the one training
+            self._add_recent(path)
             self.session.load_checkpoint(path)
             return
+        self._add_recent(path)
         if self.session.running:
             self.show_message("warning", "Stop training before opening another dataset.")
             return
@@ -555,29 +642,35 @@ class MainWindow(QtWidgets.QMainWindow):
         path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Open a checkpoint", self.last_directory(), "Checkpoints (*.ckpt *.safetensors);;All files (*)")
         if path:
             self.remember_directory(os.path.dirname(path))
-            self._add_recent(path)
-            self.session.load_checkpoint(path)
+            self.open_path(path)
 
     @Slot()
     def save_checkpoint(self) -> None:
-        if self.session.checkpoint_path and self.session.trainer is not None:
+        if self.session.checkpoint_path and self.session.has_model:
             self.session.save_checkpoint(self.session.checkpoint_path)
         else:
             self.save_checkpoint_as()
 
     @Slot()
     def save_checkpoint_as(self) -> None:
-        if self.session.trainer is None:
+        if not self.session.has_model:
             self.show_message("warning", "There is no trained model to save yet.")
             return
+        path = self._ask_save_path()
+        if path:
+            self.session.save_checkpoint(path)
+
+    def _ask_save_path(self) -> str:
+        """A checkpoint file name from the save dialog ("" when the user cancels it)."""
         name = f"{self.session.dataset.name if self.session.dataset is not None else 'model'}.ckpt"
         path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Save checkpoint", os.path.join(self.last_directory(), name), "Checkpoints (*.ckpt)")
-        if path:
-            if not is_checkpoint_path(path):
-                path += ".ckpt"
-            self.remember_directory(os.path.dirname(path))
-            self._add_recent(path)
-            self.session.save_checkpoint(path)
+        if not path:
+            return ""
+        if not is_checkpoint_path(path):
+            path += ".ckpt"
+        self.remember_directory(os.path.dirname(path))
+        self._add_recent(path)
+        return path
 
     @Slot()
     def export_map_png(self) -> None:
@@ -671,6 +764,8 @@ class MainWindow(QtWidgets.QMainWindow):
     @Slot(str)
     def _on_state(self, state: str) -> None:
         panel_state = {EMPTY: "idle", IDLE: "idle", LOADING: "busy", TRAINING: "training", PAUSED: "paused", TRAINED: "trained"}[state]
+        if state == LOADING and self.session.loading_dataset and not self.session.has_model:
+            panel_state = "loading"  # the settings stay editable and Train waits for the data
         if self._progress_timer.isActive():  # the last progress goes out before the panel shows the new state
             self._progress_timer.stop()
             self._show_progress()
@@ -681,10 +776,11 @@ class MainWindow(QtWidgets.QMainWindow):
         self.busy_bar.setVisible(state == LOADING)
         self.pause_action.setEnabled(running)
         self.stop_action.setEnabled(running or state == LOADING)
-        self.train_action.setEnabled(state in (IDLE, TRAINED))
-        has_trainer = self.session.trainer is not None
-        self.save_action.setEnabled(has_trainer)
-        self.save_as_action.setEnabled(has_trainer)
+        self.train_action.setEnabled(state in (IDLE, TRAINED) or panel_state == "loading")
+        has_model = self.session.has_model
+        self.save_action.setEnabled(has_model)
+        self.save_as_action.setEnabled(has_model)
+        self.reset_action.setEnabled(state == TRAINED)
         has_map = self.session.latents is not None
         self.export_latents_action.setEnabled(has_map)
         self.export_map_action.setEnabled(has_map)
@@ -724,7 +820,14 @@ class MainWindow(QtWidgets.QMainWindow):
 
     @Slot(object)
     def _on_batches(self, b: dict) -> None:
-        self.loss_plot.append(b["step"], b["recon"], b["kl"], b["loss"])
+        self.loss_plot.append(b["step"], b["recon"], b["kl"], b["loss"], wall_s=b["wall_s"])
+
+    @Slot(str)
+    def _on_progress_text(self, text: str) -> None:
+        if self._progress_timer.isActive():  # a batch's progress waiting to be shown is older than this
+            self._progress_timer.stop()
+            self._progress_pending = None
+        self.panel.reset_progress(text)
 
     @Slot(object)
     def _on_progress(self, p: dict) -> None:
@@ -761,7 +864,8 @@ class MainWindow(QtWidgets.QMainWindow):
         if h.empty:
             self.loss_plot.clear()
         else:
-            self.loss_plot.set_history(h.steps, h.recon, h.kl, h.loss, epochs=h.epochs, markers=h.markers)
+            self.loss_plot.set_history(h.steps, h.recon, h.kl, h.loss, epochs=h.epochs, markers=h.markers,
+                                       wall_s=h.wall_s)
 
     @Slot(object)
     def _on_map(self, m: MapView) -> None:
@@ -783,6 +887,23 @@ class MainWindow(QtWidgets.QMainWindow):
         self.decode_canvas.clear()
         self.recon_pair.clear()
         self.coords_label.setText("")
+
+    @Slot()
+    def _on_decoded_cleared(self) -> None:
+        self.latent_view.hide_crosshair()
+        self.latent_view.set_far_indicator(False)
+        self.decode_canvas.clear()
+        self.coords_label.setText("")
+
+    @Slot()
+    def _on_selection_cleared(self) -> None:
+        self.recon_pair.clear()
+        self.latent_view.set_highlight(None)
+
+    @Slot(object, object)
+    def _on_pick_undone(self, point: Any, example: Any) -> None:
+        """A double click on the map: the decoded point and the selection go back to before its first click."""
+        self.session.restore_pick(point, example)
 
     @Slot(object, object, float, float, bool)
     def _on_decoded(self, img: np.ndarray, code: np.ndarray, x: float, y: float, far: bool) -> None:
@@ -939,6 +1060,55 @@ class MainWindow(QtWidgets.QMainWindow):
         s.setValue("windowState", self.saveState())
         s.setValue("splitter", self.splitter.saveState())
 
+    def view_state(self) -> dict:
+        """How the model is shown and trained here, as plain values: map mode and axes, epochs to train."""
+        return {"map_mode": self.session.map.mode, "map_dims": [int(d) for d in self.session.map.dims],
+                "epochs": int(self.panel.epochsSpin.value())}
+
+    def apply_view_state(self, state: dict) -> None:
+        """Show the model as ``state`` (from ``view_state``) says; keys that are missing or do not fit are ignored."""
+        epochs = state.get("epochs")
+        if isinstance(epochs, int) and epochs > 0:
+            self.panel.apply_settings(train={"epochs": epochs})
+        self.map_toolbar.select(state.get("map_mode"), state.get("map_dims"))
+
+    def _restore_view_options(self) -> None:
+        """The map's drawing options and the curves' smoothing and x axis, as the user last left them."""
+        s = settings()
+        options = s.value("mapViewOptions")
+        if isinstance(options, dict):
+            self.latent_view.set_view_options(options)
+        smoothing = s.value("curveSmoothing")
+        if smoothing is not None:
+            try:
+                self.loss_plot.set_smoothing(float(smoothing))
+            except (TypeError, ValueError):
+                pass
+        axis = s.value("curveXAxis")
+        if axis in ("step", "wall"):
+            self.loss_plot.set_x_axis(str(axis))
+
+    def _wire_view_options(self) -> None:
+        self.latent_view.viewOptionsChanged.connect(self._store_map_options)
+        self.loss_plot.smoothingChanged.connect(self._store_smoothing)
+        self.loss_plot.xAxisChanged.connect(self._store_x_axis)
+
+    @Slot(dict)
+    def _store_map_options(self, options: dict) -> None:
+        settings().setValue("mapViewOptions", dict(options))
+
+    @Slot(float)
+    def _store_smoothing(self, weight: float) -> None:
+        settings().setValue("curveSmoothing", float(weight))
+
+    @Slot(str)
+    def _store_x_axis(self, mode: str) -> None:
+        settings().setValue("curveXAxis", mode)
+
+    def _curves_height(self) -> int:
+        """The loss curves' share of the window's height: 280 pixels, less in a short window."""
+        return max(150, min(280, int(0.32 * self.height())))
+
     @Slot()
     def reset_layout(self) -> None:
         self.panel_dock.show()
@@ -947,17 +1117,31 @@ class MainWindow(QtWidgets.QMainWindow):
         self.loss_dock.setFloating(False)
         self.addDockWidget(QtCore.Qt.LeftDockWidgetArea, self.panel_dock)
         self.addDockWidget(QtCore.Qt.BottomDockWidgetArea, self.loss_dock)
-        self.resizeDocks([self.loss_dock], [280], QtCore.Qt.Vertical)
+        self.resizeDocks([self.loss_dock], [self._curves_height()], QtCore.Qt.Vertical)
         self.splitter.setSizes([700, 300])
 
+    def close_without_asking(self) -> bool:
+        """Close at once, whatever is unsaved (Ctrl+C, SIGTERM): a recovery copy keeps unsaved training."""
+        self._ask_on_close = False
+        return self.close()
+
     def closeEvent(self, event: QtGui.QCloseEvent) -> None:
+        asked = self._ask_on_close
+        self._ask_on_close = True
+        if asked:
+            if not self.confirm_discard("Close Latent Explorer"):
+                event.ignore()
+                return
+            # Nothing unsaved is left (saved, discarded or none): no recovery copy is kept.
+            self.recovery.discard_own()
+        was_training = self.session.running
         self.save_layout()
         self.explore_tools.close()
         self.monitor.close()
         ok = self.session.shutdown(2000)
         if not ok:
             self.statusBar().showMessage("Background work did not stop in time; closing anyway.")
-        self.recovery.close()  # keeps an up-to-date recovery file of unsaved training
+        self.recovery.close(was_training)  # keeps an up-to-date recovery file of unsaved training
         event.accept()
 
 

@@ -120,10 +120,11 @@ def run_window(argv: list[str]) -> int:
 
 
 def _close_on_signals(app, win):
-    """Ctrl+C (SIGINT) and SIGTERM close the window as its close button does.
+    """Ctrl+C (SIGINT) and SIGTERM close the window as its close button does, without asking about unsaved work.
 
     Closing stops training within a batch and lets a save in progress finish,
-    so no partial file is left behind.  Further signals while closing are
+    so no partial file is left behind; unsaved training stays as a recovery
+    copy, offered at the next start.  Further signals while closing are
     ignored.  Python runs signal handlers only when it gets control, and Qt's
     event loop is C++, so a timer wakes the interpreter a few times a second.
     """
@@ -140,7 +141,7 @@ def _close_on_signals(app, win):
 
         @QtCore.Slot()
         def close(self) -> None:
-            win.close()
+            win.close_without_asking()  # no dialog: unsaved training is kept as a recovery copy
             app.quit()
 
     stopper = Stopper(app)

@@ -8,12 +8,18 @@ writes it itself, between two batches or right after an epoch (see
 thread never waits for it.  Files are written atomically by
 ``vae_core.checkpoint.save_checkpoint``.
 
-The file goes away when the user saves the model or resets it.  It stays when
-the window is closed with unsaved training (it is then brought up to date) and,
+The file goes away when the user saves the model or resets it, and when the
+window closes after the user saved or discarded the unsaved training (the
+window asks; see ``discard_own``).  It stays, brought up to date, when the
+window is closed without asking (Ctrl+C, SIGTERM) with unsaved training and,
 of course, when the process dies.  Each window holds an advisory lock on
 ``autosave-<id>.lock`` while it lives; a recovery file whose lock nobody holds
 belongs to a program that is gone, and a new window offers to restore it
-(non-modal, in the message bar: Restore / Discard).
+(non-modal, in the message bar: Restore / Discard).  A note next to it,
+``autosave-<id>.json``, says how the window showed the model (map mode and
+axes, epochs to train) and, when the window closed, that it did (with training
+running or not): the offer then says so instead of "did not close properly",
+and a restored model comes back with the window's settings.
 
 The data directory is ``$LATENT_EXPLORER_DATA_DIR`` when set, else, once the
 program's entry point has called ``use_user_data_dir()``, the user's generic
@@ -56,6 +62,10 @@ AUTOSAVE_EPOCHS = 10
 
 _PREFIX = "autosave-"
 _NAME = re.compile(r"^autosave-(?P<id>[0-9]+-[0-9]+)\.ckpt$")
+_NOTE = re.compile(r"^autosave-(?P<id>[0-9]+-[0-9]+)\.json$")
+#: How the window closed, as the note says it.
+CLOSED_TRAINING = "closed while training"
+CLOSED = "closed"
 # save_checkpoint writes ".<name>.<random>.tmp" next to the file first.
 _TEMP = re.compile(r"^\.autosave-(?P<id>[0-9]+-[0-9]+)\.ckpt\..*\.tmp$")
 _ids = itertools.count(1)
@@ -168,6 +178,33 @@ def _remove(path: Path) -> None:
         pass
 
 
+def note_path(path: Path) -> Path:
+    """The note that goes with the recovery file ``path``."""
+    return path.with_suffix(".json")
+
+
+def read_note(path: Path) -> dict[str, Any]:
+    """The note of the recovery file ``path`` ({} when there is none or it cannot be read)."""
+    try:
+        note = json.loads(note_path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return note if isinstance(note, dict) else {}
+
+
+def _write_note(path: Path, note: dict[str, Any]) -> None:
+    """Write the note of the recovery file ``path`` (atomically: a temporary file, then a rename)."""
+    target = note_path(path)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(json.dumps(note), encoding="utf-8")
+    os.replace(tmp, target)
+
+
+def _remove_with_note(path: Path) -> None:
+    _remove(path)
+    _remove(note_path(path))
+
+
 def find_orphans(directory: Path | None = None) -> list[Path]:
     """Recovery files left by programs that are no longer running, newest first.
 
@@ -196,6 +233,10 @@ def find_orphans(directory: Path | None = None) -> list[Path]:
         m = _NAME.match(name)
         if m and not is_alive(m["id"]):
             found.append(directory / name)
+            continue
+        m = _NOTE.match(name)
+        if m and not is_alive(m["id"]) and not (directory / f"{_PREFIX}{m['id']}.ckpt").exists():
+            _remove(directory / name)
     for name in names:
         if name.startswith(_PREFIX) and name.endswith(".lock"):
             ident = name[len(_PREFIX):-len(".lock")]
@@ -272,6 +313,9 @@ class Recovery(QtCore.QObject):
         self._adopted_lock: _OwnerLock | None = None
         self._restoring: tuple[Path, _OwnerLock | None] | None = None  # an orphan on its way to being restored
         self._restore_waiting = False
+        #: How the window shows the model (``MainWindow.view_state``), written into the note with every copy.
+        #: Replaced as a whole in the GUI thread, read by the training thread.
+        self._view_state: dict[str, Any] = {}
 
         if self.enabled:
             self.session.boundary_hook = self.on_boundary
@@ -279,6 +323,8 @@ class Recovery(QtCore.QObject):
         self.session.modelForgotten.connect(self._on_model_forgotten)
         self.session.modelLoaded.connect(self._on_model_loaded)
         self.failed.connect(self._on_failed)
+        self.session.stateChanged.connect(self._refresh_view_state)
+        window.map_toolbar.changed.connect(self._refresh_view_state)
 
     # ------------------------------------------------------- training thread
     def on_boundary(self, trainer: "Trainer", epoch_end: bool) -> None:
@@ -315,6 +361,7 @@ class Recovery(QtCore.QObject):
             try:
                 self._ensure_owner()
                 save_checkpoint(trainer, self.path)
+                _write_note(self.path, dict(self._view_state))
             except (VAEError, OSError) as exc:
                 if not self._failing:
                     self._failing = True
@@ -335,18 +382,24 @@ class Recovery(QtCore.QObject):
 
     def _drop_adopted(self) -> None:
         if self._adopted is not None:
-            _remove(self._adopted)
+            _remove_with_note(self._adopted)
             self._adopted = None
         if self._adopted_lock is not None:
             self._adopted_lock.release()
             self._adopted_lock = None
 
     # ------------------------------------------------------------ GUI thread
+    @Slot()
+    @Slot(str)
+    @Slot(str, int, int)
+    def _refresh_view_state(self, *_: Any) -> None:
+        self._view_state = self.window.view_state()
+
     @Slot(str)
     def _on_user_saved(self, path: str) -> None:
         trainer = self.session.trainer
         with self._lock:
-            _remove(self.path)
+            _remove_with_note(self.path)
             self._drop_adopted()
             if trainer is not None:
                 self._trainer_ref = weakref.ref(trainer)
@@ -361,22 +414,34 @@ class Recovery(QtCore.QObject):
             if trainer is not None:
                 self._retired.add(trainer)
             self._trainer_ref = None
-            _remove(self.path)
+            _remove_with_note(self.path)
             self._drop_adopted()
 
     @Slot(str)
     def _on_failed(self, text: str) -> None:
         self.window.show_message("warning", text)
 
-    def close(self) -> None:
-        """The window closes: bring an existing recovery file up to date, then let go of it.
+    def discard_own(self) -> None:
+        """Nothing unsaved is to be kept (the user saved or discarded it, and the window closes): no recovery copy stays."""
+        with self._lock:
+            self._closed = True
+            _remove_with_note(self.path)
+            self._drop_adopted()
 
-        Call after training has stopped.  The file stays for the next launch.
+    def close(self, was_training: bool = False) -> None:
+        """The window closes: keep an up-to-date recovery copy of unsaved training, then let go of it.
+
+        Call after training has stopped; ``was_training``: it ran when the
+        window began to close.  The copy stays for the next launch, with a
+        note saying that the window closed.
         """
         trainer = self.session.trainer
-        if (not self._closed and trainer is not None and not self.session.running and self.path.exists()
-                and trainer not in self._retired and trainer.step != self._clean_step):
-            self._write(trainer)
+        reason = CLOSED_TRAINING if was_training else CLOSED
+        if (self.enabled and not self._closed and trainer is not None and not self.session.running
+                and trainer not in self._retired and self.session.unsaved and self._write(trainer)):
+            self._add_to_note(self.path, reason)
+        elif not self._closed and trainer is None and self._adopted is not None and self.session.unsaved:
+            self._add_to_note(self._adopted, reason)  # a restored copy, not trained on: it stays as it is
         with self._lock:
             self._closed = True
             if self._owner is not None:
@@ -398,11 +463,25 @@ class Recovery(QtCore.QObject):
         self._show_offer(self._orphans[0])
         return True
 
+    @staticmethod
+    def _add_to_note(path: Path, reason: str) -> None:
+        try:
+            _write_note(path, {**read_note(path), "closed": reason})
+        except OSError:
+            pass  # the offer then says less about how the window closed
+
     def _show_offer(self, path: Path, note: str = "") -> None:
         self._offered = path
         more = len(self._orphans) - 1
-        text = (f"{note}Latent Explorer did not close properly last time. A recovery copy of unsaved training "
-                f"is available: {describe(path)}." + (f" ({more} more after this one.)" if more > 0 else ""))
+        closed = read_note(path).get("closed")
+        if closed == CLOSED_TRAINING:
+            what = "Training was stopped when the window closed last time"
+        elif closed == CLOSED:
+            what = "The window was closed with unsaved training last time"
+        else:
+            what = "Latent Explorer did not close properly last time"
+        text = (f"{note}{what}. A recovery copy of the unsaved training is kept: {describe(path)}. Restore it?"
+                + (f" ({more} more after this one.)" if more > 0 else ""))
         self.window.message_bar.show_message("warning", text, actions=[
             ("restoreRecoveryButton", "Restore", self.restore),
             ("discardRecoveryButton", "Discard", self.discard),
@@ -458,13 +537,15 @@ class Recovery(QtCore.QObject):
         if self._restoring is not None and self.session.checkpoint_path == str(self._restoring[0]):
             self._adopted, self._adopted_lock = self._restoring
             self._restoring = None
-            # A restored copy has no file of its own: Save must ask where to put it.
-            self.session.checkpoint_path = None
+            # A restored copy has no file of its own: Save must ask where to put it, and it is unsaved.
+            self.session.forget_file()
             QtCore.QTimer.singleShot(0, self._announce_restored)
 
     @Slot()
     def _announce_restored(self) -> None:
         ck = self.session.checkpoint
+        if self._adopted is not None:
+            self.window.apply_view_state(read_note(self._adopted))
         if ck is not None:
             self.window.show_message("info", f"Restored the unsaved model: {ck.epoch} epochs, step {ck.step:,}. "
                                             "Press Continue training to go on, or save it with Ctrl+S after training.")
@@ -474,7 +555,7 @@ class Recovery(QtCore.QObject):
         path = self._offered
         self._offered = None
         if path is not None:
-            _remove(path)
+            _remove_with_note(path)
             self._orphans = [p for p in self._orphans if p != path]
         if self._orphans:
             self._show_offer(self._orphans[0])

@@ -12,6 +12,9 @@ with a message meant for the user.
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -78,6 +81,30 @@ def write_checkpoint(trainer: "Trainer", path: str) -> None:
     save_checkpoint(trainer, path)
 
 
+def copy_checkpoint(source: str, path: str) -> None:
+    """Copy the checkpoint file ``source`` to ``path`` atomically (raises OSError); nothing to do when they are one file.
+
+    The copy goes to a temporary file next to ``path`` first: a failed copy
+    leaves any file at ``path`` as it was.
+    """
+    if os.path.exists(path) and os.path.samefile(source, path):
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
+            shutil.copyfileobj(src, out, 1 << 20)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
+
+
 def write_latents(path: str, latents: np.ndarray, logvar: np.ndarray | None, labels: np.ndarray | None,
                   label_names: list[str] | None, xy: np.ndarray | None) -> int:
     """Write one CSV row per example (index, label, mu, sigma, map position); returns the rows written."""
@@ -103,20 +130,26 @@ class Loader(QtCore.QObject):
         self._token = 0  # identifies the newest request; results of older ones are dropped
         self._task: Task | None = None
         self._spec: dict[str, Any] = {}
+        self._kind: str | None = None
 
     @property
     def busy(self) -> bool:
         """A request is on its way."""
         return self._task is not None
 
+    @property
+    def loading(self) -> str | None:
+        """What is on its way: "dataset", "checkpoint", or None."""
+        return self._kind if self._task is not None else None
+
     def load_dataset(self, spec: dict[str, Any]) -> None:
         """Read the dataset ``spec`` describes; ``datasetLoaded`` or ``failed`` follows."""
         request = dict(spec)
-        self._start(lambda: read_dataset(request), request)
+        self._start(lambda: read_dataset(request), request, "dataset")
 
     def load_checkpoint(self, path: str) -> None:
         """Read the checkpoint at ``path``; ``checkpointLoaded`` or ``failed`` follows."""
-        self._start(lambda: read_checkpoint(path), {"source": path})
+        self._start(lambda: read_checkpoint(path), {"source": path}, "checkpoint")
 
     def cancel(self) -> bool:
         """Drop the request on its way; True when there was one."""
@@ -127,9 +160,10 @@ class Loader(QtCore.QObject):
         self._token += 1
         return True
 
-    def _start(self, read: Callable[[], Any], spec: dict[str, Any]) -> None:
+    def _start(self, read: Callable[[], Any], spec: dict[str, Any], kind: str) -> None:
         self.cancel()
         self._spec = spec
+        self._kind = kind
         self._task = self._tasks.start(Tagged(self._token, lambda progress, cancelled: read()),
                                        self._on_done, self._on_failed)
 

@@ -8,6 +8,15 @@ replaced, a UMAP fit that was cancelled after it had already finished, and a
 map asked for before the mode changed.  New epochs' codes are shown at most
 every ``MAP_INTERVAL_S`` (newest first) and wait while the user drags on the
 map, so the points never move under the cursor.
+
+While training runs, a UMAP fit shares the cores with it.  So the layout is
+fitted again only as often as keeps the fits within ``UMAP_TRAINING_SHARE``
+of the training time: after a fit of ``f`` seconds, with epochs of ``e``
+seconds, the next one starts ``ceil(f / (UMAP_TRAINING_SHARE * e))`` epochs
+after it (a fit running when newer codes come finishes).  Meanwhile the new
+codes are placed on the last layout (``UMAPProjection.transform``), or the
+layout stays as it is where the projection cannot place codes.  When
+training stops, a layout of older codes is fitted once more.
 """
 
 from __future__ import annotations
@@ -40,6 +49,8 @@ FIT_AFTER_PAINT_S = 0.06
 PROGRESS_INTERVAL_S = 0.1
 #: New epochs redraw the map at most this often.
 MAP_INTERVAL_S = 0.5
+#: While training, UMAP fits take at most this share of the training time.
+UMAP_TRAINING_SHARE = 0.1
 
 
 @dataclass(frozen=True)
@@ -107,6 +118,11 @@ class LatentMap(QtCore.QObject):
         self._timer.timeout.connect(self._on_timer)
         self._on_hold = False
         self._held_back = False
+        self._training = False
+        self._epoch_s = math.nan  # the latest epoch's duration
+        self._umap_fit_s = math.nan  # the last UMAP fit's duration
+        self._epochs_since_fit = 0  # epochs since the last UMAP fit started
+        self._umap_for: np.ndarray | None = None  # the codes of the last UMAP fit (started or done)
 
     # ------------------------------------------------------------ inputs
     @property
@@ -114,8 +130,14 @@ class LatentMap(QtCore.QObject):
         return self._codes
 
     def set_codes(self, codes: np.ndarray, labels: np.ndarray | None, label_names: list[str] | None,
-                  now: bool = False) -> None:
-        """New codes: shown at once when ``now`` (and the view fitted to them), else at the next redraw."""
+                  now: bool = False, epoch_s: float | None = None) -> None:
+        """New codes: shown at once when ``now`` (and the view fitted to them), else at the next redraw.
+
+        ``epoch_s``: the codes are a training epoch's, which took that many seconds.
+        """
+        if epoch_s is not None:
+            self._epoch_s = float(epoch_s)
+            self._epochs_since_fit += 1
         self._codes = codes
         self._labels = labels if labels is not None and len(labels) == len(codes) else None
         self._label_names = label_names
@@ -131,6 +153,9 @@ class LatentMap(QtCore.QObject):
         self.xy = None
         self._selected = None
         self._prev_umap = None
+        self._umap_for = None
+        self._umap_fit_s = math.nan
+        self._epochs_since_fit = 0
         self._token += 1
         self._timer.stop()
         self._held_back = False
@@ -138,6 +163,18 @@ class LatentMap(QtCore.QObject):
             self._fit_task.cancel()
             self._fit_task = None
         self._cancel_umap()
+
+    def set_training(self, on: bool, refit: bool = True) -> None:
+        """Training runs (``on``) or has stopped; when it stops, a UMAP layout of older codes is fitted again
+        (unless ``refit`` is False: newer codes are on their way)."""
+        was, self._training = self._training, bool(on)
+        if was and not on and refit and self.mode == "umap" and self._codes is not None \
+                and self._codes is not self._umap_for and self._codes.shape[1] > 2:
+            self.refresh()
+
+    @property
+    def training(self) -> bool:
+        return self._training
 
     def select(self, index: int | None) -> None:
         """The selected example: a map of two latent dims keeps the others at its code."""
@@ -336,8 +373,51 @@ class LatentMap(QtCore.QObject):
         self._umap_token += 1
         self.progress.emit(1.0, "")
 
+    def _umap_due(self, n: int) -> bool:
+        """While training: whether a UMAP fit of ``n`` codes may start now (see the module's docstring)."""
+        proj = self.projection
+        if not (isinstance(proj, P.UMAPProjection) and proj.is_fitted and self.xy is not None and len(self.xy) == n):
+            return True  # no layout of these examples to place codes on
+        if not (math.isfinite(self._umap_fit_s) and math.isfinite(self._epoch_s) and self._epoch_s > 0):
+            return True
+        every = math.ceil(self._umap_fit_s / (UMAP_TRAINING_SHARE * self._epoch_s))
+        return self._epochs_since_fit >= every
+
+    def _place_on_layout(self, codes: np.ndarray) -> None:
+        """Show ``codes`` on the current UMAP layout (in the background); the layout stays where it cannot place them."""
+        proj = self.projection
+        if not isinstance(proj, P.UMAPProjection) or not proj.is_fitted or self.xy is None or len(self.xy) != len(codes):
+            return
+
+        def job(progress: Any, cancelled: Callable[[], bool]) -> np.ndarray | None:
+            try:
+                return proj.transform(codes)
+            except NotImplementedError:
+                return None
+
+        if self._fit_task is not None:
+            self._fit_task.cancel()
+        self._fit_task = self._tasks.start(Tagged(self._token, job), self._on_placed, self._on_task_failed)
+
+    @Slot(object)
+    def _on_placed(self, reply: Reply) -> None:
+        if reply.token != self._token:
+            return  # newer codes, a new layout or another mode meanwhile
+        self._fit_task = None
+        if reply.error is not None:
+            self.message.emit("error", f"The map could not be drawn: {reply.error}")
+            return
+        xy = reply.value
+        if xy is not None and self.projection is not None and self._codes is not None and len(xy) == len(self._codes):
+            self._show(xy, self.projection.axis_labels(), autorange=False)
+
     def _start_umap(self, codes: np.ndarray) -> None:
         if self._umap_task is not None:
+            if self._training:
+                # Training: the running fit finishes; its layout then takes the newest codes.
+                self._umap_again = True
+                self._place_on_layout(codes)
+                return
             # Newest codes first: drop the running fit, unless the map has
             # already waited so long for a layout that it had better finish.
             if time.monotonic() - self._umap_waiting_since < UMAP_MAX_WAIT_S:
@@ -345,28 +425,35 @@ class LatentMap(QtCore.QObject):
             else:
                 self._umap_again = True
                 return
+        if self._training and not self._umap_due(len(codes)):
+            self._place_on_layout(codes)
+            return
         # Start from the previous layout of the same examples, so the map
         # moves only as much as the codes did (the fit aligns its result to it).
         init = self._prev_umap if self._prev_umap is not None and len(self._prev_umap) == len(codes) else None
+        self._umap_for = codes
         codes = codes.copy()
         self._umap_again = False
         self._umap_token += 1
+        self._epochs_since_fit = 0
         previous = self._umap_cancelled
 
-        def job(progress: Any, cancelled: Callable[[], bool]) -> tuple[P.UMAPProjection, np.ndarray, bool]:
+        def job(progress: Any, cancelled: Callable[[], bool]) -> tuple[P.UMAPProjection, np.ndarray, bool, float]:
             if previous is not None:
                 # A cancelled fit stops within one of its epochs: wait for it
                 # rather than run two fits at once on the same cores.
                 while not previous.finished_event.wait(0.05):
                     if cancelled():
                         raise P.ProjectionCancelled("the projection was cancelled")
+
             def report(fraction: float, text: str = "") -> None:
                 if not cancelled():  # a cancelled fit's last epoch must not show its progress again
                     progress(fraction, text)
 
+            t0 = time.perf_counter()
             proj = P.UMAPProjection(init=init, random_state=0)
             xy = proj.fit(codes, progress=every(report, PROGRESS_INTERVAL_S), cancel=cancelled)
-            return proj, xy, init is None
+            return proj, xy, init is None, time.perf_counter() - t0
 
         self.progress.emit(0.0, "UMAP: starting")
         self._umap_task = self._tasks.start(Tagged(self._umap_token, job), self._on_umap_done, self._on_task_failed,
@@ -388,7 +475,8 @@ class LatentMap(QtCore.QObject):
             self._umap_again = False
             self.message.emit("error", f"UMAP failed: {reply.error}")
             return
-        proj, xy, first = reply.value
+        proj, xy, first, seconds = reply.value
+        self._umap_fit_s = float(seconds)
         codes = self._codes
         if self.mode == "umap" and codes is not None and len(xy) == len(codes):
             self._prev_umap = np.asarray(xy)
@@ -396,6 +484,7 @@ class LatentMap(QtCore.QObject):
             self._token += 1
             self._install(proj, xy, autorange=first)
         if self._umap_again and self.mode == "umap" and codes is not None:
+            self._umap_again = False
             self._start_umap(codes)
 
 

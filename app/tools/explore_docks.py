@@ -31,7 +31,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from vae_core import explore as X
 
-from ..display import code_text, decoded_for_display, example_title, image_for_display
+from ..display import ACTIVE_KL, active_dims, code_text, decoded_for_display, example_title, image_for_display
 from ..session import EpochSummary
 from ..widgets.decode_canvas import ImageGrid
 from ..worker import LatestWins, Task
@@ -927,16 +927,22 @@ class ExploreTools(QtCore.QObject):
     def _on_traverse_setting(self, *_args: Any) -> None:
         self._schedule("traverse")
 
-    def _kl_per_dim(self) -> np.ndarray:
+    def _kl_and_active(self) -> tuple[np.ndarray, np.ndarray]:
+        """KL per latent dim (nats) and which dims are active: the latest epoch's, as every view shows them.
+
+        Without a held-out epoch (a checkpoint of an older format) the KL is
+        averaged over the stored codes, with the same rule for activity.
+        """
         d = self._latent_dim()
         ev = self.s.last_epoch
         if ev is not None and len(ev.kl_per_dim) == d:
-            return np.asarray(ev.kl_per_dim, dtype=np.float64)
+            return np.asarray(ev.kl_per_dim, dtype=np.float64), ev.active
         mu, lv = self.s.latents, self.s.latent_logvar
         if mu is not None and lv is not None and mu.shape[1] == d:
-            mu, lv = mu.astype(np.float64), lv.astype(np.float64)
-            return (-0.5 * (1.0 + lv - mu * mu - np.exp(lv))).mean(axis=0)
-        return np.ones(d)
+            mu64, lv64 = mu.astype(np.float64), lv.astype(np.float64)
+            kl = (-0.5 * (1.0 + lv64 - mu64 * mu64 - np.exp(lv64))).mean(axis=0)
+            return kl, active_dims(kl, mu)
+        return np.ones(d), np.ones(d, dtype=bool)
 
     def update_traversals(self) -> None:
         """Decode one row per latent dim, sweeping it around the selected example's code (on the worker)."""
@@ -952,17 +958,17 @@ class ExploreTools(QtCore.QObject):
         n = int(self.traverse_steps.value())
         r = float(self.traverse_range.value())
         values = np.linspace(-r, r, n)
-        kl = self._kl_per_dim()
-        codes, order, inactive = X.traversal_codes(z, kl, values)
+        kl, active = self._kl_and_active()
+        codes, order, _ = X.traversal_codes(z, kl, values)
         rows = min(d, MAX_TRAVERSAL_ROWS)
         codes = codes[:rows * n]
-        labels = [f"z{j + 1} · inactive" if off else f"z{j + 1} · KL {kl[j]:.2f}"
-                  for j, off in zip(order[:rows], inactive[:rows])]
+        labels = [f"z{j + 1} · KL {kl[j]:.2f}" if active[j] else f"z{j + 1} · inactive" for j in order[:rows]]
         where = f"example {self._example_name(idx)}'s code" if idx is not None else "z = 0 (the prior's mean)"
         more = f" Showing the {rows} dims with the most KL of {d}." if rows < d else ""
         info = (f"Each row sweeps one latent dim from −{r:g} to +{r:g} with the others at {where}. Rows are ordered by the "
-                f"dim's KL (nats per example, averaged over the data); {int(inactive.sum())} of {d} dims are inactive "
-                f"(KL < {X.INACTIVE_KL} nats: the decoder ignores them).{more}")
+                f"dim's KL (nats per example, averaged over the data); {int(active.sum())} of {d} dims are active "
+                f"(at least {ACTIVE_KL:g} nats of KL and mean codes that vary over the data); the decoder ignores "
+                f"the others.{more}")
 
         def job() -> dict:
             images = decoded_for_display(decoder.decode(codes))

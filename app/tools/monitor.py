@@ -2,10 +2,12 @@
 
 * A dock "KL per dimension" (beside the loss curves) shows the held-out KL of
   every latent dimension after each epoch, greys the unused ones and counts
-  the active units.  It warns, in the dock and once in the window's message
-  bar, when the posterior collapses (from the second epoch on: total
-  held-out KL below ``COLLAPSE_KL`` nats, or no active unit) and shows the session's report
-  when training diverged; each warning goes away when training recovers.
+  the active units (``EpochSummary.active``: the rule of
+  ``app.display.active_dims``).  It warns, in the dock and once in the
+  window's message bar, when the posterior collapses (from the second epoch
+  on: no active unit, which includes every total held-out KL below
+  ``COLLAPSE_KL`` nats) and shows the session's report when training
+  diverged; each warning goes away when training recovers.
 * "Decoded manifold" (Explore and View menus) tiles the map, under its points,
   with the images the decoder makes at a grid of map positions over the
   visible range: the classic picture of a VAE's latent space.  The grid is
@@ -30,7 +32,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from vae_core.explore import compose_grid
 
-from ..display import decoded_for_display
+from ..display import ACTIVE_KL, ACTIVE_VARIANCE, decoded_for_display
 from ..session import TRAINING, EpochSummary
 from ..widgets.kl_bars import KLBars
 from ..worker import LatestWins
@@ -40,8 +42,9 @@ if TYPE_CHECKING:
 
 Slot = QtCore.Slot
 
-#: Total held-out KL (nats per example) below which the posterior has collapsed.
-COLLAPSE_KL = 0.05
+#: Total held-out KL (nats per example) below which the posterior has collapsed: no
+#: dimension can then reach ACTIVE_KL, so the count of active units is 0 too.
+COLLAPSE_KL = ACTIVE_KL
 #: Refreshes of the decoded manifold while panning or zooming are this far apart at least.
 MANIFOLD_THROTTLE_MS = 60
 #: On-screen size (pixels) a manifold tile aims for; the grid has between
@@ -58,10 +61,13 @@ def install(window: "MainWindow") -> "Monitor":
     return Monitor(window)
 
 
-def collapse_text(test_kl: float, active_units: int, d: int) -> str:
-    return (f"Posterior collapse: the held-out KL is {test_kl:.3f} nats and {active_units} of {d} latent "
-            "dimensions are active, so the decoder ignores z and every code decodes to about the same image. "
-            "It can recover in the next epochs; if it does not, try a smaller β, a KL warm-up or free bits.")
+def collapse_text(test_kl: float, d: int) -> str:
+    """The warning of a collapsed posterior: no active unit among ``d``, ``test_kl`` nats of KL in all."""
+    dims = "the latent dimension is" if d == 1 else f"none of the {d} latent dimensions is"
+    return (f"Posterior collapse: the held-out KL is {test_kl:.3f} nats and {dims} active (at least {ACTIVE_KL:g} "
+            f"nats of KL and mean codes with a variance above {ACTIVE_VARIANCE:g}), so the decoder ignores z and "
+            "every code decodes to about the same image. It can recover in the next epochs; if it does not, try a "
+            "smaller β, a KL warm-up or free bits.")
 
 
 def manifold_grid(x0: float, x1: float, y0: float, y1: float, nx: int, ny: int) -> np.ndarray:
@@ -139,21 +145,21 @@ class Monitor(QtCore.QObject):
     @Slot(object)
     def _on_epoch(self, ev: EpochSummary) -> None:
         kl = np.asarray(ev.kl_per_dim, dtype=np.float64)
-        self.kl_bars.set_kl(kl, int(ev.active_units))
+        self.kl_bars.set_kl(kl, ev.active)
         # An epoch completed after the user resumed from a divergence: training recovered.
         # (An epoch can also end right after a divergence, before the pause: that is no recovery.)
         if self._resumed_since_divergence:
             self._diverged_text = ""
             self._resumed_since_divergence = False
-        self._check_collapse(float(ev.test_kl), int(ev.active_units), len(kl), int(ev.epoch))
+        self._check_collapse(float(ev.test_kl), ev.active_units, len(kl), int(ev.epoch))
         self._show_warning()
 
     def _check_collapse(self, test_kl: float, active_units: int, d: int, epoch: int) -> None:
         # The first epoch is not judged: a fresh decoder often learns the mean image
         # first and only then starts to use z.
-        collapsed = epoch >= 2 and d > 0 and (not test_kl >= COLLAPSE_KL or active_units == 0)
+        collapsed = epoch >= 2 and d > 0 and active_units == 0
         if collapsed:
-            text = collapse_text(test_kl, active_units, d)
+            text = collapse_text(test_kl, d)
             if not self._collapse_text:
                 # Once per collapse in the message bar; the dock keeps it up to date.
                 self.w.show_message("warning", text)

@@ -1,11 +1,12 @@
 """KL divergence per latent dimension as bars, refreshed after every epoch.
 
 One bar per latent dimension, in dimension order (z1 on the left), height the
-held-out KL(q(z_j|x) || N(0, 1)) averaged over examples, in nats.  Dimensions
-whose KL is below ``INACTIVE_KL`` carry (almost) no information about x: the
-posterior equals the prior there, and they are drawn grey.  A dashed line marks
-that threshold.  The title gives the number of active units (as the trainer
-counts them) and the total KL.  A warning line under the plot says when the
+held-out KL(q(z_j|x) || N(0, 1)) averaged over examples, in nats.  The owner
+says which dimensions are active (``app.display.active_dims``: KL of at least
+``INACTIVE_KL`` nats and posterior means that vary over the data); the others
+carry (almost) no information about x and are drawn grey.  A dashed line
+marks the KL threshold.  The title gives the number of active units and the
+total KL.  A warning line under the plot says when the
 posterior collapsed or training diverged (the owner decides when).
 
 Numpy in, no torch.  After every epoch only the bars change: the axis
@@ -22,10 +23,12 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtGui, QtWidgets
 
+from ..display import ACTIVE_KL, ACTIVE_VARIANCE
+
 __all__ = ["KLBars", "INACTIVE_KL"]
 
-#: Dimensions with a held-out KL below this many nats are drawn as inactive.
-INACTIVE_KL = 0.01
+#: Dimensions with a held-out KL below this many nats are inactive (the rule: ``app.display.active_dims``).
+INACTIVE_KL = ACTIVE_KL
 ACTIVE_COLOUR = "#3b8bd0"
 INACTIVE_COLOUR = "#9a9a9a"
 WARNING_COLOURS = {"error": ("#b3261e", "#fdecea"), "warning": ("#8a5a00", "#fff4d6")}
@@ -47,7 +50,7 @@ class KLBars(QtWidgets.QWidget):
         super().__init__(parent)
         self.setObjectName("klBars")
         self._kl = np.zeros(0)
-        self._active_units = 0
+        self._active = np.zeros(0, dtype=bool)
         self._title = ""
         self._y_top = 0.0  # the top of the vertical range now shown (0: not set)
         self._ghost_key: tuple | None = None  # (inactive dims, y_top) the grey columns were drawn for
@@ -95,8 +98,8 @@ class KLBars(QtWidgets.QWidget):
         lay.addWidget(self._plot, 1)
         self._plot.setToolTip(
             "Held-out KL(q(z_j|x) ‖ N(0, 1)) of each latent dimension, averaged over examples, in nats.\n"
-            f"Grey: below {INACTIVE_KL:g} nats, the dimension is unused (its posterior is the prior).\n"
-            "Active units count dimensions whose posterior mean varies over the data (variance > 0.01).")
+            f"Blue: an active dimension, with at least {INACTIVE_KL:g} nats of KL (the dashed line) and posterior\n"
+            f"means that vary over the data (variance above {ACTIVE_VARIANCE:g}). Grey: inactive, unused by the model.")
         self._apply_theme()
         self.clear()
 
@@ -108,18 +111,21 @@ class KLBars(QtWidgets.QWidget):
 
     # --- data ---------------------------------------------------------------------------
 
-    def set_kl(self, kl_per_dim, active_units: int) -> None:
-        """Show ``kl_per_dim`` (d,) in nats and the trainer's count of active units."""
+    def set_kl(self, kl_per_dim, active) -> None:
+        """Show ``kl_per_dim`` (d,) in nats; ``active`` (d,) bool says which dimensions are active."""
         kl = np.asarray(kl_per_dim, dtype=np.float64).ravel()
         d = len(kl)
         if d == 0:
             self.clear()
             return
+        active = np.asarray(active, dtype=bool).ravel()
+        if active.shape != kl.shape:
+            raise ValueError(f"{len(active)} active flags for {d} dimensions")
         new_d = d != len(self._kl)
         self._kl = kl.copy()
-        self._active_units = int(active_units)
+        self._active = active.copy()
         heights = np.where(np.isfinite(kl), np.maximum(kl, 0.0), 0.0)
-        inactive = ~(kl >= INACTIVE_KL)  # NaN counts as inactive
+        inactive = ~active
         active_brush, inactive_brush = pg.mkBrush(ACTIVE_COLOUR), pg.mkBrush(INACTIVE_COLOUR)
         brushes = [inactive_brush if off else active_brush for off in inactive]
         x = np.arange(1, d + 1, dtype=np.float64)
@@ -140,12 +146,12 @@ class KLBars(QtWidgets.QWidget):
             self._ghosts.setOpts(x=x[inactive], height=np.full(int(inactive.sum()), self._y_top), width=0.8,
                                  brush=pg.mkBrush(ghost), pen=None)
         total = float(np.nansum(kl))
-        self._title = f"active units: {self._active_units} / {d} · total KL {total:.2f} nats"
+        self._title = f"active units: {int(active.sum())} / {d} · total KL {total:.2f} nats"
         self._title_label.setText(self._title)
 
     def clear(self) -> None:
         self._kl = np.zeros(0)
-        self._active_units = 0
+        self._active = np.zeros(0, dtype=bool)
         self._y_top = 0.0
         self._ghost_key = None
         self._bars.setOpts(x=[], height=[], width=0.8, brushes=None, pen=None)
@@ -181,7 +187,7 @@ class KLBars(QtWidgets.QWidget):
 
     def inactive_dims(self) -> list[int]:
         """0-based indices of the dimensions drawn grey."""
-        return [int(j) for j in np.flatnonzero(~(self._kl >= INACTIVE_KL))]
+        return [int(j) for j in np.flatnonzero(~self._active)]
 
     def bar_colours(self) -> list[str]:
         brushes = self._bars.opts.get("brushes") or []

@@ -915,10 +915,14 @@ class LatentView(QtWidgets.QWidget):
     viewRangeChanged = QtCore.Signal(float, float, float, float)
     #: The user changed how the map is drawn (see :meth:`view_options`), e.g. from its menu.
     viewOptionsChanged = QtCore.Signal(dict)
+    #: A double click undid its first click: the crosshair position (x, y) and the highlighted
+    #: example as they were before that click (None where there was none), to be put back.
+    pickUndone = QtCore.Signal(object, object)
 
-    # Left-button states: nothing held, pressed (a click or a drag: not known yet), dragging,
-    # clicked (released; waiting out the double-click interval), double-clicked (until the release).
-    _IDLE, _PRESSED, _DRAGGING, _CLICKED, _DOUBLE = range(5)
+    # Left-button states: nothing held, held (a click or a drag: it picks as it moves),
+    # clicked (released; a second press within the double-click interval is a double click),
+    # double-clicked (until the release).
+    _IDLE, _DRAGGING, _CLICKED, _DOUBLE = range(4)
 
     def __init__(self, parent: QtWidgets.QWidget | None = None):
         super().__init__(parent)
@@ -1038,15 +1042,14 @@ class LatentView(QtWidgets.QWidget):
         self._state = self._IDLE
         self._press_pos = QtCore.QPointF()
         self._press_data = (0.0, 0.0)
+        # What a double click puts back: the crosshair and the highlight before its first press.
+        self._before_click: tuple[tuple[float, float] | None, int | None] = (None, None)
+        # A click lands at once; for the double-click interval after its press a second
+        # press makes it a double click, which undoes it.
         self._press_clock = QtCore.QElapsedTimer()
-        # A press becomes a drag when held this long without a second click; a click
-        # lands when this long has passed since its press without a second one.
-        self._hold_timer = QtCore.QTimer(self)
-        self._hold_timer.setSingleShot(True)
-        self._hold_timer.timeout.connect(self._on_hold)
         self._click_timer = QtCore.QTimer(self)
         self._click_timer.setSingleShot(True)
-        self._click_timer.timeout.connect(self._on_click_landed)
+        self._click_timer.timeout.connect(self._on_click_window_over)
         self._last_hover = -1
         self._hover_pos: QtCore.QPointF | None = None
         self._hover_global = QtCore.QPoint()
@@ -1732,10 +1735,10 @@ class LatentView(QtWidgets.QWidget):
 
     def dragging(self) -> bool:
         """Whether the left button is held after a press on the plot (a click or a drag)."""
-        return self._state in (self._PRESSED, self._DRAGGING)
+        return self._state == self._DRAGGING
 
     def click_pending(self) -> bool:
-        """Whether a click was released and waits out the double-click interval before it lands."""
+        """Whether a click was released so recently that a second press would make it a double click."""
         return self._state == self._CLICKED
 
     def _in_plot_area(self, viewport_pos: QtCore.QPointF) -> bool:
@@ -1763,34 +1766,32 @@ class LatentView(QtWidgets.QWidget):
             if not self._in_plot_area(pos):
                 return False
             if self._state == self._CLICKED:
-                # A second press before the click landed (platforms that send it as a
+                # A second press soon after a click (platforms that send it as a
                 # press): a double click.
                 self._double_click()
                 return True
-            self._state = self._PRESSED
+            self._before_click = (self._crosshair_pos, self._highlight_index)
             self._press_pos = QtCore.QPointF(pos)
             self._press_clock.start()
             self._hide_hover()
             self._press_data = self.map_to_data(pos)
             self._click_timer.stop()
-            self._hold_timer.start(QtWidgets.QApplication.doubleClickInterval())
+            self._start_drag()
             return True
         if t == Ev.MouseButtonDblClick and ev.button() == left:
-            if not self._in_plot_area(ev.position()) and self._state not in (self._PRESSED, self._CLICKED):
+            if not self._in_plot_area(ev.position()) and self._state not in (self._DRAGGING, self._CLICKED):
                 return False
             self._double_click()
             return True
         if t == Ev.MouseMove:
-            if self._state in (self._PRESSED, self._DRAGGING):
+            if self._state == self._DRAGGING:
                 if not ev.buttons() & left:
                     # The release went elsewhere (a popup took the mouse): end the drag.
                     self._end_press()
                     return True
-                if self._state == self._PRESSED:
-                    moved = ev.position() - self._press_pos
-                    if moved.manhattanLength() < QtWidgets.QApplication.startDragDistance():
-                        return True
-                    self._start_drag()
+                moved = ev.position() - self._press_pos
+                if moved.manhattanLength() < QtWidgets.QApplication.startDragDistance():
+                    return True  # a click's jitter: the press position stays picked
                 x, y = self.map_to_data(ev.position())
                 self.pointPicked.emit(x, y)
                 return True
@@ -1806,21 +1807,19 @@ class LatentView(QtWidgets.QWidget):
             if self._state == self._DOUBLE:
                 self._state = self._IDLE
                 return True
-            if self._state == self._PRESSED:
-                # A click, unless a second press follows within the double-click interval.
-                self._hold_timer.stop()
-                self._state = self._CLICKED
-                left_ms = QtWidgets.QApplication.doubleClickInterval() - self._press_clock.elapsed()
-                self._click_timer.start(max(1, int(left_ms)))
-                return True
             if self._state != self._DRAGGING:
                 return False
             moved = ev.position() - self._press_pos
             self._state = self._IDLE
             if moved.manhattanLength() < QtWidgets.QApplication.startDragDistance():
+                # A click: it has picked its point; it selects the example under it at once.
                 idx = self.hit_test(*self._press_data)
                 if idx is not None:
                     self.exampleClicked.emit(idx)
+                left_ms = QtWidgets.QApplication.doubleClickInterval() - self._press_clock.elapsed()
+                if left_ms > 0:
+                    self._state = self._CLICKED
+                    self._click_timer.start(int(left_ms))
             self.dragFinished.emit()
             return True
         if t == Ev.Leave:
@@ -1830,44 +1829,31 @@ class LatentView(QtWidgets.QWidget):
         return False
 
     def _start_drag(self) -> None:
-        """The press turned into a drag: pick the press position (later moves pick theirs)."""
-        self._hold_timer.stop()
+        """The left button went down: pick the press position at once (moves pick theirs)."""
         self._state = self._DRAGGING
         self.pointPicked.emit(*self._press_data)
 
     @QtCore.Slot()
-    def _on_hold(self) -> None:
-        if self._state == self._PRESSED:
-            self._start_drag()
-
-    @QtCore.Slot()
-    def _on_click_landed(self) -> None:
-        if self._state != self._CLICKED:
-            return
-        self._state = self._IDLE
-        x, y = self._press_data
-        self.pointPicked.emit(x, y)
-        idx = self.hit_test(x, y)
-        if idx is not None:
-            self.exampleClicked.emit(idx)
-        self.dragFinished.emit()
+    def _on_click_window_over(self) -> None:
+        if self._state == self._CLICKED:
+            self._state = self._IDLE
 
     def _end_press(self) -> None:
         was_dragging = self._state == self._DRAGGING
-        self._hold_timer.stop()
         self._state = self._IDLE
         if was_dragging:
             self.dragFinished.emit()
 
     def _double_click(self) -> None:
-        """Fit the view; the click that began the double click never lands."""
-        self._hold_timer.stop()
+        """Fit the view, and undo what the first click of the double click picked (``pickUndone``)."""
         self._click_timer.stop()
         was_dragging = self._state == self._DRAGGING
         self._state = self._DOUBLE
         if was_dragging:
             self.dragFinished.emit()
         self.auto_range()
+        point, example = self._before_click
+        self.pickUndone.emit(point, example)
 
     def _hide_hover(self) -> None:
         self._preview.hide()

@@ -32,7 +32,11 @@ LIKELIHOODS = (
 )
 BINARIZE = (("None", "none"), ("Static", "static"), ("Dynamic", "dynamic"))
 WARMUPS = (("None", "none"), ("Linear", "linear"), ("Cyclical", "cyclical"))
-STATES = ("idle", "training", "paused", "trained", "busy")
+STATES = ("idle", "loading", "training", "paused", "trained", "busy")
+#: Why the dataset and model settings are greyed out while a model exists, and what to do about it.
+LOCKED_TIP = ("Locked: a model exists, and it was built for these settings. To change them, reset the model "
+              "(the Reset button or Training ▸ Reset model); to keep this model, save it first "
+              "(File ▸ Save checkpoint), then reset.")
 
 FILE_FILTER = "Image arrays: NumPy, MNIST IDX (*.npy *.npz *.gz *ubyte *idx*);;All files (*)"
 
@@ -47,12 +51,14 @@ _INVALID_STYLE = "QLineEdit { color: #c62828; border: 1px solid #c62828; }"
 class ScientificSpinBox(QtWidgets.QDoubleSpinBox):
     """A double spin box for quantities spanning decades, such as a learning rate.
 
-    Shows values like ``1e-3`` or ``3e-4``, parses plain or scientific text,
-    clamps out-of-range input to the nearest bound, and steps along the
-    1-2-5 sequence (1e-4, 2e-4, 5e-4, 1e-3, ...).
+    Shows values like ``1e-3`` or ``3e-4`` (and 0.1 to 10,000 in plain
+    notation), parses plain or scientific text, clamps out-of-range input to
+    the nearest bound and says so (``clamped``: the value typed and the bound
+    it became), and steps along the 1-2-5 sequence (1e-4, 2e-4, 5e-4, 1e-3, ...).
     """
 
     _PARTIAL = re.compile(r"^\s*(\d+\.?\d*|\.\d*)?([eE][+-]?\d*)?\s*$")
+    clamped = QtCore.Signal(float, float)  # the value typed, the bound it was set to
 
     def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
@@ -65,7 +71,7 @@ class ScientificSpinBox(QtWidgets.QDoubleSpinBox):
     def format_value(value: float) -> str:
         if value == 0 or not math.isfinite(value):
             return f"{value:g}"
-        if 0.1 <= abs(value) < 10:
+        if 0.1 <= abs(value) < 10_000:
             return f"{value:.4g}"
         mantissa, exponent = f"{value:.3e}".split("e")
         mantissa = mantissa.rstrip("0").rstrip(".")
@@ -87,6 +93,24 @@ class ScientificSpinBox(QtWidgets.QDoubleSpinBox):
         if value is None:
             return self.value()
         return min(max(value, self.minimum()), self.maximum())
+
+    def _clamp_typed(self) -> None:
+        """The text typed is out of range: set the nearest bound and say so."""
+        value = self._parse(self.lineEdit().text())
+        if value is None or self.minimum() <= value <= self.maximum():
+            return
+        bound = min(max(value, self.minimum()), self.maximum())
+        self.setValue(bound)
+        self.clamped.emit(value, bound)
+
+    def focusOutEvent(self, event: QtGui.QFocusEvent) -> None:  # noqa: N802 (Qt override)
+        self._clamp_typed()
+        super().focusOutEvent(event)
+
+    def keyPressEvent(self, event: QtGui.QKeyEvent) -> None:  # noqa: N802 (Qt override)
+        if event.key() in (QtCore.Qt.Key.Key_Return, QtCore.Qt.Key.Key_Enter):
+            self._clamp_typed()
+        super().keyPressEvent(event)
 
     def validate(self, text: str, pos: int) -> QtGui.QValidator.State:
         if not self._PARTIAL.match(text):
@@ -214,6 +238,16 @@ class HiddenSizesValidator(QtGui.QValidator):
         return state
 
 
+def plain_number(value: float) -> str:
+    """A number in ordinary notation: 100, 10, 0.5, 0.000001 (never "1e1")."""
+    if value == 0 or not math.isfinite(value):
+        return f"{value:g}"
+    if abs(value) >= 1:
+        return f"{value:,.6f}".rstrip("0").rstrip(".")
+    digits = max(0, -math.floor(math.log10(abs(value)))) + 5
+    return f"{value:.{digits}f}".rstrip("0").rstrip(".")
+
+
 def format_progress(
     epoch: int,
     n_epochs: int,
@@ -242,6 +276,7 @@ class TrainingPanel(QtWidgets.QWidget):
     stopRequested = QtCore.Signal()
     resetRequested = QtCore.Signal()
     liveSettingChanged = QtCore.Signal(str, object)
+    notice = QtCore.Signal(str, str)  # level, text: something the user should know about their input
 
     PROGRESS_STEPS = 1000
 
@@ -255,6 +290,8 @@ class TrainingPanel(QtWidgets.QWidget):
         self._suppress = False  # set while the panel fills itself programmatically
         self._last_dir = ""
         self._committed: dict[str, Any] = {}
+        self._locked = False  # the dataset and model settings are locked: a model exists
+        self._tips: dict[QtWidgets.QWidget, str] = {}  # their own tooltips, while the lock note is added
 
         layout = QtWidgets.QVBoxLayout(self)
         layout.setContentsMargins(6, 6, 6, 6)
@@ -432,6 +469,7 @@ class TrainingPanel(QtWidgets.QWidget):
         self.lrSpin.setRange(1e-6, 10.0)
         self.lrSpin.setValue(1e-3)
         self.lrSpin.setKeyboardTracking(False)
+        self.lrSpin.clamped.connect(self._on_lr_clamped)
         self._add_row(form, "Learning rate", self.lrSpin, "Adam step size; accepts 1e-3 notation; arrows step 1, 2, 5, 10, ... (changes apply live)")
 
         self.betaSpin = self._dspin("betaSpin", 0.0, 100.0, 0.1, 3, 1.0)
@@ -552,11 +590,13 @@ class TrainingPanel(QtWidgets.QWidget):
         valid = self.hidden_valid()
         self.hiddenEdit.setStyleSheet("" if valid else _INVALID_STYLE)
         if valid:
-            self.hiddenEdit.setToolTip(self._hidden_tip)
+            tip = self._hidden_tip
         elif self.archCombo.currentData() == "conv" and not self.hiddenEdit.text().strip():
-            self.hiddenEdit.setToolTip("The convolutional architecture needs at least one channel count, e.g. 32,64")
+            tip = "The convolutional architecture needs at least one channel count, e.g. 32,64"
         else:
-            self.hiddenEdit.setToolTip("Enter positive whole numbers separated by commas, e.g. 512,256")
+            tip = "Enter positive whole numbers separated by commas, e.g. 512,256"
+        self._tips[self.hiddenEdit] = tip
+        self.hiddenEdit.setToolTip(f"{tip}\n\n{LOCKED_TIP}" if self._locked else tip)
         self._update_train_button()
 
     def _update_dependent_widgets(self, *_args: Any) -> None:
@@ -567,7 +607,7 @@ class TrainingPanel(QtWidgets.QWidget):
         self.warmupEpochsSpin.setEnabled(self.warmupCombo.currentData() != "none")
 
     def _update_train_button(self) -> None:
-        self.trainButton.setEnabled(self._state in ("idle", "trained") and self.hidden_valid())
+        self.trainButton.setEnabled(self._state in ("idle", "loading", "trained") and self.hidden_valid())
 
     def _live_values(self) -> dict[str, Any]:
         return {
@@ -585,6 +625,11 @@ class TrainingPanel(QtWidgets.QWidget):
         self._committed[name] = value
         if not self._suppress:
             self.liveSettingChanged.emit(name, value)
+
+    def _on_lr_clamped(self, typed: float, bound: float) -> None:
+        where = "above the maximum" if typed > bound else "below the minimum"
+        self.notice.emit("warning", f"Learning rate {plain_number(typed)} is {where}, {plain_number(bound)}: "
+                                    f"set to {plain_number(bound)}.")
 
     def _ask_folder(self) -> None:
         path = QtWidgets.QFileDialog.getExistingDirectory(self, "Open a folder of images", self._last_dir)
@@ -715,22 +760,27 @@ class TrainingPanel(QtWidgets.QWidget):
         return self._state
 
     def set_state(self, state: str) -> None:
-        """Enable what makes sense in ``state``: idle, training, paused, trained or busy.
+        """Enable what makes sense in ``state``: idle, loading, training, paused, trained or busy.
 
-        idle: no model, everything editable.  training/paused: only the live
-        settings (beta, lr, warm-up, free bits) stay editable.  trained: a
-        model exists, so dataset and model settings are locked until Reset.
-        busy: everything disabled but Stop, which drops what is loading.
+        idle: no model, everything editable.  loading: a dataset loads and no
+        model exists: everything stays editable and Train can be pressed (the
+        owner starts training when the data is there); Stop drops the load.
+        training/paused: only the live settings (beta, lr, warm-up, free bits)
+        stay editable.  trained: a model exists, so dataset and model
+        settings are locked until Reset (their tooltips say so).  busy:
+        everything disabled but Stop, which drops what is loading.
         """
         if state not in STATES:
             raise ValueError(f"unknown panel state {state!r}; expected one of {STATES}")
-        self._state = state
+        was, self._state = self._state, state
         running = state in ("training", "paused")
         has_model = state in ("training", "paused", "trained")
         busy = state == "busy"
+        loading = state == "loading"
 
-        self.datasetGroup.setEnabled(state == "idle")
-        self.modelGroup.setEnabled(state == "idle")
+        self.datasetGroup.setEnabled(state in ("idle", "loading"))
+        self.modelGroup.setEnabled(state in ("idle", "loading"))
+        self._set_locked(has_model)
         self.trainingGroup.setEnabled(not busy)
         self.epochsSpin.setEnabled(not running)
         self.batchSizeSpin.setEnabled(not running)
@@ -739,11 +789,29 @@ class TrainingPanel(QtWidgets.QWidget):
         self._update_train_button()
         self.pauseButton.setEnabled(running)
         self.pauseButton.setText("Resume" if state == "paused" else "Pause")
-        self.stopButton.setEnabled(running or busy)
-        self.stopButton.setToolTip("Stop loading" if busy else "Stop training and keep the model as it is now")
+        self.stopButton.setEnabled(running or busy or loading)
+        self.stopButton.setToolTip("Stop loading" if busy or loading else "Stop training and keep the model as it is now")
         self.resetButton.setEnabled(state == "trained")
-        if state == "idle":
+        if state == "idle" and was != "loading":
             self.reset_progress()
+
+    def _set_locked(self, locked: bool) -> None:
+        """Say in the tooltips of the dataset and model settings why they are greyed out (or no longer)."""
+        if locked == self._locked:
+            return
+        self._locked = locked
+        for group in (self.datasetGroup, self.modelGroup):
+            group.setToolTip(LOCKED_TIP if locked else "")
+            for w in group.findChildren(QtWidgets.QWidget):
+                tip = self._tips.setdefault(w, w.toolTip())
+                if locked:
+                    w.setToolTip(f"{tip}\n\n{LOCKED_TIP}" if tip else LOCKED_TIP)
+                else:
+                    w.setToolTip(tip)
+
+    def locked_tip(self) -> str:
+        """The explanation the greyed-out settings give (empty while they are editable)."""
+        return self.datasetGroup.toolTip()
 
     def set_progress(
         self,

@@ -214,8 +214,8 @@ class FakeEpoch:
     test_elbo: float = -50.0
     test_recon: float = 45.0
     test_kl: float = 5.0
-    active_units: int = 2
     kl_per_dim: np.ndarray = field(default_factory=lambda: np.array([3.0, 2.0]))
+    seconds: float = 0.2
 
 
 @dataclass
@@ -467,6 +467,9 @@ def test_a_checkpoint_load_replaces_the_model_and_every_view_clears_first(parts)
         def arrays(self):
             return {"step": np.arange(3), "recon": np.ones(3), "kl": np.ones(3), "loss": np.ones(3) * 2}
 
+        def wall_times(self):
+            return np.array([0.1, 0.2, 0.3])
+
     class Config:
         input_shape = (1, 4, 4)
         latent_dim = 2
@@ -496,6 +499,7 @@ def test_a_checkpoint_load_replaces_the_model_and_every_view_clears_first(parts)
     assert names.index("mapCleared") < names.index("modelLoaded")
     view = rec.of("historyReplaced")[-1][0]
     assert view.markers == [(1, "β 1 → 4")] and view.epochs == [(3, 8.0, 1.0, 9.0)]
+    np.testing.assert_allclose(view.wall_s, [0.1, 0.2, 0.3])
     assert rec.of("epochShown")[-1][0].epoch == 2
     tasks.finish_all()
     assert rec.of("mapReady")[-1][0].xy.shape == (ds.n, 2)
