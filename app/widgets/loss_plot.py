@@ -42,6 +42,10 @@ EPOCH_NAMES = {
     "kl": "held-out KL",
 }
 MARKER_COLOUR = "#9467bd"
+#: Diameter in pixels of a held-out point, and the least room a drawn one has (closer ones are
+#: thinned to the extremes of each stretch, as the curves).
+EPOCH_DOT_SIZE = 8.0
+EPOCH_DOT_SPACING = 3.0
 #: The raw curve under a smoothed one: its colour at this opacity over the background.
 RAW_SHADE = 0.3
 #: Smoothing weights run from 0 (raw) to this, in steps of 1/SMOOTHING_STEPS.
@@ -210,6 +214,175 @@ class _GrowingBuffer:
         self.n = 0
 
 
+class _Series(pg.GraphicsObject):
+    """One series of a plot: a line through its points, and round dots on them if asked for.
+
+    While a run trains the curves change ten times a second, and pyqtgraph's
+    PlotDataItem spends milliseconds of Python on each change and each paint
+    (display transforms, data bounds, a bounding rect recomputed several times
+    a paint, a scatter item of its own).  This item keeps what it draws as
+    ready Qt polygons, covers its view box (no data bounds to compute for
+    painting) and paints with one Qt call for the line, in a cosmetic pen, and
+    one small image a dot (a round pen per dot is stroked anew on every paint,
+    some microseconds each).  Non-finite values break the line (as pyqtgraph's
+    ``connect="finite"``).
+
+    It is a data item to pyqtgraph's PlotItem, legend and CSV exporter:
+    ``name()``, ``getData()`` (the coordinates drawn: logarithms on a
+    logarithmic axis), ``getOriginalDataset()`` (the values given),
+    ``setLogMode()`` and ``opts["pen"]``.
+    """
+
+    def __init__(self, pen: QtGui.QPen, name: str | None = None, dot_size: float = 0.0,
+                 dot_colour: QtGui.QColor | None = None):
+        super().__init__()
+        #: pyqtgraph's item options: the line's pen (read by legends).
+        self.opts: dict[str, object] = {"pen": pen, "antialias": True}
+        self._name = name
+        self._x = np.zeros(0)
+        self._y = np.zeros(0)
+        self._shown_y = self._y
+        self._log_y = False
+        #: The line: a polygon when every point is finite, else a path with gaps; None when empty.
+        self._line: QtGui.QPolygonF | QtGui.QPainterPath | None = None
+        #: Dots: the finite points (x, y as drawn), and one dot's image at the paint device's pixel ratio.
+        self._dot_size = float(dot_size)
+        self._dots: tuple[np.ndarray, np.ndarray] | None = None
+        self._dot_fill = QtGui.QColor(dot_colour or pen.color())
+        self._dot_outline = QtGui.QColor(pen.color())
+        self._dot_image: QtGui.QImage | None = None
+        #: The view box's area in this item's coordinates; None until asked for again.
+        self._rect: QtCore.QRectF | None = None
+
+    # --- what pyqtgraph asks of a data item --------------------------------------------------
+
+    def implements(self, interface=None):
+        ints = ["plotData"]
+        return ints if interface is None else interface in ints
+
+    def name(self) -> str | None:
+        return self._name
+
+    def getData(self) -> tuple[np.ndarray, np.ndarray]:
+        """(x, y) as drawn: y is log10 of the values while the y axis is logarithmic."""
+        return self._x, self._shown_y
+
+    def getOriginalDataset(self) -> tuple[np.ndarray, np.ndarray]:
+        """(x, y) as given to :meth:`setData`."""
+        return self._x, self._y
+
+    def setLogMode(self, x_mode: bool, y_mode: bool) -> None:
+        """Draw log10 of y (x is never logarithmic here); called by the PlotItem on a log-mode change."""
+        if bool(y_mode) != self._log_y:
+            self._log_y = bool(y_mode)
+            self._build()
+
+    def dataBounds(self, ax: int, frac: float = 1.0, orthoRange=None):
+        v = self._x if ax == 0 else self._shown_y
+        v = v[np.isfinite(v)]
+        return (float(v.min()), float(v.max())) if len(v) else (None, None)
+
+    # --- data and style -------------------------------------------------------------------
+
+    def setData(self, x: np.ndarray, y: np.ndarray) -> None:
+        """The points to draw (1-D float arrays of equal length, in the axes' units before any log)."""
+        self._x = np.array(x, dtype=np.float64)
+        self._y = np.array(y, dtype=np.float64)
+        self._build()
+
+    def setPen(self, pen: QtGui.QPen) -> None:
+        self.opts["pen"] = pen
+        self.update()
+
+    def set_dot_outline(self, colour: QtGui.QColor) -> None:
+        """The colour of the rim around each dot."""
+        self._dot_outline = QtGui.QColor(colour)
+        self._dot_image = None
+        self.update()
+
+    def _build(self) -> None:
+        x = self._x
+        if self._log_y:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                y = np.log10(self._y)
+        else:
+            y = self._y
+        self._shown_y = y
+        finite = np.isfinite(x) & np.isfinite(y)
+        if len(x) < 2:
+            self._line = None
+        elif finite.all():
+            self._line = pg.functions.arrayToQPolygonF(x, y)
+        elif np.count_nonzero(finite[1:] & finite[:-1]):
+            self._line = pg.functions.arrayToQPath(x, y, connect="finite")
+        else:
+            self._line = None
+        if self._dot_size > 0.0:
+            self._dots = (x[finite], y[finite]) if finite.any() else None
+        self.update()
+
+    # --- painting -------------------------------------------------------------------------
+
+    def viewTransformChanged(self) -> None:
+        self.prepareGeometryChange()
+        self._rect = None
+        super().viewTransformChanged()
+
+    def boundingRect(self) -> QtCore.QRectF:
+        if self._rect is None:
+            vb = self.getViewBox()
+            self._rect = vb.viewRect() if vb is not None and hasattr(vb, "viewRect") else QtCore.QRectF()
+        return self._rect
+
+    def paint(self, p: QtGui.QPainter, option, widget=None) -> None:
+        line, dots = self._line, self._dots
+        if line is None and dots is None:
+            return
+        p.setRenderHint(QtGui.QPainter.RenderHint.Antialiasing, True)
+        p.setBrush(QtCore.Qt.BrushStyle.NoBrush)
+        if line is not None:
+            p.setPen(self.opts["pen"])
+            if isinstance(line, QtGui.QPolygonF):
+                p.drawPolyline(line)
+            else:
+                p.drawPath(line)
+        if dots is not None:
+            self._paint_dots(p, *dots)
+
+    def _dot(self, ratio: float) -> QtGui.QImage:
+        """One dot: a disc in the fill colour with a one-pixel rim, at ``ratio`` device pixels a pixel."""
+        image = self._dot_image
+        if image is None or image.devicePixelRatio() != ratio:
+            side = self._dot_size + 2.0
+            n = max(1, math.ceil(side * ratio))
+            image = QtGui.QImage(n, n, QtGui.QImage.Format.Format_ARGB32_Premultiplied)
+            image.setDevicePixelRatio(ratio)
+            image.fill(QtCore.Qt.GlobalColor.transparent)
+            q = QtGui.QPainter(image)
+            q.setRenderHint(QtGui.QPainter.RenderHint.Antialiasing, True)
+            q.setPen(QtGui.QPen(self._dot_outline, 1.0))
+            q.setBrush(self._dot_fill)
+            c = n / ratio / 2.0
+            r = self._dot_size / 2.0
+            q.drawEllipse(QtCore.QPointF(c, c), r, r)
+            q.end()
+            self._dot_image = image
+        return image
+
+    def _paint_dots(self, p: QtGui.QPainter, x: np.ndarray, y: np.ndarray) -> None:
+        """The dots at their positions in pixels, the same size at every zoom."""
+        device = p.device()
+        image = self._dot(device.devicePixelRatioF() if device is not None else 1.0)
+        tr = p.transform()
+        half = image.width() / image.devicePixelRatio() / 2.0
+        px = tr.m11() * x + tr.m21() * y + tr.dx() - half
+        py = tr.m12() * x + tr.m22() * y + tr.dy() - half
+        p.resetTransform()
+        for u, v in zip(px.tolist(), py.tolist()):
+            p.drawImage(QtCore.QPointF(u, v), image)
+        p.setTransform(tr)
+
+
 def _theme(palette: QtGui.QPalette) -> tuple[QtGui.QColor, QtGui.QColor]:
     """(background, foreground) for plots, following the widget palette."""
     bg = palette.color(QtGui.QPalette.ColorRole.Base)
@@ -271,7 +444,9 @@ class LossPlot(QtWidgets.QWidget):
         self._dirty = False
         self._log_y = False
         self._drawn: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        self._epochs: list[tuple[float, float, float, float]] = []
+        self._epochs = _GrowingBuffer(4, 256)  # step, recon, kl, loss of each held-out evaluation
+        #: Held-out points arrived since they were last drawn.
+        self._epochs_dirty = False
         self._markers: list[tuple[float, str, pg.InfiniteLine, pg.InfiniteLine]] = []
         self._epoch_legend_added = False
         #: True while the view follows new points (ranges set here); False once the user pans or zooms.
@@ -347,9 +522,13 @@ class LossPlot(QtWidgets.QWidget):
             plot.layout.setContentsMargins(2, 6, 10, 2)
             grid = GridLines(plot.getAxis("bottom"), plot.getAxis("left"))
             grid.setZValue(-20)
+            # The lines move only with the ranges: drawn from a pixmap while the curves change.
+            grid.setCacheMode(QtWidgets.QGraphicsItem.CacheMode.DeviceCoordinateCache)
             plot.addItem(grid, ignoreBounds=True)
             self._grids.append(grid)
-            plot.setMenuEnabled(True)
+            # The view box's menu (view all, axis ranges, mouse mode, export), without pyqtgraph's
+            # "Plot Options": its transforms, downsampling and log axes bypass the controls above.
+            plot.setMenuEnabled(False, enableViewBoxMenu=True)
             plot.hideButtons()  # the toolbar's Auto range button does this job
             vb = plot.getViewBox()
             vb.setMouseMode(pg.ViewBox.PanMode)
@@ -376,31 +555,23 @@ class LossPlot(QtWidgets.QWidget):
             "Dots: the held-out split after each epoch (its loss is −ELBO).\n"
             "Dashed lines: changes of β or the learning rate.  All in nats per example.")
 
-        self._curves: dict[str, pg.PlotDataItem] = {}
-        self._smooth_curves: dict[str, pg.PlotDataItem] = {}
+        self._curves: dict[str, _Series] = {}
+        self._smooth_curves: dict[str, _Series] = {}
         for name, plot in (("recon", self._top), ("loss", self._top), ("kl", self._bottom)):
             # A one-pixel pen: Qt strokes wider antialiased paths some fifty times slower.
-            curve = pg.PlotDataItem(pen=pg.mkPen(CURVE_COLOURS[name], width=1),
-                                    name=CURVE_NAMES[name], connect="finite",
-                                    antialias=True)
+            curve = _Series(pg.mkPen(CURVE_COLOURS[name], width=1), name=CURVE_NAMES[name])
             curve.setZValue(1)
             plot.addItem(curve)
             self._curves[name] = curve
-            smooth = pg.PlotDataItem(pen=pg.mkPen(CURVE_COLOURS[name], width=1),
-                                     connect="finite", antialias=True)
+            smooth = _Series(pg.mkPen(CURVE_COLOURS[name], width=1))
             smooth.setZValue(2)
             plot.addItem(smooth)
             self._smooth_curves[name] = smooth
-        self._epoch_items: dict[str, pg.PlotDataItem] = {}
+        self._epoch_items: dict[str, _Series] = {}
         for name, plot in (("recon", self._top), ("loss", self._top), ("kl", self._bottom)):
-            item = pg.PlotDataItem(pen=pg.mkPen(CURVE_COLOURS[name], width=1,
-                                                style=QtCore.Qt.PenStyle.DashLine),
-                                   symbol="o", symbolSize=8,
-                                   symbolBrush=pg.mkBrush(CURVE_COLOURS[name]))
+            item = _Series(pg.mkPen(CURVE_COLOURS[name], width=1, style=QtCore.Qt.PenStyle.DashLine),
+                           dot_size=EPOCH_DOT_SIZE, dot_colour=QtGui.QColor(CURVE_COLOURS[name]))
             item.setZValue(5)
-            # Held-out points change once per epoch: drawn from a pixmap in between.
-            for part in (item.curve, item.scatter):
-                part.setCacheMode(QtWidgets.QGraphicsItem.CacheMode.DeviceCoordinateCache)
             plot.addItem(item)  # no name: its legend entry is added with the first epoch
             self._epoch_items[name] = item
 
@@ -413,7 +584,7 @@ class LossPlot(QtWidgets.QWidget):
         self._timer = QtCore.QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(REDRAW_INTERVAL_MS)
-        self._timer.timeout.connect(self._redraw)
+        self._timer.timeout.connect(self._on_timer)
         self._top.getViewBox().sigXRangeChanged.connect(self._on_x_range_changed)
         self._title_timer = QtCore.QTimer(self)
         self._title_timer.setSingleShot(True)
@@ -471,15 +642,19 @@ class LossPlot(QtWidgets.QWidget):
 
     @QtCore.Slot(float, float, float, float)
     def add_epoch(self, step: float, recon: float, kl: float, loss: float) -> None:
-        """Add held-out values for one epoch (``loss`` is -ELBO, nats per example)."""
-        self._epochs.append((float(step), float(recon), float(kl), float(loss)))
+        """Add held-out values for one epoch (``loss`` is -ELBO, nats per example); drawn on the next tick.
+
+        Short epochs end several times a second: their points join the curves'
+        next redraw instead of drawing the plots once more each.
+        """
+        self._epochs.append([np.array([float(v)]) for v in (step, recon, kl, loss)])
         if not self._epoch_legend_added:
             self._top_legend.addItem(self._epoch_items["recon"], EPOCH_NAMES["recon"])
             self._top_legend.addItem(self._epoch_items["loss"], EPOCH_NAMES["loss"])
             self._bottom_legend.addItem(self._epoch_items["kl"], EPOCH_NAMES["kl"])
             self._epoch_legend_added = True
-        self._draw_epochs()
-        self._follow_ranges()
+        self._epochs_dirty = True
+        self._schedule()
 
     @QtCore.Slot(float, str)
     def add_marker(self, step: float, text: str) -> None:
@@ -508,6 +683,7 @@ class LossPlot(QtWidgets.QWidget):
         self._wall_known = 0
         self._reset_smoothing()
         self._epochs.clear()
+        self._epochs_dirty = False
         for _, _, a, b in self._markers:
             self._top.removeItem(a)
             self._bottom.removeItem(b)
@@ -672,7 +848,9 @@ class LossPlot(QtWidgets.QWidget):
         return [(a, b) for _, _, a, b in self._markers]
 
     def epochs(self) -> list[tuple[float, float, float, float]]:
-        return list(self._epochs)
+        """(step, recon, kl, loss) of each held-out evaluation, in order."""
+        cols = [self._epochs.column(i).tolist() for i in range(4)]
+        return list(zip(*cols))
 
     def plots(self) -> tuple[pg.PlotItem, pg.PlotItem]:
         """The (top, bottom) PlotItems."""
@@ -687,6 +865,17 @@ class LossPlot(QtWidgets.QWidget):
         self._dirty = True
         if not self._timer.isActive():
             self._timer.start()
+
+    @QtCore.Slot()
+    def _on_timer(self) -> None:
+        # Hidden (a closed or covered dock): the points wait; showEvent draws them.
+        if self.isVisible():
+            self._redraw()
+
+    def showEvent(self, event: QtGui.QShowEvent) -> None:
+        super().showEvent(event)
+        if self._dirty:
+            self._schedule()
 
     @QtCore.Slot(object, object)
     def _on_x_range_changed(self, *_args) -> None:
@@ -827,8 +1016,8 @@ class LossPlot(QtWidgets.QWidget):
         x, _, x_sorted = self._x_rows()
         if len(x):
             x0, x1 = (float(x[0]), float(x[-1])) if x_sorted else (float(x.min()), float(x.max()))
-            if self._epochs:
-                ex = self._x_of_steps(np.array([e[0] for e in self._epochs]))
+            if self._epochs.n:
+                ex = self._x_of_steps(self._epochs.column(0))
                 x1 = max(x1, float(ex.max()))
             span = x1 - x0
             hi = x0 + nice_ceil(span * 1.02) if span > 0 else x0 + 1.0
@@ -892,18 +1081,26 @@ class LossPlot(QtWidgets.QWidget):
         if self._x_mode == "wall":
             self._move_markers()  # times of steps past the last known time move as times arrive
             self._draw_epochs()
+        elif self._epochs_dirty:
+            self._draw_epochs()
         self._follow_ranges()
 
     def _epoch_arrays(self, key: str) -> tuple[np.ndarray, np.ndarray]:
         col = {"recon": 1, "kl": 2, "loss": 3}[key]
-        if not self._epochs:
+        if not self._epochs.n:
             return np.zeros(0), np.zeros(0)
-        e = np.asarray(self._epochs, dtype=np.float64)
-        return self._x_of_steps(e[:, 0]), self._display_y(e[:, col])
+        return self._x_of_steps(self._epochs.column(0)), self._display_y(self._epochs.column(col))
 
     def _draw_epochs(self) -> None:
+        """Held-out points and their dashed line; thinned where more than fit the plot's width."""
+        self._epochs_dirty = False
         for key, item in self._epoch_items.items():
             x, y = self._epoch_arrays(key)
+            plot = self._bottom if key == "kl" else self._top
+            width = plot.getViewBox().width()
+            budget = max(2, int(width / EPOCH_DOT_SPACING)) if np.isfinite(width) and width > 0 else len(x)
+            if len(x) > budget:
+                x, y = decimate_minmax(x, y, budget)
             item.setData(x, y)
 
     def _marker_pen(self) -> QtGui.QPen:
@@ -983,8 +1180,8 @@ class LossPlot(QtWidgets.QWidget):
             legend.setLabelTextColor(fg)
             for _, label in legend.items:
                 label.setText(label.text, color=fg)
-        for name, item in self._epoch_items.items():
-            item.setSymbolPen(pg.mkPen(fg, width=1))
+        for item in self._epoch_items.values():
+            item.set_dot_outline(fg)
         for k, (_, _, a, b) in enumerate(self._markers):
             for line in (a, b):
                 opts = self._marker_label_opts(k, fg, bg)
