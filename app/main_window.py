@@ -19,7 +19,7 @@ from vae_core.config import parse_hidden_dims
 from . import recovery, theme
 from .display import HistoryView, code_text, images_for_display
 from .session import EMPTY, IDLE, LOADING, PAUSED, TRAINED, TRAINING, EpochSummary, MapView, Session
-from .tools import explore_docks, monitor
+from .tools import explore_docks, monitor, runs
 from .widgets.decode_canvas import DecodeCanvas, ImagePair
 from .widgets.latent_view import LatentView
 from .widgets.loss_plot import LossPlot
@@ -296,6 +296,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.recovery = recovery.install(self)  # autosave and the restore offer
         self.explore_tools = explore_docks.install(self)  # posterior, ELBO, interpolation, traversals, prior samples
         self.monitor = monitor.install(self)  # KL per dimension, collapse warnings, decoded manifold
+        self.runs = runs.install(self)  # run folders: recording, File ▸ Runs, following a run
         self._on_state(self.session.state)
         self.setMinimumSize(*MIN_WINDOW_SIZE)
         self.resize(*default_window_size())
@@ -593,6 +594,12 @@ class MainWindow(QtWidgets.QMainWindow):
         self.session.load_dataset(self.panel.dataset_settings())
 
     # ------------------------------------------------------------------ files
+    def follow_run(self, path: str) -> bool:
+        """Follow the run folder at ``path`` as it is written (``app.tools.runs``); False when it cannot be now."""
+        if not self.confirm_discard(f"Follow {os.path.basename(path.rstrip(os.sep)) or path}"):
+            return False
+        return self.runs.follow(path)
+
     def open_path(self, path: str) -> None:
         if not path:
             return
@@ -1138,6 +1145,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.save_layout()
         self.explore_tools.close()
         self.monitor.close()
+        self.runs.close()
         ok = self.session.shutdown(2000)
         if not ok:
             self.statusBar().showMessage("Background work did not stop in time; closing anyway.")

@@ -33,6 +33,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--screenshot", metavar="PNG", default=None,
                    help="train headless, render the whole window to this PNG and exit")
     p.add_argument("--size", default="1400x900", help="window size for --screenshot (WxH)")
+    p.add_argument("--follow", metavar="DIR", default=None,
+                   help="follow a run folder as it is written (vae-explorer train --run-dir DIR, here or on a shared drive)")
     return p.parse_args(argv)
 
 
@@ -102,7 +104,10 @@ def run_window(argv: list[str]) -> int:
         win.installEventFilter(reporter)
     win.show()
 
-    if args.path:
+    if args.follow:
+        folder = args.follow
+        _after_first_paint(win, lambda: win.follow_run(folder))
+    elif args.path:
         path = args.path
         _after_first_paint(win, lambda: win.open_path(path))
     else:

@@ -1001,6 +1001,31 @@ class Session(QtCore.QObject):
         if ds is not None:
             self.datasetLoaded.emit(ds)
 
+    def show_run_checkpoint(self, loaded: LoadedCheckpoint) -> bool:
+        """Show the newest checkpoint of a followed run; True when it replaced the model as File ▸ Open does.
+
+        A newer checkpoint of the model on screen (the same model settings and
+        examples) comes in as a training epoch does: the map moves to its
+        codes, the decoder, the tools and the decoded point follow it, and the
+        selection stays.  Anything else is opened as File ▸ Open opens it.
+        """
+        ckpt, codes = loaded.checkpoint, loaded.checkpoint.latents
+        if (self.running or self.trainer is not None or self.checkpoint is None or codes is None
+                or ckpt.model_config != self.model_config or self.latents is None or len(codes) != len(self.latents)
+                or (loaded.dataset is not None and loaded.dataset is not self.dataset)):
+            self._on_checkpoint_loaded(loaded)
+            return True
+        self.checkpoint, self.checkpoint_path = ckpt, loaded.path
+        self._checkpoint_file, self._saved_mark = loaded.path, self._mark(ckpt)  # it is in its file: nothing unsaved
+        self.train_config = ckpt.train_config
+        self.encoder, self.decoder = loaded.encoder, loaded.decoder
+        self.latents, self.latent_logvar = codes, ckpt.latent_logvar
+        records = ckpt.history.epochs
+        self.last_epoch = EpochSummary.of_record(records[-1], codes) if records else None
+        self.map.set_codes(codes, self.labels, self.label_names)
+        self._show_epoch()
+        return False
+
     # ----------------------------------------------------------------- export
     def export_latents_csv(self, path: str) -> None:
         if self.latents is None:
