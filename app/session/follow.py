@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -216,7 +215,8 @@ class RunCurves:
                     # A run that starts from scratch drops everything; one that continues, what followed its checkpoint.
                     replace = self._drop_after(step if step > 0 else -1) or replace
                     self._step = step
-                    self._epoch = int(_number(ev.get("epoch"))) if math.isfinite(_number(ev.get("epoch"))) else self._epoch
+                    if isinstance(ev.get("epoch"), int):
+                        self._epoch = ev["epoch"]
                     self._batch = self._n_batches = None
                     ranks = ev.get("ranks")
                     if isinstance(ranks, list):
@@ -269,7 +269,7 @@ class PollResult:
     checkpoint: str | None  # the path of a new latest.ckpt, None when it did not change
     skipped_lines: int  # complete lines of events.jsonl so far that were not JSON objects
     error: str | None = None  # why the folder could not be read; nothing else is set then
-    not_a_run: bool = False  # the folder exists but is no run folder
+    not_a_run: bool = False  # the folder is missing or is no run folder: following it ends
 
 
 class RunReader:
@@ -289,6 +289,8 @@ class RunReader:
 
         d = self.directory
         if not os.path.isdir(d):
+            if self._follower is None:
+                return self._fail(f"{d} cannot be followed: there is no such folder.", not_a_run=True)
             return self._fail(f"The run folder {d} cannot be found: it was removed or renamed, or the drive "
                               "it is on cannot be reached.")
         if self._follower is None:
@@ -387,6 +389,16 @@ class FollowedRun(QtCore.QObject):
     @property
     def following(self) -> bool:
         return self._active
+
+    @property
+    def polls(self) -> int:
+        """Polls of the folder followed now that could read it."""
+        return self._polls
+
+    @property
+    def skipped_lines(self) -> int:
+        """Complete lines of the followed run's events that were not JSON objects (and were skipped)."""
+        return self._skipped
 
     def start(self, path: str) -> bool:
         """Follow the run folder at ``path``; False (and a message) when training runs here."""

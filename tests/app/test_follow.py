@@ -154,14 +154,14 @@ def test_a_followed_run_grows_the_curves_marks_changes_and_each_checkpoint_becom
                            "time": 0.0}) + "\n"
         with open(events, "ab") as f:
             f.write(line[:25].encode())
-        polls = win.runs.follower._polls
-        qtbot.waitUntil(lambda: win.runs.follower._polls >= polls + 2, timeout=5000)
+        polls = win.runs.follower.polls
+        qtbot.waitUntil(lambda: win.runs.follower.polls >= polls + 2, timeout=5000)
         assert not any(text.startswith("lr") for _, text in win.loss_plot.markers())
         with open(events, "ab") as f:
             f.write(line[25:].encode())
         qtbot.waitUntil(lambda: any(text.startswith("lr 1e-03 → 5e-04") for _, text in win.loss_plot.markers()),
                         timeout=5000)
-        assert win.runs.follower._skipped == 0
+        assert win.runs.follower.skipped_lines == 0
         assert [level for level, _ in said if level != "info"] == [], said
 
         # Stopping keeps the model; the run goes on without the window.
@@ -210,10 +210,13 @@ def test_a_folder_that_is_no_run_or_goes_away_is_reported_by_name_and_the_model_
 
     empty = tmp_path / "empty"
     empty.mkdir()
-    win.follow_run(str(empty))
-    qtbot.waitUntil(lambda: not win.runs.following, timeout=5000)
-    assert win.message_bar.level == "error" and f"{empty} is not a run folder" in win.message_bar.text.text()
-    assert s.checkpoint is model and find(win, QtWidgets.QPushButton, "trainButton").isEnabled()
+    for folder, says in ((tmp_path / "missing", "there is no such folder"), (empty, "is not a run folder")):
+        win.message_bar.hide()
+        assert win.follow_run(str(folder)) and win.runs.following
+        qtbot.waitUntil(lambda: not win.runs.following, timeout=5000)
+        assert win.message_bar.level == "error" and str(folder) in win.message_bar.text.text()
+        assert says in win.message_bar.text.text()
+        assert s.checkpoint is model and find(win, QtWidgets.QPushButton, "trainButton").isEnabled()
 
     run = Run(tmp_path / "run", dataset)
     try:
@@ -270,6 +273,31 @@ def test_a_run_trained_in_the_window_writes_its_folder_and_is_listed_in_file_run
         entries[0].trigger()
         qtbot.waitUntil(lambda: s.checkpoint is not None and s.state == TRAINED, timeout=30000)
         assert s.checkpoint_path == str(folder / LATEST) and s.checkpoint.epoch == 2
+    finally:
+        w.runs.close()
+        s.shutdown(3000)
+
+
+def test_a_runs_folder_that_cannot_be_written_is_said_and_training_goes_on(qtbot, tmp_path, monkeypatch, data_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the runs folder should be")
+    monkeypatch.setenv("LATENT_EXPLORER_RUNS", str(blocker))
+    w = make_window(qtbot)
+    s = w.session
+    try:
+        with qtbot.waitSignal(s.datasetLoaded, timeout=30000):
+            w.open_path(str(data_path))
+        find(w, QtWidgets.QSpinBox, "epochsSpin").setValue(1)
+        train = find(w, QtWidgets.QPushButton, "trainButton")
+        qtbot.waitUntil(train.isEnabled, timeout=5000)
+        qtbot.mouseClick(train, QtCore.Qt.LeftButton)
+        qtbot.waitUntil(lambda: s.state == TRAINED and s.trainer is not None and not s.running, timeout=60000)
+        assert s.trainer.epoch == 1
+        qtbot.waitUntil(lambda: s.xy is not None, timeout=10000)
+        text = w.message_bar.text.text()
+        assert w.message_bar.level == "error" and "could not be written" in text and str(blocker) in text
+        with qtbot.waitSignal(s.checkpointSaved, timeout=10000):  # closing the window asks nothing then
+            s.save_checkpoint(str(tmp_path / "saved.ckpt"))
     finally:
         w.runs.close()
         s.shutdown(3000)
