@@ -378,8 +378,7 @@ class FollowedRun(QtCore.QObject):
         self._skipped = 0
         self._installing = False  # the session's model is being replaced by this follower
         self._worker = LatestWins(self)
-        self._worker.done.connect(self._on_done)
-        self._worker.failed.connect(self._on_failed)
+        self._worker.done.connect(self._on_done)  # the jobs return their errors as text: they never fail
         self._timer = QtCore.QTimer(self)
         self._timer.setInterval(int(poll_interval_ms))
         self._timer.timeout.connect(self.poll)
@@ -475,14 +474,6 @@ class FollowedRun(QtCore.QObject):
                                          f"{shown}, and the next checkpoint the run writes will be tried.")
         else:
             self._install(value)
-
-    @Slot(str, str)
-    def _on_failed(self, kind: str, text: str) -> None:
-        # The jobs return their errors; this is only reached when the reply itself could not be made.
-        if kind == "poll":
-            self._poll_busy = False
-        if self._active:
-            self.message.emit("error", f"Following {self.directory}: {text}")
 
     def _set_error(self, text: str | None) -> None:
         before, self.error = self.error, text
