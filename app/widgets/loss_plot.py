@@ -15,6 +15,7 @@ range.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -68,9 +69,18 @@ REDRAW_INTERVAL_MS = 100
 #: While following new points the x axis ends at the next of these multiples of a power of ten,
 #: so the axes (costly to lay out) change a few times per decade instead of on every redraw.
 NICE_STEPS = (1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0)
+#: ... and, once the newest point outgrows the range, past where the points will be this many
+#: seconds later at their pace (measured over PACE_WINDOW_S), but at most twice the points' span:
+#: short epochs (several a second) would otherwise relayout the axes every second.
+LOOKAHEAD_S = 2.0
+PACE_WINDOW_S = 1.0
 #: The y range is refitted when the data leave it or fill less than this share of it.
-Y_FILL_MIN = 0.6
+Y_FILL_MIN = 0.5
 Y_PAD = 0.08
+#: A refit after the data left the range through one side leaves this share of their span more
+#: room on that side: falling losses and growing KLs leave again soon otherwise (each time both
+#: axes of the plot are laid out anew).
+Y_LEAD = 0.25
 #: While following, the vertical range leaves out the first 3% of the steps (once there are enough points).
 SETTLE_FRACTION = 0.03
 SETTLE_MIN_POINTS = 50
@@ -89,11 +99,13 @@ def nice_ceil(v: float) -> float:
 
 
 def sticky_range(lo: float, hi: float, cur: tuple[float, float] | None,
-                 fill_min: float = Y_FILL_MIN, pad: float = Y_PAD) -> tuple[float, float] | None:
+                 fill_min: float = Y_FILL_MIN, pad: float = Y_PAD,
+                 lead: float = 0.0) -> tuple[float, float] | None:
     """A new (lo, hi) view range for data spanning [lo, hi], or None to keep ``cur``.
 
     ``cur`` is kept while it holds the data and the data fill at least
-    ``fill_min`` of it; otherwise the data plus ``pad`` of their span on each side.
+    ``fill_min`` of it; otherwise the data plus ``pad`` of their span on each
+    side, and ``lead`` more on a side where the data left ``cur``.
     """
     if not (np.isfinite(lo) and np.isfinite(hi)):
         return None
@@ -105,6 +117,8 @@ def sticky_range(lo: float, hi: float, cur: tuple[float, float] | None,
         clo, chi = cur
         if clo <= lo and chi >= hi and (hi - lo) >= fill_min * (chi - clo):
             return None
+        below, above = (pad + lead if lo < clo else pad), (pad + lead if hi > chi else pad)
+        return lo - below * span, hi + above * span
     return lo - pad * span, hi + pad * span
 
 
@@ -451,6 +465,10 @@ class LossPlot(QtWidgets.QWidget):
         self._epoch_legend_added = False
         #: True while the view follows new points (ranges set here); False once the user pans or zooms.
         self._follow = True
+        #: How fast the newest point moves along the x axis (units a second), and the (time, x)
+        #: it is measured from.
+        self._pace = 0.0
+        self._pace_mark: tuple[float, float] | None = None
         # Smoothing: the weight, and the smoothed columns (recon, kl, loss) computed so far with it.
         self._smoothing = 0.0
         self._smooth = _GrowingBuffer(3)
@@ -684,6 +702,7 @@ class LossPlot(QtWidgets.QWidget):
         self._reset_smoothing()
         self._epochs.clear()
         self._epochs_dirty = False
+        self._pace_mark = None
         for _, _, a, b in self._markers:
             self._top.removeItem(a)
             self._bottom.removeItem(b)
@@ -928,6 +947,7 @@ class LossPlot(QtWidgets.QWidget):
         self._redraw()
         self._draw_epochs()
         self._follow = True  # the old range is in the other unit
+        self._pace_mark = None
         self._follow_ranges(force_y=True)
 
     def _set_x_labels(self) -> None:
@@ -1019,12 +1039,27 @@ class LossPlot(QtWidgets.QWidget):
             if self._epochs.n:
                 ex = self._x_of_steps(self._epochs.column(0))
                 x1 = max(x1, float(ex.max()))
+            self._measure_pace(x1)
             span = x1 - x0
-            hi = x0 + nice_ceil(span * 1.02) if span > 0 else x0 + 1.0
-            cur = vb_top.viewRange()[0]
-            if cur[0] != x0 or cur[1] != hi:
-                vb_top.setXRange(x0, hi, padding=0)
+            lo, hi = vb_top.viewRange()[0]
+            if span <= 0:
+                if (lo, hi) != (x0, x0 + 1.0):
+                    vb_top.setXRange(x0, x0 + 1.0, padding=0)
+            elif lo != x0 or not x0 + 1.02 * span <= hi <= x0 + nice_ceil(2.04 * span):
+                ahead = min(span + self._pace * LOOKAHEAD_S, 2.0 * span)
+                vb_top.setXRange(x0, x0 + nice_ceil(1.02 * max(span, ahead)), padding=0)
         self._fit_y(force_y)
+
+    def _measure_pace(self, x1: float) -> None:
+        """Update how fast the newest point ``x1`` moves (x units a second of wall-clock time)."""
+        now = time.monotonic()
+        mark = self._pace_mark
+        if mark is None or x1 < mark[1]:
+            self._pace_mark = (now, x1)
+            self._pace = 0.0
+        elif now - mark[0] >= PACE_WINDOW_S:
+            self._pace = (x1 - mark[1]) / (now - mark[0])
+            self._pace_mark = (now, x1)
 
     def _fit_y(self, force: bool) -> None:
         """Vertical ranges around the drawn data: kept while they hold it well (sticky) unless ``force``."""
@@ -1038,7 +1073,8 @@ class LossPlot(QtWidgets.QWidget):
             if not len(y):
                 continue
             vb = plot.getViewBox()
-            new = sticky_range(float(y.min()), float(y.max()), None if force else tuple(vb.viewRange()[1]))
+            new = sticky_range(float(y.min()), float(y.max()), None if force else tuple(vb.viewRange()[1]),
+                               lead=Y_LEAD)
             if new is not None:
                 vb.setYRange(*new, padding=0)
 
