@@ -61,6 +61,19 @@ def default_window_size() -> tuple[int, int]:
     return w, h
 
 
+_ask_about_unsaved = False
+
+
+def ask_about_unsaved_work(on: bool = True) -> None:
+    """Let windows ask before they drop unsaved work (the program's entry point does this).
+
+    Without it (a window made by a script, a test or a benchmark) nothing
+    asks: the window never waits on a question nobody can answer.
+    """
+    global _ask_about_unsaved
+    _ask_about_unsaved = on
+
+
 def is_checkpoint_path(path: str) -> bool:
     return path.lower().endswith(CHECKPOINT_SUFFIXES)
 
@@ -554,7 +567,7 @@ class MainWindow(QtWidgets.QMainWindow):
         no file yet) and goes on; Cancel, or a save that fails or is not
         given a file, stops the action.
         """
-        if not self.session.unsaved:
+        if not self.session.unsaved or not _ask_about_unsaved:
             return True
         answer = self.ask_unsaved(action)
         if answer == DISCARD:
@@ -792,6 +805,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.export_latents_action.setEnabled(has_map)
         self.export_map_action.setEnabled(has_map)
         text = {EMPTY: "No dataset", IDLE: "Ready to train", LOADING: "Loading…", TRAINING: "Training", PAUSED: "Paused", TRAINED: "Model ready"}[state]
+        if state == TRAINED and self.session.last_epoch is not None:
+            text = epoch_text(self.session.last_epoch)  # the model's figures say more than "ready"
         self.state_label.setText(text)
 
     @Slot(str, str)
@@ -856,9 +871,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     @Slot(object)
     def _on_epoch_shown(self, e: EpochSummary) -> None:
-        self.state_label.setText(
-            f"Epoch {e.epoch}: held-out ELBO {e.test_elbo:.2f} nats (recon {e.test_recon:.2f}, KL {e.test_kl:.2f}); "
-            f"{e.active_units}/{len(e.kl_per_dim)} active units")
+        self.state_label.setText(epoch_text(e))
         self.export_latents_action.setEnabled(True)
         self.export_map_action.setEnabled(True)
 
@@ -1133,9 +1146,8 @@ class MainWindow(QtWidgets.QMainWindow):
         return self.close()
 
     def closeEvent(self, event: QtGui.QCloseEvent) -> None:
-        asked = self._ask_on_close
-        self._ask_on_close = True
-        if asked:
+        ask, self._ask_on_close = self._ask_on_close and _ask_about_unsaved, True
+        if ask:
             if not self.confirm_discard("Close Latent Explorer"):
                 event.ignore()
                 return
@@ -1151,6 +1163,12 @@ class MainWindow(QtWidgets.QMainWindow):
             self.statusBar().showMessage("Background work did not stop in time; closing anyway.")
         self.recovery.close(was_training)  # keeps an up-to-date recovery file of unsaved training
         event.accept()
+
+
+def epoch_text(e: EpochSummary) -> str:
+    """The status line of an epoch's held-out figures."""
+    return (f"Epoch {e.epoch}: held-out ELBO {e.test_elbo:.2f} nats (recon {e.test_recon:.2f}, KL {e.test_kl:.2f}); "
+            f"{e.active_units}/{len(e.kl_per_dim)} active units")
 
 
 def save_array_png(img: np.ndarray, path: str) -> None:

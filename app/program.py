@@ -73,12 +73,13 @@ def run_window(argv: list[str]) -> int:
     QtCore.QCoreApplication.setApplicationName("Latent Explorer")
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
     _set_icon(app)
-    from .main_window import MainWindow, settings
+    from .main_window import MainWindow, ask_about_unsaved_work, settings
 
     if not args.screenshot:
         from . import recovery
 
         recovery.use_user_data_dir()  # autosave while training; offer what a crash left behind
+        ask_about_unsaved_work()  # Reset, Open, closing and Quit ask before unsaved training goes
     win = MainWindow(restore=not args.screenshot)
     win.set_theme(args.theme or (str(settings().value("theme", "system")) if not args.screenshot else "light"))
     if args.latent_dim is not None or args.epochs is not None:

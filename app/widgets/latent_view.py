@@ -1766,13 +1766,17 @@ class LatentView(QtWidgets.QWidget):
             if not self._in_plot_area(pos):
                 return False
             if self._state == self._CLICKED:
-                # A second press soon after a click (platforms that send it as a
-                # press): a double click.
-                self._double_click()
-                return True
+                near = QtGui.QGuiApplication.styleHints().mouseDoubleClickDistance()
+                if (pos - self._press_pos).manhattanLength() <= near:
+                    # A second press soon after a click and close to it (platforms that
+                    # send it as a press): a double click.
+                    self._double_click()
+                    return True
             self._before_click = (self._crosshair_pos, self._highlight_index)
             self._press_pos = QtCore.QPointF(pos)
             self._press_clock.start()
+            self._hover_timer.stop()  # a hover asked for before the press must not show after it
+            self._hover_pos = None
             self._hide_hover()
             self._press_data = self.map_to_data(pos)
             self._click_timer.stop()
