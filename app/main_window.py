@@ -19,7 +19,7 @@ from vae_core.config import parse_hidden_dims
 from . import recovery, theme
 from .display import HistoryView, code_text, images_for_display
 from .session import EMPTY, IDLE, LOADING, PAUSED, TRAINED, TRAINING, EpochSummary, MapView, Session
-from .tools import explore_docks, monitor, runs
+from .tools import explore_docks, monitor, runs, selection_docks
 from .widgets.decode_canvas import DecodeCanvas, ImagePair
 from .widgets.latent_view import LatentView
 from .widgets.loss_plot import LossPlot
@@ -310,6 +310,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.explore_tools = explore_docks.install(self)  # posterior, ELBO, interpolation, traversals, prior samples
         self.monitor = monitor.install(self)  # KL per dimension, collapse warnings, decoded manifold
         self.runs = runs.install(self)  # run folders: recording, File ▸ Runs, following a run
+        self.selection_tools = selection_docks.install(self)  # lasso, selection panel, nearest neighbours
         self._on_state(self.session.state)
         self.setMinimumSize(*MIN_WINDOW_SIZE)
         self.resize(*default_window_size())
@@ -318,6 +319,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self._restore_layout()
             self._restore_view_options()
         self._wire_view_options()
+        self.latent_view.set_axis_labels("", "")  # no layout yet
         self.latent_view.set_message("Choose a dataset and press Train to see its latent map")
 
     # ------------------------------------------------------------------ build
@@ -579,8 +581,12 @@ class MainWindow(QtWidgets.QMainWindow):
 
     @Slot(str)
     def _on_dataset_mismatch(self, text: str) -> None:
-        """A dataset of another image size was opened while a model exists: replace the model with it, if the user agrees."""
-        if self.session.unsaved and not self.confirm_discard("Replace the model to train on the new dataset"):
+        """A dataset of another image size was opened while a model exists: replace the model with it, if the user agrees.
+
+        Unsaved training is kept where nobody can be asked (a window made by a script).
+        """
+        if self.session.unsaved and not (_ask_about_unsaved
+                                         and self.confirm_discard("Replace the model to train on the new dataset")):
             return
         self.session.take_offered_dataset()
 
@@ -901,6 +907,7 @@ class MainWindow(QtWidgets.QMainWindow):
         """No codes on the map any more: everything drawn from the previous ones goes."""
         self.latent_view.set_points(np.zeros((0, 2), np.float32), None, None)
         self.latent_view.set_message(text)
+        self.latent_view.set_axis_labels("", "")  # no layout: no projection to name
         self.latent_view.hide_crosshair()
         self.latent_view.set_far_indicator(False)
         self.latent_view.set_highlight(None)
@@ -1158,6 +1165,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.explore_tools.close()
         self.monitor.close()
         self.runs.close()
+        self.selection_tools.close()
         ok = self.session.shutdown(2000)
         if not ok:
             self.statusBar().showMessage("Background work did not stop in time; closing anyway.")

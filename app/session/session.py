@@ -567,13 +567,16 @@ class Session(QtCore.QObject):
             self._set_state(self._resting_state())
 
     def reset(self) -> None:
-        """Forget the model and its history (the dataset stays)."""
+        """Forget the model and its history; the dataset stays, or the one the model could not take comes in."""
         if self.running and self.thread is not None:
             self.stop()
             self.thread.wait(3000)
+        offered = self._offered
         self._forget_model("Train a model to see its latent map")
         if self.state != LOADING:  # a dataset on its way sets the state when it arrives
             self._set_state(self._resting_state())
+            if offered is not None:
+                self._take_dataset(offered[0], keep_model=False)
 
     def _forget_model(self, map_text: str) -> None:
         """Drop the model and everything made with it; every view clears."""
@@ -1016,6 +1019,7 @@ class Session(QtCore.QObject):
             self._on_checkpoint_loaded(loaded)
             return True
         self.checkpoint, self.checkpoint_path = ckpt, loaded.path
+        self._checkpoint_file, self._saved_mark = loaded.path, self._mark(ckpt)  # the run's file holds it
         self._checkpoint_file, self._saved_mark = loaded.path, self._mark(ckpt)  # it is in its file: nothing unsaved
         self.train_config = ckpt.train_config
         self.encoder, self.decoder = loaded.encoder, loaded.decoder

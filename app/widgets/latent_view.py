@@ -1582,6 +1582,10 @@ class LatentView(QtWidgets.QWidget):
                 return
         self.auto_range()
 
+    def axis_labels(self) -> tuple[str, str]:
+        """The axis titles shown (x, y)."""
+        return self._axis_labels
+
     def set_axis_labels(self, x_label: str, y_label: str) -> None:
         if (x_label, y_label) == self._axis_labels and self._item.getAxis("bottom").labelText == x_label:
             return  # unchanged: setting it again would lay the axes out anew

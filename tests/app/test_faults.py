@@ -282,6 +282,8 @@ def _lower_rate_and_resume(qtbot, w, step_at_resume):
     assert np.all(after[:, 5] == pytest.approx(1e-3))
     assert weights_finite(trainer) and decodes(w)
     assert np.all(np.isfinite(w.session.latents))
+    bar = find(w, QtWidgets.QFrame, "messageBar")
+    assert not (bar.isVisible() and "Training paused" in message(w)), "the report goes once training recovered"
 
 
 def test_nan_from_a_typed_learning_rate_pauses_rolls_back_and_resumes(qtbot):
