@@ -1,0 +1,653 @@
+"""Selecting examples on the map and finding their neighbours in latent space.
+
+* Lasso (``lassoAction``, L): a left drag on the map draws a polygon, and
+  the examples inside it are selected when the button is released; with
+  Ctrl held the drag is a box instead; Shift adds to the selection, Alt
+  takes away from it.  The selected examples are drawn emphasised on the
+  map (one raster layer, as cheap at a million points as at a hundred).
+* The selection panel (``selectionPanel``): how many are selected, their
+  label histogram, the decode of their mean code, a grid of the first
+  ``GRID_EXAMPLES`` of them, Export CSV (index, label, codes), Export PNG
+  (the grid) and Clear.
+* The neighbours panel (``neighboursPanel``): the k nearest examples of the
+  selected example in latent space (not on the 2-D map), as a strip with
+  their distances, also marked on the map.
+
+The geometry and the neighbour search are in ``vae_core.selection``.  The
+GUI thread only draws: every selection, summary, index build, search and
+decode runs on this module's worker thread, newest request of each kind
+first.  A selection is dropped with the codes it was made on (another
+dataset, or no model).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6 import QtCore, QtGui, QtWidgets
+
+from vae_core import explore as X
+from vae_core import selection as S
+from vae_core.export import iter_latents_csv
+
+from ..display import decoded_for_display, images_for_display
+from ..widgets.decode_canvas import DecodeCanvas, ImageGrid
+from ..widgets.latent_view import class_colour, dilate_disc
+from ..worker import LatestWins
+from .explore_docks import EXPORT_SCALE, GRID_PAD, _Dock
+
+if TYPE_CHECKING:
+    from ..main_window import MainWindow
+
+Slot = QtCore.Slot
+
+#: Examples shown in the selection panel's grid (the first ones by index).
+GRID_EXAMPLES = 256
+#: Neighbours shown by default.
+DEFAULT_K = 10
+#: Colours of the selection and of the neighbours on the map.
+SELECTION_COLOUR = QtGui.QColor(255, 140, 0, 230)
+NEIGHBOUR_COLOUR = QtGui.QColor(220, 20, 120, 240)
+#: Pixels moved before another lasso vertex is added.
+LASSO_STEP_PX = 3.0
+
+
+def install(window: "MainWindow") -> "SelectionTools":
+    """Add the lasso, the selection panel and the neighbours panel to ``window``."""
+    return SelectionTools(window)
+
+
+class MarkLayer(pg.GraphicsObject):
+    """Map points drawn emphasised: one image of the viewport, built at each paint from the points on screen.
+
+    ``set_points(xy)`` takes the (M, 2) positions to mark (None for none);
+    every paint maps them to device pixels, marks those pixels in an ARGB
+    image, spreads each mark over a small disc and draws the image, so the
+    cost is a few numpy passes over the marked points whatever their number.
+    """
+
+    def __init__(self, colour: QtGui.QColor, diameter: int):
+        super().__init__()
+        self._colour = int(colour.rgba())
+        self._diameter = int(diameter)
+        self._xy: np.ndarray | None = None
+        self._rect = QtCore.QRectF()
+
+    def set_points(self, xy: np.ndarray | None) -> None:
+        self.prepareGeometryChange()
+        if xy is None or len(xy) == 0:
+            self._xy = None
+            self._rect = QtCore.QRectF()
+        else:
+            self._xy = np.asarray(xy, dtype=np.float64)
+            finite = self._xy[np.all(np.isfinite(self._xy), axis=1)]
+            if len(finite) == 0:
+                self._xy, self._rect = None, QtCore.QRectF()
+            else:
+                (x0, y0), (x1, y1) = finite.min(axis=0), finite.max(axis=0)
+                mx, my = max(x1 - x0, 1e-9) * 0.05 + 1e-6, max(y1 - y0, 1e-9) * 0.05 + 1e-6
+                self._rect = QtCore.QRectF(x0 - mx, y0 - my, (x1 - x0) + 2 * mx, (y1 - y0) + 2 * my)
+        self.update()
+
+    def count(self) -> int:
+        return 0 if self._xy is None else len(self._xy)
+
+    def boundingRect(self) -> QtCore.QRectF:
+        return QtCore.QRectF(self._rect)
+
+    def paint(self, p: QtGui.QPainter, option, widget=None) -> None:
+        if self._xy is None or widget is None:
+            return
+        t = p.transform()
+        dpr = widget.devicePixelRatioF()
+        w, h = int(widget.width() * dpr), int(widget.height() * dpr)
+        if w <= 0 or h <= 0:
+            return
+        x, y = self._xy[:, 0], self._xy[:, 1]
+        with np.errstate(invalid="ignore"):
+            sx = ((t.m11() * x + t.m21() * y + t.dx()) * dpr).astype(np.int64, copy=False)
+            sy = ((t.m12() * x + t.m22() * y + t.dy()) * dpr).astype(np.int64, copy=False)
+        on = (sx >= 0) & (sx < w) & (sy >= 0) & (sy < h)
+        img = np.zeros(h * w, dtype=np.uint32)
+        img[sy[on] * w + sx[on]] = self._colour
+        img = np.ascontiguousarray(dilate_disc(img.reshape(h, w), max(1, round(self._diameter * dpr))))
+        q = QtGui.QImage(img.data, w, h, 4 * w, QtGui.QImage.Format.Format_ARGB32)
+        q.setDevicePixelRatio(dpr)
+        p.save()
+        p.resetTransform()
+        p.drawImage(QtCore.QPointF(0, 0), q)
+        p.restore()
+
+
+class LabelHistogram(QtWidgets.QWidget):
+    """A small bar chart of counts per class, in the map's class colours, with the class names under it."""
+
+    def __init__(self, parent: QtWidgets.QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("selectionHistogram")
+        self.setMinimumHeight(90)
+        self.setSizePolicy(QtWidgets.QSizePolicy.Policy.Expanding, QtWidgets.QSizePolicy.Policy.Fixed)
+        self._counts = np.zeros(0, dtype=np.int64)
+        self._names: list[str] = []
+
+    def set_counts(self, counts: np.ndarray | None, names: list[str] | None) -> None:
+        self._counts = np.zeros(0, dtype=np.int64) if counts is None else np.asarray(counts, dtype=np.int64)
+        n = len(self._counts)
+        self._names = [str(names[i]) if names is not None and i < len(names) else str(i) for i in range(n)]
+        self.update()
+
+    def counts(self) -> np.ndarray:
+        return self._counts.copy()
+
+    def paintEvent(self, _ev: QtGui.QPaintEvent) -> None:
+        n = len(self._counts)
+        if n == 0:
+            return
+        p = QtGui.QPainter(self)
+        fm = p.fontMetrics()
+        text_h = fm.height()
+        area = QtCore.QRectF(self.rect()).adjusted(2, text_h + 2, -2, -text_h - 2)
+        top = max(1, int(self._counts.max()))
+        bw = area.width() / n
+        for i, c in enumerate(self._counts):
+            bh = area.height() * float(c) / top
+            r = QtCore.QRectF(area.left() + i * bw + 1, area.bottom() - bh, max(1.0, bw - 2), bh)
+            p.fillRect(r, class_colour(i))
+            p.setPen(self.palette().color(QtGui.QPalette.ColorRole.WindowText))
+            cell = QtCore.QRectF(area.left() + i * bw, area.bottom() + 1, bw, text_h)
+            p.drawText(cell, int(QtCore.Qt.AlignmentFlag.AlignHCenter), fm.elidedText(self._names[i], QtCore.Qt.ElideRight, int(bw)))
+            if c:
+                above = QtCore.QRectF(area.left() + i * bw, r.top() - text_h, bw, text_h)
+                p.drawText(above, int(QtCore.Qt.AlignmentFlag.AlignHCenter), str(int(c)))
+        p.end()
+
+
+class SelectionTools(QtCore.QObject):
+    """The lasso on the map, the selection panel and the neighbours panel, kept up to date with the session."""
+
+    def __init__(self, window: "MainWindow"):
+        super().__init__(window)
+        self.w = window
+        self.s = window.session
+        self.view = window.latent_view
+        self._worker = LatestWins(self)
+        self._gen = 0  # counts dropped codes: results computed on earlier codes are ignored
+        self._sel_gen = 0  # counts cleared selections: selections asked for before a clear are ignored
+        #: The selected examples (None: none), over the session's codes.
+        self.mask: np.ndarray | None = None
+        self.summary: S.SelectionSummary | None = None
+        #: The neighbour index and the codes it was built on.
+        self._index: tuple[np.ndarray, S.LatentIndex] | None = None
+        self.neighbours: tuple[int, np.ndarray, np.ndarray] | None = None  # (example, indices, distances)
+        self._lasso: list[tuple[float, float]] = []
+        self._lasso_mode = "replace"
+        self._lasso_box = False
+        self._lasso_last = QtCore.QPointF()
+        self._build_layers()
+        self._build_docks()
+        self._build_actions()
+        self._wire()
+        self._sync_enabled()
+
+    # ------------------------------------------------------------------ build
+    def _build_layers(self) -> None:
+        vb = self.view.view_box()
+        self.selection_layer = MarkLayer(SELECTION_COLOUR, 5)
+        self.selection_layer.setZValue(10)
+        self.neighbour_layer = MarkLayer(NEIGHBOUR_COLOUR, 9)
+        self.neighbour_layer.setZValue(12)
+        pen = QtGui.QPen(QtGui.QColor(255, 140, 0), 1.5, QtCore.Qt.PenStyle.DashLine)
+        pen.setCosmetic(True)
+        self.lasso_item = QtWidgets.QGraphicsPathItem()
+        self.lasso_item.setPen(pen)
+        self.lasso_item.setBrush(QtGui.QColor(255, 140, 0, 40))
+        self.lasso_item.setZValue(40)
+        self.lasso_item.hide()
+        for it in (self.selection_layer, self.neighbour_layer, self.lasso_item):
+            vb.addItem(it, ignoreBounds=True)
+
+    def _build_docks(self) -> None:
+        d = self.selection_dock = _Dock("Selection", "selectionPanel", self.w)
+        self.w.addDockWidget(QtCore.Qt.RightDockWidgetArea, d)
+        d.info.setText("Press L (Explore ▸ Lasso select) and drag on the map. Ctrl: box, Shift: add, Alt: subtract.")
+        self.histogram = LabelHistogram()
+        d.layout_.addWidget(self.histogram)
+        self.mean_canvas = DecodeCanvas()
+        self.mean_canvas.setObjectName("selectionMeanCanvas")
+        self.mean_canvas.setMinimumHeight(80)
+        self.mean_canvas.set_hint("Decode of the selection's mean code")
+        d.layout_.addWidget(self.mean_canvas, 1)
+        self.selection_grid = ImageGrid()
+        self.selection_grid.setObjectName("selectionGrid")
+        d.add_content(self.selection_grid, 3)
+        self.export_csv_button = d.add_export("selectionExportCsvButton", "Export CSV…", self._export_csv)
+        self.export_png_button = d.add_export("selectionExportPngButton", "Export PNG…", self._export_png)
+        self.clear_button = d.add_export("selectionClearButton", "Clear", self.clear_selection)
+        d.finish()
+        d.hide()
+
+        n = self.neighbours_dock = _Dock("Neighbours", "neighboursPanel", self.w)
+        self.w.addDockWidget(QtCore.Qt.RightDockWidgetArea, n)
+        self.w.tabifyDockWidget(d, n)
+        n.info.setText("Click an example on the map: its nearest examples in latent space appear here.")
+        n.controls.addWidget(QtWidgets.QLabel("k"))
+        self.k_spin = QtWidgets.QSpinBox()
+        self.k_spin.setObjectName("neighboursKSpin")
+        self.k_spin.setRange(1, 100)
+        self.k_spin.setValue(DEFAULT_K)
+        self.k_spin.valueChanged.connect(self._on_k)
+        n.controls.addWidget(self.k_spin)
+        n.controls.addStretch(1)
+        self.neighbour_grid = ImageGrid()
+        self.neighbour_grid.setObjectName("neighboursGrid")
+        n.add_content(self.neighbour_grid)
+        n.finish()
+        n.hide()
+        n.visibilityChanged.connect(self._on_neighbours_visibility)
+        self._sync_buttons()
+
+    def _build_actions(self) -> None:
+        menu = self.w.tools_menu
+        menu.addSeparator()
+        a = self.lasso_action = QtGui.QAction("&Lasso select", self.w)
+        a.setObjectName("lassoAction")
+        a.setCheckable(True)
+        a.setShortcut(QtGui.QKeySequence("L"))
+        a.setStatusTip("Drag on the map to select the examples inside; Ctrl: box, Shift: add, Alt: subtract")
+        a.toggled.connect(self._on_lasso_toggled)
+        menu.addAction(a)
+        b = self.selection_panel_action = QtGui.QAction("Selection &panel", self.w)
+        b.setObjectName("selectionPanelAction")
+        b.triggered.connect(self.show_selection)
+        menu.addAction(b)
+        c = self.neighbours_action = QtGui.QAction("&Nearest neighbours", self.w)
+        c.setObjectName("neighboursAction")
+        c.setStatusTip("The nearest examples of the clicked example in latent space")
+        c.triggered.connect(self.show_neighbours)
+        menu.addAction(c)
+
+    def _wire(self) -> None:
+        s = self.s
+        s.mapReady.connect(self._on_map)
+        s.mapCleared.connect(self._on_map_cleared)
+        s.modelForgotten.connect(self._on_model_forgotten)
+        s.datasetLoaded.connect(self._on_dataset)
+        s.exampleSelected.connect(self._on_example)
+        s.selectionCleared.connect(self._on_example_cleared)
+        s.stateChanged.connect(self._on_state)
+        self._worker.done.connect(self._on_done)
+        self._worker.failed.connect(self._on_failed)
+        self.view.viewport().installEventFilter(self)
+
+    def close(self) -> bool:
+        """Stop the worker (the window closes); True when it ended in time."""
+        return self._worker.close()
+
+    # ---------------------------------------------------------------- helpers
+    def _codes_ready(self) -> bool:
+        s = self.s
+        return (s.xy is not None and s.latents is not None and s.dataset is not None
+                and len(s.xy) == len(s.latents) == s.dataset.n)
+
+    def _sync_enabled(self) -> None:
+        ready = self._codes_ready()
+        for act in (self.lasso_action, self.neighbours_action):
+            act.setEnabled(ready)
+        if not ready and self.lasso_action.isChecked():
+            self.lasso_action.setChecked(False)
+
+    def _sync_buttons(self) -> None:
+        has = self.summary is not None and self.summary.count > 0
+        for b in (self.export_csv_button, self.export_png_button, self.clear_button):
+            b.setEnabled(has)
+
+    def _submit(self, kind: str, job: Callable[[], Any]) -> None:
+        gen = (self._gen, self._sel_gen)
+
+        def run() -> tuple[tuple[int, int], Any]:
+            return gen, job()
+
+        self._worker.submit(kind, run)
+
+    @Slot(str, object)
+    def _on_done(self, kind: str, result: tuple[tuple[int, int], Any]) -> None:
+        (gen, sel_gen), r = result
+        if gen != self._gen or (kind == "select" and sel_gen != self._sel_gen):
+            return  # asked for codes that are gone, or a selection cleared since
+        if kind == "select":
+            self._show_selection(r)
+        elif kind == "neighbours":
+            self._show_neighbours(r)
+
+    @Slot(str, str)
+    def _on_failed(self, kind: str, text: str) -> None:
+        what = "the selection" if kind == "select" else "the nearest neighbours"
+        self.w.show_message("error", f"Could not compute {what}: {text}")
+
+    # ------------------------------------------------------------------ lasso
+    @Slot(bool)
+    def _on_lasso_toggled(self, on: bool) -> None:
+        vp = self.view.viewport()
+        if on:
+            vp.setCursor(QtCore.Qt.CursorShape.CrossCursor)
+            self.show_selection()
+        else:
+            vp.unsetCursor()
+            self._lasso = []
+            self.lasso_item.hide()
+
+    def eventFilter(self, obj: QtCore.QObject, ev: QtCore.QEvent) -> bool:
+        """In lasso mode, left drags on the map draw the lasso (the map neither pans nor picks)."""
+        if not self.lasso_action.isChecked() or obj is not self.view.viewport():
+            return False
+        Ev = QtCore.QEvent.Type
+        t = ev.type()
+        left = QtCore.Qt.MouseButton.LeftButton
+        if t == Ev.MouseButtonPress and ev.button() == left:
+            mods = ev.modifiers()
+            Mod = QtCore.Qt.KeyboardModifier
+            self._lasso_mode = ("subtract" if mods & Mod.AltModifier else
+                                "add" if mods & Mod.ShiftModifier else "replace")
+            self._lasso_box = bool(mods & Mod.ControlModifier)
+            self._lasso_last = QtCore.QPointF(ev.position())
+            self._lasso = [self.view.map_to_data(ev.position())]
+            self._draw_lasso()
+            return True
+        if t == Ev.MouseMove and self._lasso:
+            pos = ev.position()
+            d = pos - self._lasso_last
+            if math.hypot(d.x(), d.y()) >= LASSO_STEP_PX:
+                self._lasso_last = QtCore.QPointF(pos)
+                pt = self.view.map_to_data(pos)
+                if self._lasso_box:
+                    self._lasso = [self._lasso[0], pt]
+                else:
+                    self._lasso.append(pt)
+                self._draw_lasso()
+            return True
+        if t == Ev.MouseButtonRelease and ev.button() == left and self._lasso:
+            pt = self.view.map_to_data(ev.position())
+            if self._lasso_box:
+                self._lasso = [self._lasso[0], pt]
+            elif self._lasso[-1] != pt:
+                self._lasso.append(pt)
+            shape, self._lasso = self._lasso, []
+            self.lasso_item.hide()
+            self.select_shape(shape, self._lasso_box, self._lasso_mode)
+            return True
+        return t in (Ev.MouseButtonDblClick, Ev.MouseButtonPress, Ev.MouseButtonRelease) and ev.button() == left
+
+    def _lasso_polygon(self) -> list[tuple[float, float]]:
+        if self._lasso_box and len(self._lasso) == 2:
+            (ax, ay), (bx, by) = self._lasso
+            return [(ax, ay), (bx, ay), (bx, by), (ax, by)]
+        return list(self._lasso)
+
+    def _draw_lasso(self) -> None:
+        pts = self._lasso_polygon()
+        path = QtGui.QPainterPath()
+        if pts:
+            path.moveTo(*pts[0])
+            for p in pts[1:]:
+                path.lineTo(*p)
+            path.closeSubpath()
+        self.lasso_item.setPath(path)
+        self.lasso_item.show()
+
+    # -------------------------------------------------------------- selection
+    def select_shape(self, shape: list[tuple[float, float]], box: bool, mode: str) -> None:
+        """Select the examples in a lasso polygon (or a box from two corners), joined to the selection by ``mode``."""
+        if not self._codes_ready():
+            return
+        xy = self.s.xy
+        old = self.mask
+        poly = np.asarray(shape, dtype=np.float64)
+
+        def new_mask() -> np.ndarray:
+            if box:
+                inside = S.points_in_box(xy, poly[0], poly[-1])
+            else:
+                inside = S.points_in_polygon(xy, poly)
+            return S.combine(old, inside, mode)
+
+        self._summarise(new_mask)
+
+    def set_selection(self, mask: np.ndarray | None) -> None:
+        """Select exactly the examples where ``mask`` is True (None or all False: clear)."""
+        if mask is None or not np.any(mask):
+            self.clear_selection()
+            return
+        m = np.asarray(mask, dtype=bool).copy()
+        self._summarise(lambda: m)
+
+    def _summarise(self, make_mask: Callable[[], np.ndarray]) -> None:
+        """Compute the mask and everything the panel shows of it, on the worker."""
+        s = self.s
+        ds, latents, labels, decoder = s.dataset, s.latents, s.labels, s.decoder
+        names = s.label_names
+        n_classes = len(names) if names else (int(labels.max()) + 1 if labels is not None and len(labels) else 0)
+
+        def job() -> dict:
+            mask = make_mask()
+            summary = S.selection_summary(mask, labels, n_classes if labels is not None else None, latents,
+                                          max_examples=GRID_EXAMPLES)
+            r: dict = {"mask": mask, "summary": summary, "grid": None, "mean": None}
+            if summary.count:
+                imgs = images_for_display(np.asarray(ds.images[summary.indices]))
+                ncols = int(math.ceil(math.sqrt(len(imgs))))
+                r["grid"] = (X.compose_grid(imgs, ncols, pad=GRID_PAD), -(-len(imgs) // ncols), ncols)
+                if decoder is not None and summary.mean_code is not None and summary.mean_code.shape[0] == decoder.latent_dim:
+                    r["mean"] = decoded_for_display(decoder.decode(summary.mean_code[None]))[0]
+            return r
+
+        self._submit("select", job)
+
+    def _show_selection(self, r: dict) -> None:
+        summary: S.SelectionSummary = r["summary"]
+        if summary.count == 0:
+            self.clear_selection()
+            return
+        self.mask, self.summary = r["mask"], summary
+        self.selection_layer.set_points(self.s.xy[self.mask])
+        self.histogram.set_counts(summary.histogram, self.s.label_names)
+        n = self.mask.shape[0]
+        shown = len(summary.indices)
+        more = f" (the first {shown} shown)" if shown < summary.count else ""
+        self.selection_dock.info.setText(f"{summary.count:,} of {n:,} examples selected{more}.")
+        if r["grid"] is not None:
+            self.selection_grid.set_grid(*r["grid"], pad=GRID_PAD)
+        if r["mean"] is not None:
+            self.mean_canvas.set_image(r["mean"])
+            self.mean_canvas.set_caption("Decode of the mean code")
+        else:
+            self.mean_canvas.clear()
+        self._sync_buttons()
+
+    @Slot()
+    def clear_selection(self) -> None:
+        """Select nothing."""
+        self._sel_gen += 1
+        self._worker.discard("select")
+        self.mask = None
+        self.summary = None
+        self.selection_layer.set_points(None)
+        self.histogram.set_counts(None, None)
+        self.selection_grid.clear()
+        self.mean_canvas.clear()
+        self.selection_dock.info.setText("Nothing selected. Press L and drag on the map; Ctrl: box, Shift: add, Alt: subtract.")
+        self._sync_buttons()
+
+    @Slot()
+    def show_selection(self) -> None:
+        self.selection_dock.show()
+        self.selection_dock.raise_()
+
+    # -------------------------------------------------------------- neighbours
+    @Slot()
+    def show_neighbours(self) -> None:
+        self.neighbours_dock.show()
+        self.neighbours_dock.raise_()
+        if self.s.selected is None:
+            self.w.show_message("warning", "Click an example on the map first: the neighbours are those of that example.")
+        self.update_neighbours()
+
+    def _index_maker(self) -> Callable[[], S.LatentIndex]:
+        """A function giving the neighbour index of the current codes (built once, in the worker)."""
+        latents = self.s.latents
+
+        def index() -> S.LatentIndex:
+            cached = self._index
+            if cached is not None and cached[0] is latents:
+                return cached[1]
+            made = S.LatentIndex(latents).build()
+            self._index = (latents, made)
+            return made
+
+        return index
+
+    def update_neighbours(self) -> None:
+        """Find the k nearest examples of the selected example in latent space (on the worker)."""
+        i = self.s.selected
+        if i is None or not self._codes_ready() or not (0 <= i < len(self.s.latents)):
+            self._drop_neighbours()
+            return
+        k, ds, index = int(self.k_spin.value()), self.s.dataset, self._index_maker()
+
+        def job() -> dict:
+            idx, dist = index().query(int(i), k)
+            imgs = images_for_display(np.asarray(ds.images[idx])) if len(idx) else None
+            return {"example": int(i), "indices": idx, "distances": dist,
+                    "grid": X.compose_grid(imgs, len(idx), pad=GRID_PAD) if imgs is not None else None}
+
+        self._submit("neighbours", job)
+
+    def _show_neighbours(self, r: dict) -> None:
+        if r["example"] != self.s.selected or not self._codes_ready():
+            return
+        idx, dist = r["indices"], r["distances"]
+        self.neighbours = (r["example"], idx, dist)
+        self.neighbour_layer.set_points(self.s.xy[idx])
+        if r["grid"] is not None:
+            self.neighbour_grid.set_grid(r["grid"], 1, len(idx), pad=GRID_PAD,
+                                         col_labels=[f"#{j}\n{d:.3g}" for j, d in zip(idx, dist)])
+        self.neighbours_dock.info.setText(
+            f"The {len(idx)} nearest examples of #{r['example']} in latent space (Euclidean distance between mean codes).")
+
+    def _drop_neighbours(self) -> None:
+        self._worker.discard("neighbours")
+        self.neighbours = None
+        self.neighbour_layer.set_points(None)
+        self.neighbour_grid.clear()
+        self.neighbours_dock.info.setText("Click an example on the map: its nearest examples in latent space appear here.")
+
+    @Slot(int)
+    def _on_k(self, _k: int) -> None:
+        if self.neighbours_dock.is_open:
+            self.update_neighbours()
+
+    @Slot(bool)
+    def _on_neighbours_visibility(self, _visible: bool) -> None:
+        if not self.neighbours_dock.is_open:
+            self.neighbour_layer.set_points(None)
+        elif self.neighbours is not None:
+            self.neighbour_layer.set_points(self.s.xy[self.neighbours[1]] if self._codes_ready() else None)
+
+    # ------------------------------------------------------- session → tools
+    @Slot(str)
+    def _on_state(self, _state: str) -> None:
+        self._sync_enabled()
+
+    @Slot(object)
+    def _on_map(self, _m: Any) -> None:
+        self._sync_enabled()
+        if self.mask is not None:
+            if not self._codes_ready() or len(self.mask) != len(self.s.xy):
+                self.clear_selection()
+            else:
+                self.set_selection(self.mask)  # new codes: new positions, mean and decode
+        if self.neighbours_dock.is_open and self.s.selected is not None:
+            self.update_neighbours()
+
+    @Slot(str)
+    def _on_map_cleared(self, _text: str) -> None:
+        self._forget()
+
+    @Slot()
+    def _on_model_forgotten(self) -> None:
+        self._forget()
+
+    @Slot(object)
+    def _on_dataset(self, _ds: Any) -> None:
+        self._forget()
+
+    def _forget(self) -> None:
+        """The codes are gone: so are the selection, the neighbours and the index."""
+        self._gen += 1
+        self._worker.discard()
+        self._index = None
+        self.clear_selection()
+        self._drop_neighbours()
+        self._sync_enabled()
+
+    @Slot(int, str, object, object)
+    def _on_example(self, index: int, *_args: Any) -> None:
+        if self.neighbours_dock.is_open and (self.neighbours is None or self.neighbours[0] != index):
+            self.update_neighbours()
+
+    @Slot()
+    def _on_example_cleared(self) -> None:
+        self._drop_neighbours()
+
+    # ---------------------------------------------------------------- exports
+    @Slot()
+    def _export_csv(self) -> None:
+        if self.mask is None or not self._codes_ready():
+            return
+        path = self.w.explore_tools._ask_path("Export selection", "selection.csv", "CSV files (*.csv)", ".csv")
+        if not path:
+            return
+        s, idx = self.s, np.flatnonzero(self.mask)
+        self.w.explore_tools._write("the selection", path, lambda p: write_selection_csv(
+            p, idx, s.latents, s.latent_logvar, s.labels, s.label_names))
+
+    @Slot()
+    def _export_png(self) -> None:
+        arr = self.selection_grid.to_array()
+        if arr is None:
+            return
+        path = self.w.explore_tools._ask_path("Export selection grid", "selection.png", "PNG images (*.png)", ".png")
+        if path:
+            self.w.explore_tools._write("the selection grid", path, lambda p: X.save_png(arr, p, scale=EXPORT_SCALE))
+
+
+def write_selection_csv(path: str, indices: np.ndarray, latents: np.ndarray, logvar: np.ndarray | None,
+                        labels: np.ndarray | None, label_names: list[str] | None) -> int:
+    """Write the selected examples' rows of the latent CSV (``vae_core.export``'s columns); returns the rows written.
+
+    The columns are those of the whole dataset's latent CSV (index, label,
+    mu_1.., sigma_1..), and ``index`` is each example's index in the dataset.
+    The text goes to ``path + ".part"``, which then replaces ``path``.
+    """
+    idx = np.asarray(indices, dtype=np.int64)
+    pieces = iter_latents_csv(latents[idx], None if logvar is None else logvar[idx],
+                              None if labels is None else labels[idx], label_names)
+    header = next(pieces)
+    tmp = path + ".part"
+    rows = 0
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            f.write(header)
+            for piece in pieces:
+                for line in piece.splitlines(keepends=True):
+                    f.write(f"{int(idx[rows])},{line.split(',', 1)[1]}")
+                    rows += 1
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return rows

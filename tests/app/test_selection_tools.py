@@ -1,0 +1,190 @@
+"""Lasso and box selection on the map, the selection panel and the neighbours panel, driven offscreen."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+from PIL import Image
+from PySide6 import QtCore, QtGui, QtWidgets
+
+from app.main_window import MainWindow
+from app.session import TRAINED
+from vae_core import selection as S
+
+from helpers import press, release
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+Mod = QtCore.Qt.KeyboardModifier
+
+
+def find(w, cls, name):
+    obj = w.findChild(cls, name)
+    assert obj is not None, f"no {cls.__name__} named {name}"
+    return obj
+
+
+@pytest.fixture
+def win(qtbot):
+    w = MainWindow(restore=False)
+    qtbot.addWidget(w)
+    w.resize(1300, 850)
+    w.show()
+    qtbot.waitExposed(w)
+    with qtbot.waitSignal(w.session.datasetLoaded, timeout=60000):
+        w.load_initial_dataset("digits")
+    find(w, QtWidgets.QSpinBox, "latentDimSpin").setValue(2)
+    find(w, QtWidgets.QLineEdit, "hiddenEdit").setText("64")
+    find(w, QtWidgets.QSpinBox, "epochsSpin").setValue(1)
+    qtbot.mouseClick(find(w, QtWidgets.QPushButton, "trainButton"), QtCore.Qt.LeftButton)
+    qtbot.waitUntil(lambda: w.session.state == TRAINED and w.session.xy is not None, timeout=120000)
+    yield w
+    w.session.shutdown(3000)
+
+
+def _send(vp, etype, pos, button, buttons, mods):
+    gpos = QtCore.QPointF(vp.mapToGlobal(pos.toPoint()))
+    QtWidgets.QApplication.sendEvent(vp, QtGui.QMouseEvent(etype, pos, gpos, button, buttons, mods))
+
+
+def drag(view, pixels, mods=Mod.NoModifier):
+    """Press at the first viewport pixel, move through the others and release at the last, holding ``mods``."""
+    vp = view.viewport()
+    left = QtCore.Qt.LeftButton
+    pts = [QtCore.QPointF(*p) for p in pixels]
+    _send(vp, QtCore.QEvent.MouseButtonPress, pts[0], left, left, mods)
+    for p in pts[1:]:
+        _send(vp, QtCore.QEvent.MouseMove, p, QtCore.Qt.NoButton, left, mods)
+    _send(vp, QtCore.QEvent.MouseButtonRelease, pts[-1], left, QtCore.Qt.NoButton, mods)
+
+
+def ring(cx, cy, r, n=24):
+    """A polygon of ``n`` viewport pixels around (cx, cy), every vertex far from the last."""
+    a = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    return [(cx + r * np.cos(t), cy + r * 0.8 * np.sin(t)) for t in a]
+
+
+def in_data(view, pixels):
+    return np.array([view.map_to_data(QtCore.QPointF(*p)) for p in pixels])
+
+
+def wait_count(qtbot, tools, expected):
+    qtbot.waitUntil(lambda: tools.summary is not None and tools.summary.count == int(expected.sum())
+                    and np.array_equal(tools.mask, expected), timeout=10000)
+
+
+def test_lasso_box_add_subtract_panel_exports_and_clear(qtbot, win, tmp_path, monkeypatch):
+    w, s = win, win.session
+    view, tools = w.latent_view, w.selection_tools
+    act = find(w, QtGui.QAction, "lassoAction")
+    assert act.isEnabled() and act.isCheckable()
+    act.trigger()
+    assert act.isChecked()
+    panel = find(w, QtWidgets.QDockWidget, "selectionPanel")
+    assert panel.isVisible()
+    vp = view.viewport()
+    cx, cy, r = vp.width() / 2, vp.height() / 2, min(vp.width(), vp.height()) / 4
+    before = view.view_box().viewRange()
+
+    first = ring(cx - r / 3, cy, r)
+    drag(view, first)
+    m1 = S.points_in_polygon(s.xy, in_data(view, first))
+    assert 0 < m1.sum() < len(m1)
+    wait_count(qtbot, tools, m1)
+    assert view.view_box().viewRange() == before  # the lasso drag did not pan the map
+    assert tools.selection_layer.count() == m1.sum()
+
+    second = ring(cx + r / 2, cy, r / 2)
+    drag(view, second, Mod.ShiftModifier)
+    m2 = S.combine(m1, S.points_in_polygon(s.xy, in_data(view, second)), "add")
+    assert m2.sum() > m1.sum()
+    wait_count(qtbot, tools, m2)
+
+    box = [(cx - r / 4, cy - r / 4), (cx, cy), (cx + r / 4, cy + r / 4)]
+    drag(view, box, Mod.AltModifier | Mod.ControlModifier)
+    corners = in_data(view, [box[0], box[-1]])
+    m3 = S.combine(m2, S.points_in_box(s.xy, corners[0], corners[1]), "subtract")
+    assert 0 < m3.sum() < m2.sum()
+    wait_count(qtbot, tools, m3)
+
+    # The panel: count, histogram and grid against the engine's own figures.
+    n_classes = len(s.label_names)
+    expected = S.selection_summary(m3, s.labels, n_classes, s.latents, max_examples=256)
+    info = tools.selection_dock.info
+    assert f"{int(m3.sum()):,} of {len(m3):,}" in info.text()
+    np.testing.assert_array_equal(tools.histogram.counts(), S.label_histogram(s.labels, m3, n_classes))
+    np.testing.assert_array_equal(tools.summary.indices, expected.indices)
+    np.testing.assert_allclose(tools.summary.mean_code, expected.mean_code, rtol=1e-6)
+    assert tools.mean_canvas.image() is not None
+    assert tools.selection_grid.to_array() is not None
+
+    csv_path = tmp_path / "sel.csv"
+    monkeypatch.setattr(QtWidgets.QFileDialog, "getSaveFileName", lambda *a, **k: (str(csv_path), ""))
+    qtbot.mouseClick(find(w, QtWidgets.QPushButton, "selectionExportCsvButton"), QtCore.Qt.LeftButton)
+    with open(csv_path, encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    assert rows[0][:4] == ["index", "label", "mu_1", "mu_2"]
+    idx = np.flatnonzero(m3)
+    assert [int(r[0]) for r in rows[1:]] == idx.tolist()
+    assert [r[1] for r in rows[1:]] == [s.label_names[s.labels[i]] for i in idx]
+    np.testing.assert_allclose(np.array([[float(v) for v in r[2:4]] for r in rows[1:]]), s.latents[idx], rtol=1e-5, atol=1e-6)
+
+    png_path = tmp_path / "sel.png"
+    monkeypatch.setattr(QtWidgets.QFileDialog, "getSaveFileName", lambda *a, **k: (str(png_path), ""))
+    qtbot.mouseClick(find(w, QtWidgets.QPushButton, "selectionExportPngButton"), QtCore.Qt.LeftButton)
+    with Image.open(png_path) as im:
+        assert im.size[0] > 0 and im.size[1] > 0
+
+    clear = find(w, QtWidgets.QPushButton, "selectionClearButton")
+    qtbot.mouseClick(clear, QtCore.Qt.LeftButton)
+    assert tools.mask is None and tools.selection_layer.count() == 0
+    assert not clear.isEnabled()
+
+    # Out of lasso mode a click picks an example again.
+    act.trigger()
+    assert not act.isChecked()
+    x, y = s.xy[5]
+    with qtbot.waitSignal(view.exampleClicked, timeout=2000):
+        press(view, x, y)
+        release(view, x, y)
+
+
+def test_selection_clears_when_the_model_goes(qtbot, win):
+    w, s, tools = win, win.session, win.selection_tools
+    mask = np.zeros(len(s.xy), dtype=bool)
+    mask[::7] = True
+    tools.set_selection(mask)
+    wait_count(qtbot, tools, mask)
+    s.reset()
+    qtbot.waitUntil(lambda: tools.mask is None, timeout=5000)
+    assert tools.selection_layer.count() == 0
+    assert not find(w, QtGui.QAction, "lassoAction").isEnabled()
+
+
+def test_neighbours_are_the_nearest_codes(qtbot, win):
+    w, s, tools = win, win.session, win.selection_tools
+    view = w.latent_view
+    i = 17
+    x, y = s.xy[i]
+    with qtbot.waitSignal(view.exampleClicked, timeout=2000) as sig:
+        press(view, x, y)
+        release(view, x, y)
+    picked = sig.args[0]
+    find(w, QtGui.QAction, "neighboursAction").trigger()
+    qtbot.waitUntil(lambda: tools.neighbours is not None and tools.neighbours[0] == s.selected, timeout=10000)
+    assert s.selected == picked
+    k = find(w, QtWidgets.QSpinBox, "neighboursKSpin").value()
+    ex, idx, dist = tools.neighbours
+    d = np.linalg.norm(s.latents.astype(np.float64) - s.latents[ex].astype(np.float64), axis=1)
+    d[ex] = np.inf
+    brute = np.sort(d)[:k]
+    np.testing.assert_allclose(dist, brute, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(d[idx], brute, rtol=1e-6, atol=1e-9)
+    assert tools.neighbour_layer.count() == k
+    assert tools.neighbour_grid.grid_shape() == (1, k)
+
+    find(w, QtWidgets.QSpinBox, "neighboursKSpin").setValue(5)
+    qtbot.waitUntil(lambda: tools.neighbours is not None and len(tools.neighbours[1]) == 5, timeout=10000)
+    assert tools.neighbour_layer.count() == 5
