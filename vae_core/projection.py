@@ -1061,7 +1061,7 @@ class UMAPProjection(Projection):
 
         from .selection import LatentIndex
 
-        place_index = LatentIndex(fit_codes).build()
+        place_index = LatentIndex(fit_codes)  # built by the placement below, or by the first transform
         if landmarks is None:
             everything = layout
         else:
