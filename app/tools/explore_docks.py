@@ -810,14 +810,28 @@ class ExploreTools(QtCore.QObject):
         if not self._has_model():
             return
         self._open(self.interp_dock)
-        d = self._latent_dim()
-        if self._ends["A"] is None and self._selected() is not None:
-            self._ends["A"] = ("example", self._selected())
-        last = self.s.last_code
-        if self._ends["B"] is None and last is not None and len(last) == d:
-            self._ends["B"] = ("code", np.array(last, dtype=np.float32))
+        self._default_ends()
         self._update_end_labels()
         self.update_interpolation()
+
+    def _default_ends(self) -> None:
+        """Ends not set yet become two different examples: A the selected one (or the one nearest the last decoded
+        point, or the first), B the example farthest from A in latent space."""
+        mu = self.s.latents
+        if mu is None or mu.shape[1] != self._latent_dim() or len(mu) < 2:
+            return
+        if self._ends["A"] is None:
+            index = self._selected()
+            last = self.s.last_code
+            if index is None and last is not None and len(last) == mu.shape[1]:
+                index = int(np.argmin(((mu - np.asarray(last, dtype=mu.dtype)) ** 2).sum(axis=1)))
+            self._ends["A"] = ("example", 0 if index is None else index)
+        if self._ends["B"] is None:
+            z = self._end_code("A")
+            if z is None:
+                return
+            far = int(np.argmax(((mu - z.astype(mu.dtype)) ** 2).sum(axis=1)))
+            self._ends["B"] = ("example", far)
 
     def _end_code(self, end: str) -> np.ndarray | None:
         e = self._ends[end]

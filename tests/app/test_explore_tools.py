@@ -174,8 +174,17 @@ def test_interpolation_path_strip_and_exports(qtbot, win2, monkeypatch, tmp_path
     i = click_example(qtbot, w, 3)
     trigger(w, "interpolateAction")
     assert find(w, QtWidgets.QDockWidget, "interpolateDock").isVisible()
-    # A came from the selection; B from the last decoded point (the click itself).
-    assert "example" in find(w, QtWidgets.QLabel, "interpALabel").text()
+    # It opens with two different examples: A the selection, B the example farthest from it in latent space.
+    mu = w.session.latents
+    far = int(np.argmax(((mu - mu[i]) ** 2).sum(axis=1)))
+    assert find(w, QtWidgets.QLabel, "interpALabel").text() == f"A: example {tools._example_name(i)}"
+    assert find(w, QtWidgets.QLabel, "interpBLabel").text() == f"B: example {tools._example_name(far)}"
+    qtbot.waitUntil(lambda: tools.interp_grid.grid_shape() == (1, 10), timeout=3000)
+    x, y = view._path.getData()
+    np.testing.assert_allclose([x[0], y[0]], mu[i], atol=1e-4)
+    np.testing.assert_allclose([x[-1], y[-1]], mu[far], atol=1e-4)
+    frames = tools._interp_frames
+    assert not np.allclose(frames[0], frames[-1]), "A and B decode to different images"
     j = click_example(qtbot, w, 1500)
     qtbot.mouseClick(find(w, QtWidgets.QPushButton, "interpBSelectedButton"), QtCore.Qt.LeftButton)
     find(w, QtWidgets.QSpinBox, "interpStepsSpin").setValue(7)

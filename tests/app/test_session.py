@@ -8,6 +8,7 @@ threads' queued signals would deliver them.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -203,6 +204,9 @@ class FakeEncoder(FakeDecoder):
         x = np.asarray(images, dtype=np.float32)
         mu = np.stack([x.mean(axis=(1, 2, 3)), x.std(axis=(1, 2, 3))], axis=1)
         return mu, np.zeros_like(mu)
+
+    def encode_all(self, images, progress=None, cancelled=None):
+        return self.encode(images)
 
 
 @dataclass
@@ -523,3 +527,172 @@ def test_a_map_fit_of_codes_that_newer_ones_replaced_is_dropped(parts):
     s.map.clear()
     tasks.finish_all()
     assert len(rec.of("mapReady")) == 1 and s.map.xy is None
+
+
+def test_train_asked_for_while_the_data_loads_starts_when_it_is_there(parts):
+    s, tasks, _, rec = parts
+    texts = []
+    s.progressText.connect(texts.append)
+    s.load_dataset({"source": "fake"})
+    assert s.loading_dataset
+    s.train({"latent_dim": 2, "hidden_dims": (8,)}, {"epochs": 3, "batch_size": 8})
+    assert not FakeThread.made and s.state == LOADING, "nothing to train on yet"
+    assert texts[-1].startswith("Training starts as soon as the data is loaded")
+    tasks.answer(tasks.pending()[-1], dataset())
+    (thread,) = FakeThread.made
+    assert s.state == TRAINING and thread.running and thread.epochs == 3
+    assert texts[-1].startswith("Starting")
+    # Asked for while a load that then fails: nothing starts, and the read-out says so.
+    thread.end()
+    s.reset()
+    s.load_dataset({"source": "/nowhere"})
+    s.train({"latent_dim": 2, "hidden_dims": (8,)}, {"epochs": 3, "batch_size": 8})
+    tasks.answer(tasks.pending()[-1], error="/nowhere: no such file")
+    assert len(FakeThread.made) == 1 and "could not be loaded" in texts[-1]
+
+
+@dataclass
+class FakeBatch:
+    step: int
+    epoch: int
+    batch: int
+    wall_s: float
+    n_batches: int = 100
+    recon: float = 1.0
+    kl: float = 0.5
+    loss: float = 1.5
+    samples_per_s: float = 266.0  # an engine's running estimate early in a run: not shown
+
+
+def test_speed_and_time_left_show_once_they_mean_something(parts):
+    s, tasks, _, _ = parts
+    loaded(s, tasks)
+    thread = start(s)
+    thread.trainerReady.emit(FakeTrainer(s))
+    progress = []
+    s.trainProgress.connect(progress.append)
+    batches = []
+    s.batchesArrived.connect(batches.append)
+    # The first batches: 0.05 s apart after a slow first one; under half a second timed.
+    thread.batches.emit([FakeBatch(1, 0, 0, 2.0), FakeBatch(2, 0, 1, 2.05)])
+    assert progress[-1]["samples_per_s"] is None and progress[-1]["eta_s"] is None
+    assert progress[-1]["batch"] == 2 and progress[-1]["epoch"] == 1
+    np.testing.assert_allclose(batches[-1]["wall_s"], [2.0, 2.05])
+    thread.batches.emit([FakeBatch(3 + k, 0, 2 + k, 2.1 + 0.05 * k) for k in range(10)])
+    p = progress[-1]
+    assert p["samples_per_s"] == pytest.approx(8 / 0.05)  # batch size 8, a batch every 0.05 s
+    # 88 batches of this epoch and 2 more epochs of 100 are left, 0.05 s each.
+    assert p["eta_s"] == pytest.approx((88 + 200) * 0.05)
+    # A pause is not a batch's time.
+    thread.statusChanged.emit(FakeStatus("paused"))
+    thread.statusChanged.emit(FakeStatus("resumed"))
+    thread.batches.emit([FakeBatch(13, 0, 12, 60.0), FakeBatch(14, 0, 13, 60.05)])
+    assert progress[-1]["samples_per_s"] == pytest.approx(8 / 0.05)
+
+
+def test_a_stop_within_an_epoch_encodes_the_data_with_the_weights_as_they_are(parts, monkeypatch):
+    import vae_core.inference
+
+    s, tasks, _, rec = parts
+    ds = loaded(s, tasks)
+    thread = start(s)
+    trainer = FakeTrainer(s)
+    trainer.snapshot = lambda: "weights at step 40"
+    built = []
+
+    def load_models(snapshot):
+        built.append(snapshot)
+        return models(step=40)
+
+    monkeypatch.setattr(vae_core.inference, "load_models", load_models)
+    thread.trainerReady.emit(trainer)
+    trainer.step = 40  # batches ran, no epoch ended: no models, no codes
+    s.stop()
+    thread.end()
+    assert s.state == TRAINED and s.latents is None
+    tasks.finish_all()  # the encoding, then the map's fit
+    assert built == ["weights at step 40"] and s.decoder.step == 40
+    assert s.latents.shape == (ds.n, 2)
+    (view,) = rec.of("mapReady")[-1]
+    assert view.xy.shape == (ds.n, 2) and view.autorange
+
+
+class FakeUMAP:
+    """A UMAP projection that lays codes out by their first two dims (fits are counted, placements too)."""
+
+    fits = 0
+    placed = 0
+    is_exact = False
+    far_threshold = 1.0
+
+    def __init__(self, init=None, random_state=None):
+        self.is_fitted = False
+
+    def fit(self, codes, progress=None, cancel=None):
+        type(self).fits += 1
+        self.is_fitted = True
+        return np.asarray(codes)[:, :2].copy()
+
+    def transform(self, codes):
+        type(self).placed += 1
+        return np.asarray(codes)[:, :2] + 100.0  # placed: told apart from a fit by the offset
+
+    def axis_labels(self):
+        return ("UMAP 1", "UMAP 2")
+
+
+class Clock:
+    """perf_counter for the map's fits: every reading is one second after the one before."""
+
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        self.t += 1.0
+        return self.t
+
+
+def test_umap_is_fitted_again_only_as_often_as_training_can_spare(parts, monkeypatch):
+    from app.session import map as map_mod
+
+    monkeypatch.setattr(map_mod.P, "UMAPProjection", FakeUMAP)
+    monkeypatch.setattr(map_mod.time, "perf_counter", Clock())  # every fit takes one second
+    FakeUMAP.fits = FakeUMAP.placed = 0
+    s, tasks, _, rec = parts
+    ds = loaded(s, tasks)
+    m = s.map
+    m.set_mode("umap")
+    m.set_training(True)
+    rng = np.random.default_rng(0)
+
+    def epoch(seconds: float) -> str:
+        """One epoch's codes reach the map: "fit" or "placed", by what the map shows."""
+        codes = rng.normal(size=(ds.n, 4)).astype(np.float32)
+        m.set_codes(codes, ds.labels, ds.label_names, epoch_s=seconds)
+        m.refresh()
+        tasks.finish_all()
+        if np.allclose(m.xy, codes[:, :2]):
+            return "fit"
+        assert np.allclose(m.xy, codes[:, :2] + 100.0)
+        return "placed"
+
+    assert epoch(2.5) == "fit"  # the first layout
+    assert m._umap_fit_s == 1.0
+    # Fits of 1 s within a tenth of epochs of 2.5 s: one every ceil(1 / 0.25) = 4 epochs; in
+    # between, the newest codes are placed on the last layout.
+    assert [epoch(2.5) for _ in range(8)] == ["placed"] * 3 + ["fit"] + ["placed"] * 3 + ["fit"]
+    # Epochs of 10 s or more leave room for a fit every epoch.
+    assert [epoch(10.0) for _ in range(2)] == ["fit", "fit"]
+    # Training stops: a layout of older codes is fitted once more, to the newest codes.
+    assert epoch(2.5) == "placed"
+    m.set_training(False)
+    tasks.finish_all()
+    assert np.allclose(m.xy, m.codes[:, :2])
+    n = FakeUMAP.fits
+    m.set_training(True)
+    assert epoch(10.0) == "fit" and FakeUMAP.fits == n + 1
+    m.set_training(False)  # the layout is of the newest codes already: nothing to fit
+    tasks.finish_all()
+    assert FakeUMAP.fits == n + 1
+    # Not training: every new set of codes is fitted.
+    assert epoch(1.0) == "fit"
