@@ -66,6 +66,8 @@ class ScientificSpinBox(QtWidgets.QDoubleSpinBox):
         # down to the 1e-6 minimum.
         self.setDecimals(12)
         self.setCorrectionMode(QtWidgets.QAbstractSpinBox.CorrectionMode.CorrectToNearestValue)
+        self._clamped_text: str | None = None  # the text whose clamping was last said
+        self.lineEdit().textEdited.connect(self._on_text_edited)
 
     @staticmethod
     def format_value(value: float) -> str:
@@ -94,23 +96,6 @@ class ScientificSpinBox(QtWidgets.QDoubleSpinBox):
             return self.value()
         return min(max(value, self.minimum()), self.maximum())
 
-    def _clamp_typed(self) -> None:
-        """The text typed is out of range: set the nearest bound and say so."""
-        value = self._parse(self.lineEdit().text())
-        if value is None or self.minimum() <= value <= self.maximum():
-            return
-        bound = min(max(value, self.minimum()), self.maximum())
-        self.setValue(bound)
-        self.clamped.emit(value, bound)
-
-    def focusOutEvent(self, event: QtGui.QFocusEvent) -> None:  # noqa: N802 (Qt override)
-        self._clamp_typed()
-        super().focusOutEvent(event)
-
-    def keyPressEvent(self, event: QtGui.QKeyEvent) -> None:  # noqa: N802 (Qt override)
-        if event.key() in (QtCore.Qt.Key.Key_Return, QtCore.Qt.Key.Key_Enter):
-            self._clamp_typed()
-        super().keyPressEvent(event)
 
     def validate(self, text: str, pos: int) -> QtGui.QValidator.State:
         if not self._PARTIAL.match(text):
@@ -123,10 +108,18 @@ class ScientificSpinBox(QtWidgets.QDoubleSpinBox):
         return QtGui.QValidator.State.Intermediate
 
     def fixup(self, text: str) -> str:
+        """Qt asks for a valid text at the end of an edit: the nearest bound of an out-of-range value, said once."""
         value = self._parse(text)
         if value is None:
             return text
-        return self.format_value(min(max(value, self.minimum()), self.maximum()))
+        bound = min(max(value, self.minimum()), self.maximum())
+        if bound != value and text != self._clamped_text:
+            self._clamped_text = text
+            self.clamped.emit(value, bound)
+        return self.format_value(bound)
+
+    def _on_text_edited(self, _text: str) -> None:
+        self._clamped_text = None  # a new edit: its clamping is said again
 
     def stepBy(self, steps: int) -> None:  # noqa: N802 (Qt override)
         value = self.value()

@@ -142,6 +142,44 @@ def test_lr_refuses_zero_and_negative(panel, qtbot):
     assert panel.lrSpin.value() == pytest.approx(1e-6)
 
 
+def test_a_clamped_learning_rate_says_so_in_ordinary_notation(panel, qtbot):
+    notices = []
+    panel.notice.connect(lambda level, text: notices.append((level, text)))
+    type_into(qtbot, panel.lrSpin, "100")
+    assert panel.lrSpin.value() == pytest.approx(10.0) and panel.lrSpin.text() == "10"
+    assert notices == [("warning", "Learning rate 100 is above the maximum, 10: set to 10.")]
+    type_into(qtbot, panel.lrSpin, "0")
+    assert notices[-1] == ("warning", "Learning rate 0 is below the minimum, 0.000001: set to 0.000001.")
+    type_into(qtbot, panel.lrSpin, "0.5")  # in range: nothing to say
+    assert len(notices) == 2 and panel.lrSpin.text() == "0.5"
+
+
+def test_a_dataset_loading_leaves_the_panel_usable_and_train_pressable(panel, qtbot):
+    panel.set_state("loading")
+    assert panel.trainButton.isEnabled() and panel.trainButton.text() == "Train"
+    assert panel.datasetGroup.isEnabled() and panel.modelGroup.isEnabled() and panel.trainingGroup.isEnabled()
+    assert panel.stopButton.isEnabled() and "loading" in panel.stopButton.toolTip()
+    assert not panel.pauseButton.isEnabled() and not panel.resetButton.isEnabled()
+    with qtbot.waitSignal(panel.trainRequested, timeout=1000):
+        qtbot.mouseClick(panel.trainButton, QtCore.Qt.LeftButton)
+    panel.reset_progress("Training starts as soon as the data is loaded…")
+    panel.set_state("idle")  # the data came: what the read-out says stays until training starts
+    assert panel.progressLabel.text().startswith("Training starts")
+
+
+def test_locked_settings_say_why_and_what_to_do(panel):
+    tip = panel.latentDimSpin.toolTip()
+    assert panel.locked_tip() == ""
+    for state in ("training", "trained"):
+        panel.set_state(state)
+        for w in (panel.datasetGroup, panel.modelGroup, panel.datasetCombo, panel.latentDimSpin, panel.hiddenEdit):
+            assert "a model exists" in w.toolTip() and "Reset" in w.toolTip() and "save it first" in w.toolTip()
+        assert panel.latentDimSpin.toolTip().startswith(tip), "the field's own explanation stays first"
+    panel.set_state("idle")
+    assert panel.latentDimSpin.toolTip() == tip and panel.locked_tip() == ""
+    assert "a model exists" not in panel.hiddenEdit.toolTip()
+
+
 def test_lr_scientific_parse_and_display(panel, qtbot):
     type_into(qtbot, panel.lrSpin, "1e-4")
     assert panel.lrSpin.value() == pytest.approx(1e-4)
