@@ -309,9 +309,9 @@ class Session(QtCore.QObject):
         if self.running:
             self.message.emit("warning", "Stop training before changing the dataset.")
             return
+        self.loader.load_dataset(spec)
         self._set_state(LOADING)
         self.message.emit("info", f"Loading {spec.get('source')}…")
-        self.loader.load_dataset(spec)
 
     @Slot(object, object)
     def _on_dataset_loaded(self, ds: Dataset, spec: dict) -> None:

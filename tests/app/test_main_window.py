@@ -284,3 +284,39 @@ def test_reset_and_open_leave_nothing_of_the_previous_model_on_screen(qtbot, win
     assert cleared == [(None, None, None)]
     qtbot.waitUntil(lambda: win.session.xy is not None, timeout=10000)
     assert canvas.image() is None and pair.pair() is None and win.session.selected is None
+
+
+def test_train_is_pressable_while_the_data_loads_and_says_what_happens(qtbot, win):
+    win.load_initial_dataset("digits")
+    assert win.session.state == LOADING
+    button = find(win, QtWidgets.QPushButton, "trainButton")
+    assert button.isEnabled() and find(win, QtWidgets.QSpinBox, "latentDimSpin").isEnabled()
+    set_epochs(win, 1)
+    qtbot.mouseClick(button, QtCore.Qt.LeftButton)
+    label = find(win, QtWidgets.QLabel, "progressLabel")
+    if win.session.state == LOADING:
+        assert label.text().startswith("Training starts as soon as the data is loaded")
+    qtbot.waitUntil(lambda: win.session.state == TRAINED and win.session.xy is not None, timeout=120000)
+    assert win.session.trainer.epoch == 1
+    # Pressed with the data there, the read-out answers at once, before any batch.
+    set_epochs(win, 1)
+    qtbot.mouseClick(button, QtCore.Qt.LeftButton)
+    assert label.text().startswith("Starting")
+    qtbot.waitUntil(lambda: win.session.state == TRAINED and not win.session.running, timeout=120000)
+    assert label.text().startswith("Epoch 1/1")
+
+
+def test_stop_within_the_first_epoch_shows_the_map_of_the_model_as_it_is(qtbot, win):
+    load(qtbot, win)
+    find(win, QtWidgets.QSpinBox, "batchSizeSpin").setValue(1)  # 1,617 batches an epoch
+    set_epochs(win, 1)
+    qtbot.mouseClick(find(win, QtWidgets.QPushButton, "trainButton"), QtCore.Qt.LeftButton)
+    qtbot.waitUntil(lambda: win.session.trainer is not None and win.session.trainer.step > 50, timeout=60000)
+    qtbot.mouseClick(find(win, QtWidgets.QPushButton, "stopButton"), QtCore.Qt.LeftButton)
+    qtbot.waitUntil(lambda: win.session.state == TRAINED and win.session.xy is not None, timeout=60000)
+    trainer = win.session.trainer
+    assert trainer.epoch == 0 and trainer.step < trainer.n_batches, "stopped within the first epoch"
+    assert win.session.decoder.step == trainer.step and win.session.latents.shape == (1797, 2)
+    view = find(win, QtWidgets.QWidget, "latentMap")
+    qtbot.waitUntil(lambda: view.point_count() == 1797, timeout=10000)
+    assert view.message() == "" and view.axis_labels() == ("z1", "z2")
