@@ -12,6 +12,10 @@
 * The neighbours panel (``neighboursPanel``): the k nearest examples of the
   selected example in latent space (not on the 2-D map), as a strip with
   their distances, also marked on the map.
+* Search by image (``searchPanel``): an image file, opened or dropped on the
+  panel, is resized like the dataset and encoded; its q(z|x) is drawn on the
+  map (a star at the mean, the 1- and 2-sigma ellipses), beside its
+  reconstruction and its nearest examples in latent space.
 
 The geometry and the neighbour search are in ``vae_core.selection``.  The
 GUI thread only draws: every selection, summary, index build, search and
@@ -32,13 +36,14 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from vae_core import explore as X
 from vae_core import selection as S
+from vae_core.data.images import IMAGE_EXTENSIONS, load_image_like
 from vae_core.export import iter_latents_csv
 
-from ..display import decoded_for_display, images_for_display
+from ..display import code_text, decoded_for_display, images_for_display
 from ..widgets.decode_canvas import DecodeCanvas, ImageGrid
 from ..widgets.latent_view import class_colour, dilate_disc
 from ..worker import LatestWins
-from .explore_docks import EXPORT_SCALE, GRID_PAD, _Dock
+from .explore_docks import EXPORT_SCALE, GRID_PAD, _Dock, _place
 
 if TYPE_CHECKING:
     from ..main_window import MainWindow
@@ -52,6 +57,8 @@ DEFAULT_K = 10
 #: Colours of the selection and of the neighbours on the map.
 SELECTION_COLOUR = QtGui.QColor(255, 140, 0, 230)
 NEIGHBOUR_COLOUR = QtGui.QColor(220, 20, 120, 240)
+#: Colour of a searched (or drawn) input's posterior on the map.
+QUERY_COLOUR = QtGui.QColor(0, 170, 200)
 #: Pixels moved before another lasso vertex is added.
 LASSO_STEP_PX = 3.0
 
@@ -183,6 +190,10 @@ class SelectionTools(QtCore.QObject):
         #: The neighbour index and the codes it was built on.
         self._index: tuple[np.ndarray, S.LatentIndex] | None = None
         self.neighbours: tuple[int, np.ndarray, np.ndarray] | None = None  # (example, indices, distances)
+        #: The nearest-stored-codes placer (for maps without a formula) and the codes and map it was built on.
+        self._placer: tuple[np.ndarray, np.ndarray, X.CodePlacer] | None = None
+        #: The last searched image's result: path, input, code, reconstruction, map place, ellipses, neighbours.
+        self.search_result: dict | None = None
         self._lasso: list[tuple[float, float]] = []
         self._lasso_mode = "replace"
         self._lasso_box = False
@@ -207,7 +218,12 @@ class SelectionTools(QtCore.QObject):
         self.lasso_item.setBrush(QtGui.QColor(255, 140, 0, 40))
         self.lasso_item.setZValue(40)
         self.lasso_item.hide()
-        for it in (self.selection_layer, self.neighbour_layer, self.lasso_item):
+        self.query_ellipses = pg.PlotCurveItem(pen=pg.mkPen(QUERY_COLOUR, width=2), connect="finite")
+        self.query_ellipses.setZValue(26)
+        self.query_marker = pg.ScatterPlotItem(size=18, symbol="star", brush=pg.mkBrush(QUERY_COLOUR),
+                                               pen=pg.mkPen("w", width=1))
+        self.query_marker.setZValue(27)
+        for it in (self.selection_layer, self.neighbour_layer, self.lasso_item, self.query_ellipses, self.query_marker):
             vb.addItem(it, ignoreBounds=True)
 
     def _build_docks(self) -> None:
@@ -248,6 +264,28 @@ class SelectionTools(QtCore.QObject):
         n.finish()
         n.hide()
         n.visibilityChanged.connect(self._on_neighbours_visibility)
+
+        q = self.search_dock = _Dock("Search by image", "searchPanel", self.w)
+        self.w.addDockWidget(QtCore.Qt.RightDockWidgetArea, q)
+        self.w.tabifyDockWidget(d, q)
+        q.info.setText("Open an image file, or drop one here: it is encoded and shown on the map with its "
+                       "reconstruction and nearest examples.")
+        self.search_open_button = QtWidgets.QPushButton("Open image…")
+        self.search_open_button.setObjectName("searchOpenButton")
+        self.search_open_button.clicked.connect(self._open_search_image)
+        q.controls.addWidget(self.search_open_button)
+        q.controls.addStretch(1)
+        self.search_pair = ImageGrid()
+        self.search_pair.setObjectName("searchPairGrid")
+        q.add_content(self.search_pair, 1)
+        self.search_grid = ImageGrid()
+        self.search_grid.setObjectName("searchNeighboursGrid")
+        q.add_content(self.search_grid, 1)
+        q.finish()
+        q.hide()
+        q.widget().setAcceptDrops(True)
+        q.widget().installEventFilter(self)
+        q.visibilityChanged.connect(self._on_search_visibility)
         self._sync_buttons()
 
     def _build_actions(self) -> None:
@@ -269,6 +307,11 @@ class SelectionTools(QtCore.QObject):
         c.setStatusTip("The nearest examples of the clicked example in latent space")
         c.triggered.connect(self.show_neighbours)
         menu.addAction(c)
+        e = self.search_action = QtGui.QAction("Search by &image…", self.w)
+        e.setObjectName("searchImageAction")
+        e.setStatusTip("Encode an image file and show it on the map with its nearest examples")
+        e.triggered.connect(self.show_search)
+        menu.addAction(e)
 
     def _wire(self) -> None:
         s = self.s
@@ -297,6 +340,9 @@ class SelectionTools(QtCore.QObject):
         ready = self._codes_ready()
         for act in (self.lasso_action, self.neighbours_action):
             act.setEnabled(ready)
+        can_search = ready and self.s.encoder is not None and self.s.decoder is not None
+        self.search_action.setEnabled(can_search)
+        self.search_open_button.setEnabled(can_search)
         if not ready and self.lasso_action.isChecked():
             self.lasso_action.setChecked(False)
 
@@ -322,10 +368,14 @@ class SelectionTools(QtCore.QObject):
             self._show_selection(r)
         elif kind == "neighbours":
             self._show_neighbours(r)
+        elif kind == "search":
+            self._show_search(r)
 
     @Slot(str, str)
     def _on_failed(self, kind: str, text: str) -> None:
-        what = "the selection" if kind == "select" else "the nearest neighbours"
+        what = {"select": "the selection", "neighbours": "the nearest neighbours"}.get(kind, "the searched image")
+        if kind == "search":
+            self.search_dock.info.setText(f"Could not search by this image: {text}")
         self.w.show_message("error", f"Could not compute {what}: {text}")
 
     # ------------------------------------------------------------------ lasso
@@ -341,11 +391,23 @@ class SelectionTools(QtCore.QObject):
             self.lasso_item.hide()
 
     def eventFilter(self, obj: QtCore.QObject, ev: QtCore.QEvent) -> bool:
-        """In lasso mode, left drags on the map draw the lasso (the map neither pans nor picks)."""
-        if not self.lasso_action.isChecked() or obj is not self.view.viewport():
-            return False
+        """In lasso mode, left drags on the map draw the lasso (the map neither pans nor picks);
+        an image file dropped on the search panel is searched."""
         Ev = QtCore.QEvent.Type
         t = ev.type()
+        if obj is self.search_dock.widget():
+            if t in (Ev.DragEnter, Ev.DragMove) and self._dropped_path(ev) is not None:
+                ev.acceptProposedAction()
+                return True
+            if t == Ev.Drop:
+                path = self._dropped_path(ev)
+                if path is not None:
+                    ev.acceptProposedAction()
+                    self.search_image(path)
+                    return True
+            return False
+        if not self.lasso_action.isChecked() or obj is not self.view.viewport():
+            return False
         left = QtCore.Qt.MouseButton.LeftButton
         if t == Ev.MouseButtonPress and ev.button() == left:
             mods = ev.modifiers()
@@ -571,6 +633,10 @@ class SelectionTools(QtCore.QObject):
                 self.set_selection(self.mask)  # new codes: new positions, mean and decode
         if self.neighbours_dock.is_open and self.s.selected is not None:
             self.update_neighbours()
+        r = self.search_result
+        if r is not None and self._codes_ready() and self.s.encoder is not None and self.s.decoder is not None:
+            x = r["x"]
+            self._submit("search", self._query_job(lambda: x, r["name"]))  # the new model's code and place of it
 
     @Slot(str)
     def _on_map_cleared(self, _text: str) -> None:
@@ -589,8 +655,10 @@ class SelectionTools(QtCore.QObject):
         self._gen += 1
         self._worker.discard()
         self._index = None
+        self._placer = None
         self.clear_selection()
         self._drop_neighbours()
+        self._drop_search()
         self._sync_enabled()
 
     @Slot(int, str, object, object)
@@ -601,6 +669,140 @@ class SelectionTools(QtCore.QObject):
     @Slot()
     def _on_example_cleared(self) -> None:
         self._drop_neighbours()
+
+    # ---------------------------------------------------------------- search
+    @Slot()
+    def show_search(self) -> None:
+        self.search_dock.show()
+        self.search_dock.raise_()
+        self._open_search_image()
+
+    @staticmethod
+    def _dropped_path(ev: QtCore.QEvent) -> str | None:
+        """The local image file a drag carries, or None."""
+        md = ev.mimeData()
+        if md is None or not md.hasUrls():
+            return None
+        for url in md.urls():
+            path = url.toLocalFile()
+            if path and path.lower().endswith(IMAGE_EXTENSIONS):
+                return path
+        return None
+
+    @Slot()
+    def _open_search_image(self) -> None:
+        if not self.search_open_button.isEnabled():
+            self.w.show_message("warning", "Train a model (or open a checkpoint) first: the search encodes with it.")
+            return
+        pattern = " ".join("*" + e for e in IMAGE_EXTENSIONS)
+        path, _ = QtWidgets.QFileDialog.getOpenFileName(self.w, "Search by image", self.w.last_directory(),
+                                                        f"Images ({pattern})")
+        if path:
+            self.w.remember_directory(os.path.dirname(path))
+            self.search_image(path)
+
+    def _placer_maker(self) -> Callable[[], X.CodePlacer]:
+        """A function giving the nearest-stored-codes placer of the current map (built once, in the worker)."""
+        latents, xy = self.s.latents, self.s.xy
+
+        def placer() -> X.CodePlacer:
+            cached = self._placer
+            if cached is not None and cached[0] is latents and cached[1] is xy:
+                return cached[2]
+            made = X.CodePlacer(latents, xy)
+            self._placer = (latents, xy, made)
+            return made
+
+        return placer
+
+    def search_image(self, path: str) -> None:
+        """Encode the image file at ``path`` like an example of the dataset and show it (on the worker)."""
+        s = self.s
+        if not self._codes_ready() or s.encoder is None or s.decoder is None:
+            self.w.show_message("warning", "Train a model (or open a checkpoint) first: the search encodes with it.")
+            return
+        ds = s.dataset
+        shape, dtype = tuple(int(v) for v in ds.images.shape[1:]), ds.images.dtype
+        self.search_dock.show()
+        self.search_dock.raise_()
+        self.search_dock.info.setText(f"Encoding {os.path.basename(path)}…")
+        self._submit("search", self._query_job(lambda: load_image_like(path, shape, dtype), path))
+
+    def _query_job(self, make_input: Callable[[], np.ndarray], name: str) -> Callable[[], dict]:
+        """A worker job: encode the input, decode its mean, place it on the map and find its neighbours."""
+        s = self.s
+        encoder, decoder, proj = s.encoder, s.decoder, s.projection
+        k, ds, index, placer = int(self.k_spin.value()), s.dataset, self._index_maker(), self._placer_maker()
+
+        def job() -> dict:
+            x = make_input()
+            mu, lv = encoder.encode(x[None])
+            mu, lv = np.asarray(mu, dtype=np.float32), np.asarray(lv, dtype=np.float32)
+            recon = decoded_for_display(decoder.decode(mu))[0]
+            try:
+                proj.transform(mu)
+                use = None
+            except (NotImplementedError, ValueError):
+                use = placer()
+            centre = _place(mu, proj, use)[0]
+            try:
+                ell = X.posterior_ellipse(mu[0].astype(np.float64), lv[0].astype(np.float64), proj, placer=use, seed=0)
+            except ValueError:
+                ell = None
+            idx, dist = index().query(mu[0], k)
+            shown = images_for_display(x[None])[0]
+            imgs = images_for_display(np.asarray(ds.images[idx])) if len(idx) else None
+            return {"name": name, "x": x, "input": shown, "mu": mu[0], "logvar": lv[0], "recon": recon, "xy": centre,
+                    "ellipses": ell, "indices": idx, "distances": dist,
+                    "pair": X.compose_grid([shown, recon], 2, pad=GRID_PAD),
+                    "grid": X.compose_grid(imgs, len(idx), pad=GRID_PAD) if imgs is not None else None}
+
+        return job
+
+    def _show_search(self, r: dict) -> None:
+        if not self._codes_ready():
+            return
+        self.search_result = r
+        self.search_pair.set_grid(r["pair"], 1, 2, pad=GRID_PAD, col_labels=["input", "reconstruction"])
+        if r["grid"] is not None:
+            self.search_grid.set_grid(r["grid"], 1, len(r["indices"]), pad=GRID_PAD,
+                                      col_labels=[f"#{j}\n{d:.3g}" for j, d in zip(r["indices"], r["distances"])])
+        self._draw_query(r)
+        self.search_dock.info.setText(
+            f"{os.path.basename(r['name'])}: its code μ = {code_text(r['mu'])}; on the map a star at μ and the 1σ and "
+            f"2σ ellipses of q(z|x); below, its {len(r['indices'])} nearest examples in latent space.")
+
+    def _draw_query(self, r: dict | None) -> None:
+        """The posterior of a searched or drawn input on the map (None: remove it)."""
+        if r is None:
+            self.query_marker.setData([], [])
+            self.query_ellipses.setData([], [])
+            return
+        x, y = (float(v) for v in r["xy"])
+        self.query_marker.setData([x], [y])
+        pts: list[np.ndarray] = []
+        for centre, width, height, angle in (r["ellipses"] or []):
+            t = np.linspace(0, 2 * np.pi, 65)
+            a = np.deg2rad(angle)
+            ex, ey = 0.5 * width * np.cos(t), 0.5 * height * np.sin(t)
+            pts.append(np.c_[centre[0] + ex * np.cos(a) - ey * np.sin(a), centre[1] + ex * np.sin(a) + ey * np.cos(a)])
+            pts.append(np.full((1, 2), np.nan))
+        if pts:
+            xy = np.vstack(pts)
+            self.query_ellipses.setData(xy[:, 0], xy[:, 1])
+        else:
+            self.query_ellipses.setData([], [])
+
+    def _drop_search(self) -> None:
+        self._worker.discard("search")
+        self.search_result = None
+        self._draw_query(None)
+        self.search_pair.clear()
+        self.search_grid.clear()
+
+    @Slot(bool)
+    def _on_search_visibility(self, _visible: bool) -> None:
+        self._draw_query(self.search_result if self.search_dock.is_open else None)
 
     # ---------------------------------------------------------------- exports
     @Slot()

@@ -188,3 +188,83 @@ def test_neighbours_are_the_nearest_codes(qtbot, win):
     find(w, QtWidgets.QSpinBox, "neighboursKSpin").setValue(5)
     qtbot.waitUntil(lambda: tools.neighbours is not None and len(tools.neighbours[1]) == 5, timeout=10000)
     assert tools.neighbour_layer.count() == 5
+
+
+def test_search_by_image_encodes_places_and_finds_neighbours(qtbot, win, tmp_path, monkeypatch):
+    w, s, tools = win, win.session, win.selection_tools
+    i = 23
+    img = np.asarray(s.dataset.images[i])
+    assert img.dtype == np.float32 and img.shape[0] == 1  # grey levels in [0, 1]
+    grey = np.rint(img[0] * 255).astype(np.uint8)
+    expected = (grey.astype(np.float32) / 255)[None]
+    path = tmp_path / "query.png"
+    Image.fromarray(grey).save(path)
+    monkeypatch.setattr(QtWidgets.QFileDialog, "getOpenFileName", lambda *a, **k: (str(path), ""))
+    find(w, QtGui.QAction, "searchImageAction").trigger()
+    qtbot.waitUntil(lambda: tools.search_result is not None, timeout=10000)
+    r = tools.search_result
+    assert find(w, QtWidgets.QDockWidget, "searchPanel").isVisible()
+    np.testing.assert_allclose(r["x"], expected, atol=1e-7)  # same size: the file is the example's grey levels
+    mu = np.asarray(s.encoder.encode(expected[None])[0])[0]
+    np.testing.assert_allclose(r["mu"], mu, atol=1e-5)
+    np.testing.assert_allclose(r["xy"], s.projection.transform(mu[None])[0], atol=1e-4)
+    k = find(w, QtWidgets.QSpinBox, "neighboursKSpin").value()
+    d = np.linalg.norm(s.latents.astype(np.float64) - r["mu"].astype(np.float64), axis=1)
+    np.testing.assert_allclose(r["distances"], np.sort(d)[:k], rtol=1e-5, atol=1e-6)
+    assert r["ellipses"] is not None and len(r["ellipses"]) == 2
+    x, y = tools.query_marker.getData()
+    assert len(x) == 1 and abs(x[0] - r["xy"][0]) < 1e-6 and abs(y[0] - r["xy"][1]) < 1e-6
+    assert tools.search_pair.grid_shape() == (1, 2)
+
+    # A larger colour file dropped on the panel is resized and made grey like the dataset.
+    big = tmp_path / "big.png"
+    Image.fromarray(np.kron(grey, np.ones((5, 5), np.uint8))).convert("RGB").save(big)
+    tools.search_result = None
+    md = QtCore.QMimeData()
+    md.setUrls([QtCore.QUrl.fromLocalFile(str(big))])
+    target = tools.search_dock.widget()
+    enter = QtGui.QDragEnterEvent(QtCore.QPoint(5, 5), QtCore.Qt.CopyAction, md, QtCore.Qt.LeftButton,
+                                  QtCore.Qt.NoModifier)
+    QtWidgets.QApplication.sendEvent(target, enter)
+    assert enter.isAccepted()  # an image file is welcome
+    drop = QtGui.QDropEvent(QtCore.QPointF(5, 5), QtCore.Qt.CopyAction, md, QtCore.Qt.LeftButton, QtCore.Qt.NoModifier)
+    QtWidgets.QApplication.sendEvent(target, drop)
+    qtbot.waitUntil(lambda: tools.search_result is not None, timeout=10000)
+    assert tools.search_result["x"].shape == img.shape and tools.search_result["name"] == str(big)
+
+    # A file that is no image is reported by name; the last result stays.
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    said = []
+    monkeypatch.setattr(w, "show_message", lambda level, text: said.append((level, text)))
+    tools.search_image(str(bad))
+    qtbot.waitUntil(lambda: bool(said), timeout=10000)
+    assert said[0][0] == "error" and "bad.png" in said[0][1]
+    assert tools.search_result is not None
+
+    s.reset()
+    qtbot.waitUntil(lambda: tools.search_result is None, timeout=5000)
+    assert len(tools.query_marker.getData()[0]) == 0
+
+
+def test_load_image_like_takes_the_datasets_shape_and_type(tmp_path):
+    from vae_core.data.images import load_image_like
+    from vae_core.errors import DatasetError
+
+    rgba = np.zeros((30, 40, 4), np.uint8)
+    rgba[..., 0] = 255
+    rgba[:15, :, 3] = 255  # the lower half is transparent: black
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    grey = load_image_like(str(tmp_path / "a.png"), (1, 6, 8), np.uint8)
+    assert grey.shape == (1, 6, 8) and grey.dtype == np.uint8
+    assert grey[0, 0, 0] == 76 and grey[0, -1, 0] == 0  # red as grey (ITU-R 601-2), transparent onto black
+    colour = load_image_like(str(tmp_path / "a.png"), (3, 6, 8), np.float32)
+    assert colour.shape == (3, 6, 8) and colour.dtype == np.float32
+    np.testing.assert_allclose(colour[:, 0, 0], [1.0, 0.0, 0.0], atol=0.01)  # resampling may round down
+    deep = (np.arange(100, dtype=np.uint16).reshape(10, 10) * 600)
+    Image.fromarray(deep).save(tmp_path / "d.png")
+    f = load_image_like(str(tmp_path / "d.png"), (1, 10, 10), np.float32)
+    np.testing.assert_allclose(f[0], deep / 65535.0, atol=1e-6)
+    (tmp_path / "x.png").write_bytes(b"no")
+    with pytest.raises(DatasetError, match="x.png"):
+        load_image_like(str(tmp_path / "x.png"), (1, 8, 8))

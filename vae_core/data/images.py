@@ -348,3 +348,40 @@ def _image_to_array(img, size: int | None, color: str) -> np.ndarray:
         if np.array_equal(a[..., 0], a[..., 1]) and np.array_equal(a[..., 1], a[..., 2]):
             a = a[..., 0]
     return np.ascontiguousarray(a)
+
+
+def load_image_like(path: str, shape: tuple[int, int, int], dtype=np.uint8) -> np.ndarray:
+    """One image file as an example of a dataset whose images are ``shape`` (C, H, W) of ``dtype``.
+
+    Decoded as a folder's files are (transparency onto black, the first frame
+    of an animation), converted to grey for C = 1 and to RGB for C = 3,
+    resized to H x W (Lanczos when shrinking, bilinear when enlarging), and
+    returned as (C, H, W): uint8 grey levels for a uint8 dataset, float32 in
+    [0, 1] otherwise.  Raises DatasetError naming the file when it cannot be
+    read or decoded.
+    """
+    from PIL import Image
+
+    c, h, w = (int(v) for v in shape)
+    if c not in (1, 3):
+        raise ValueError(f"images of {c} channels cannot be made from a file (1 or 3 are)")
+    arr, _native = _decode_image(os.fspath(path), None, "gray" if c == 1 else "rgb")
+    if arr.dtype == np.uint8:
+        if c == 1 and arr.ndim == 3:
+            arr = np.asarray(Image.fromarray(arr).convert("L"))
+        elif c == 3 and arr.ndim == 2:
+            arr = np.repeat(arr[..., None], 3, axis=2)
+        planes = [arr] if arr.ndim == 2 else [arr[..., i] for i in range(3)]
+        shrinking = arr.shape[0] > h or arr.shape[1] > w
+        method = Image.Resampling.LANCZOS if shrinking else Image.Resampling.BILINEAR
+        out = np.stack([np.asarray(Image.fromarray(p).resize((w, h), method), dtype=np.uint8) for p in planes])
+        if np.dtype(dtype) == np.uint8:
+            return np.ascontiguousarray(out)
+        return (out.astype(np.float32) / np.float32(255.0))
+    # 16-bit grey, decoded to float32 in [0, 1].
+    grey = np.asarray(Image.fromarray(arr.astype(np.float32), mode="F").resize((w, h), Image.Resampling.BILINEAR),
+                      dtype=np.float32)
+    out = np.repeat(grey[None], c, axis=0)
+    if np.dtype(dtype) == np.uint8:
+        return np.clip(np.rint(out * 255.0), 0, 255).astype(np.uint8)
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
