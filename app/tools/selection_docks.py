@@ -16,6 +16,10 @@
   panel, is resized like the dataset and encoded; its q(z|x) is drawn on the
   map (a star at the mean, the 1- and 2-sigma ellipses), beside its
   reconstruction and its nearest examples in latent space.
+* Draw your own input (``drawPanel``, grey datasets): a canvas to draw on
+  with the mouse; while the stroke grows the drawing is resized like the
+  dataset and encoded (at most every ``DRAW_INTERVAL_MS``), and its
+  posterior moves on the map beside its reconstruction.
 
 The geometry and the neighbour search are in ``vae_core.selection``.  The
 GUI thread only draws: every selection, summary, index build, search and
@@ -59,6 +63,11 @@ SELECTION_COLOUR = QtGui.QColor(255, 140, 0, 230)
 NEIGHBOUR_COLOUR = QtGui.QColor(220, 20, 120, 240)
 #: Colour of a searched (or drawn) input's posterior on the map.
 QUERY_COLOUR = QtGui.QColor(0, 170, 200)
+#: Side of the drawing canvas's image, in its own pixels, and the pen's width in them.
+DRAW_SIDE = 112
+DRAW_PEN = 10
+#: At most one encode of a drawing in this many milliseconds while the stroke grows.
+DRAW_INTERVAL_MS = 80
 #: Pixels moved before another lasso vertex is added.
 LASSO_STEP_PX = 3.0
 
@@ -173,6 +182,90 @@ class LabelHistogram(QtWidgets.QWidget):
         p.end()
 
 
+class DrawCanvas(QtWidgets.QWidget):
+    """A square grey image the user draws on with the left button (white on black); ``changed`` as it grows."""
+
+    changed = QtCore.Signal()
+
+    def __init__(self, parent: QtWidgets.QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("drawCanvas")
+        self.setMinimumSize(140, 140)
+        self.setSizePolicy(QtWidgets.QSizePolicy.Policy.Expanding, QtWidgets.QSizePolicy.Policy.Expanding)
+        self.setCursor(QtCore.Qt.CursorShape.CrossCursor)
+        self._image = QtGui.QImage(DRAW_SIDE, DRAW_SIDE, QtGui.QImage.Format.Format_Grayscale8)
+        self._image.fill(0)
+        self._last: QtCore.QPointF | None = None
+        self._strokes = 0
+
+    def clear(self) -> None:
+        self._image.fill(0)
+        self._last = None
+        self._strokes = 0
+        self.update()
+        self.changed.emit()
+
+    def is_blank(self) -> bool:
+        return self._strokes == 0
+
+    def to_array(self) -> np.ndarray:
+        """The drawing, (DRAW_SIDE, DRAW_SIDE) uint8."""
+        img = self._image
+        a = np.frombuffer(img.constBits(), dtype=np.uint8).reshape(img.height(), img.bytesPerLine())
+        return a[:, : img.width()].copy()
+
+    def scaled(self, w: int, h: int) -> np.ndarray:
+        """The drawing resized to (h, w) uint8 (smoothly, as a photo is shrunk)."""
+        img = self._image.scaled(w, h, QtCore.Qt.AspectRatioMode.IgnoreAspectRatio,
+                                 QtCore.Qt.TransformationMode.SmoothTransformation)
+        a = np.frombuffer(img.constBits(), dtype=np.uint8).reshape(img.height(), img.bytesPerLine())
+        return a[:, :w].copy()
+
+    def _square(self) -> QtCore.QRectF:
+        side = min(self.width(), self.height())
+        return QtCore.QRectF((self.width() - side) / 2, (self.height() - side) / 2, side, side)
+
+    def _to_image(self, pos: QtCore.QPointF) -> QtCore.QPointF:
+        r = self._square()
+        return QtCore.QPointF((pos.x() - r.left()) * DRAW_SIDE / r.width(), (pos.y() - r.top()) * DRAW_SIDE / r.height())
+
+    def _stroke_to(self, pos: QtCore.QPointF) -> None:
+        p = QtGui.QPainter(self._image)
+        p.setRenderHint(QtGui.QPainter.RenderHint.Antialiasing)
+        pen = QtGui.QPen(QtGui.QColor(255, 255, 255), DRAW_PEN, QtCore.Qt.PenStyle.SolidLine,
+                         QtCore.Qt.PenCapStyle.RoundCap, QtCore.Qt.PenJoinStyle.RoundJoin)
+        p.setPen(pen)
+        q = self._to_image(pos)
+        p.drawLine(self._last if self._last is not None else q, q)
+        p.end()
+        self._last = q
+        self._strokes += 1
+        self.update()
+        self.changed.emit()
+
+    def mousePressEvent(self, ev: QtGui.QMouseEvent) -> None:
+        if ev.button() == QtCore.Qt.MouseButton.LeftButton:
+            self._last = None
+            self._stroke_to(ev.position())
+
+    def mouseMoveEvent(self, ev: QtGui.QMouseEvent) -> None:
+        if self._last is not None:
+            self._stroke_to(ev.position())
+
+    def mouseReleaseEvent(self, ev: QtGui.QMouseEvent) -> None:
+        if ev.button() == QtCore.Qt.MouseButton.LeftButton and self._last is not None:
+            self._stroke_to(ev.position())
+            self._last = None
+
+    def paintEvent(self, _ev: QtGui.QPaintEvent) -> None:
+        p = QtGui.QPainter(self)
+        r = self._square()
+        p.drawImage(r, self._image)
+        p.setPen(self.palette().color(QtGui.QPalette.ColorRole.Mid))
+        p.drawRect(r.adjusted(0, 0, -1, -1))
+        p.end()
+
+
 class SelectionTools(QtCore.QObject):
     """The lasso on the map, the selection panel and the neighbours panel, kept up to date with the session."""
 
@@ -192,6 +285,8 @@ class SelectionTools(QtCore.QObject):
         self.neighbours: tuple[int, np.ndarray, np.ndarray] | None = None  # (example, indices, distances)
         #: The nearest-stored-codes placer (for maps without a formula) and the codes and map it was built on.
         self._placer: tuple[np.ndarray, np.ndarray, X.CodePlacer] | None = None
+        #: The last encoded drawing's result (as ``search_result``).
+        self.draw_result: dict | None = None
         #: The last searched image's result: path, input, code, reconstruction, map place, ellipses, neighbours.
         self.search_result: dict | None = None
         self._lasso: list[tuple[float, float]] = []
@@ -286,6 +381,34 @@ class SelectionTools(QtCore.QObject):
         q.widget().setAcceptDrops(True)
         q.widget().installEventFilter(self)
         q.visibilityChanged.connect(self._on_search_visibility)
+
+        dr = self.draw_dock = _Dock("Draw your own input", "drawPanel", self.w)
+        self.w.addDockWidget(QtCore.Qt.RightDockWidgetArea, dr)
+        self.w.tabifyDockWidget(d, dr)
+        dr.info.setText("Draw with the mouse: the drawing is encoded as you draw, and its q(z|x) moves on the map.")
+        clear_drawing = QtWidgets.QPushButton("Clear drawing")
+        clear_drawing.setObjectName("drawClearButton")
+        dr.controls.addWidget(clear_drawing)
+        dr.controls.addStretch(1)
+        row = QtWidgets.QWidget()
+        lay = QtWidgets.QHBoxLayout(row)
+        lay.setContentsMargins(0, 0, 0, 0)
+        self.draw_canvas = DrawCanvas()
+        lay.addWidget(self.draw_canvas, 1)
+        self.draw_recon = DecodeCanvas()
+        self.draw_recon.setObjectName("drawReconstructionCanvas")
+        self.draw_recon.set_hint("The reconstruction of the drawing")
+        lay.addWidget(self.draw_recon, 1)
+        dr.add_content(row)
+        dr.finish()
+        dr.hide()
+        clear_drawing.clicked.connect(self.draw_canvas.clear)
+        self.draw_canvas.changed.connect(self._on_drawing_changed)
+        self._draw_timer = QtCore.QTimer(self)
+        self._draw_timer.setSingleShot(True)
+        self._draw_timer.setInterval(DRAW_INTERVAL_MS)
+        self._draw_timer.timeout.connect(self.encode_drawing)
+        dr.visibilityChanged.connect(self._on_draw_visibility)
         self._sync_buttons()
 
     def _build_actions(self) -> None:
@@ -312,6 +435,11 @@ class SelectionTools(QtCore.QObject):
         e.setStatusTip("Encode an image file and show it on the map with its nearest examples")
         e.triggered.connect(self.show_search)
         menu.addAction(e)
+        f = self.draw_action = QtGui.QAction("&Draw your own input", self.w)
+        f.setObjectName("drawAction")
+        f.setStatusTip("Draw an input with the mouse and watch its code move on the map (grey datasets)")
+        f.triggered.connect(self.show_draw)
+        menu.addAction(f)
 
     def _wire(self) -> None:
         s = self.s
@@ -343,6 +471,10 @@ class SelectionTools(QtCore.QObject):
         can_search = ready and self.s.encoder is not None and self.s.decoder is not None
         self.search_action.setEnabled(can_search)
         self.search_open_button.setEnabled(can_search)
+        grey = can_search and self.s.dataset.images.shape[1] == 1
+        self.draw_action.setEnabled(grey)
+        self.draw_action.setToolTip("Draw an input with the mouse and watch its code move on the map" if grey else
+                                    "Draw your own input (needs a trained model on a grey dataset)")
         if not ready and self.lasso_action.isChecked():
             self.lasso_action.setChecked(False)
 
@@ -370,6 +502,8 @@ class SelectionTools(QtCore.QObject):
             self._show_neighbours(r)
         elif kind == "search":
             self._show_search(r)
+        elif kind == "draw":
+            self._show_drawing(r)
 
     @Slot(str, str)
     def _on_failed(self, kind: str, text: str) -> None:
@@ -637,6 +771,8 @@ class SelectionTools(QtCore.QObject):
         if r is not None and self._codes_ready() and self.s.encoder is not None and self.s.decoder is not None:
             x = r["x"]
             self._submit("search", self._query_job(lambda: x, r["name"]))  # the new model's code and place of it
+        if self.draw_result is not None and self.draw_dock.is_open:
+            self.encode_drawing()
 
     @Slot(str)
     def _on_map_cleared(self, _text: str) -> None:
@@ -659,6 +795,7 @@ class SelectionTools(QtCore.QObject):
         self.clear_selection()
         self._drop_neighbours()
         self._drop_search()
+        self._drop_drawing()
         self._sync_enabled()
 
     @Slot(int, str, object, object)
@@ -796,13 +933,68 @@ class SelectionTools(QtCore.QObject):
     def _drop_search(self) -> None:
         self._worker.discard("search")
         self.search_result = None
-        self._draw_query(None)
+        self._sync_query()
         self.search_pair.clear()
         self.search_grid.clear()
 
     @Slot(bool)
     def _on_search_visibility(self, _visible: bool) -> None:
-        self._draw_query(self.search_result if self.search_dock.is_open else None)
+        self._sync_query()
+
+    def _sync_query(self) -> None:
+        """On the map: the drawing's posterior while its panel is open, else the searched image's, else none."""
+        if self.draw_dock.is_open and self.draw_result is not None:
+            self._draw_query(self.draw_result)
+        elif self.search_dock.is_open and self.search_result is not None:
+            self._draw_query(self.search_result)
+        else:
+            self._draw_query(None)
+
+    # ------------------------------------------------------------------ draw
+    @Slot()
+    def show_draw(self) -> None:
+        self.draw_dock.show()
+        self.draw_dock.raise_()
+
+    @Slot()
+    def _on_drawing_changed(self) -> None:
+        if self.draw_canvas.is_blank():
+            self._drop_drawing()
+        elif not self._draw_timer.isActive():
+            self._draw_timer.start()  # not restarted by each move: a steady rate while the stroke grows
+
+    @Slot()
+    def encode_drawing(self) -> None:
+        """Encode the drawing, resized like the dataset's images (on the worker)."""
+        s = self.s
+        if (self.draw_canvas.is_blank() or not self.draw_action.isEnabled() or not self._codes_ready()):
+            return
+        _c, h, w = (int(v) for v in s.dataset.images.shape[1:])
+        grey = self.draw_canvas.scaled(w, h)[None]
+        x = grey if s.dataset.images.dtype == np.uint8 else grey.astype(np.float32) / np.float32(255.0)
+        self._submit("draw", self._query_job(lambda: x, "drawing"))
+
+    def _show_drawing(self, r: dict) -> None:
+        if not self._codes_ready() or self.draw_canvas.is_blank():
+            return
+        self.draw_result = r
+        self.draw_recon.set_image(r["recon"])
+        self.draw_recon.set_caption("Reconstruction")
+        if self.draw_dock.is_open:
+            self._draw_query(r)
+        self.draw_dock.info.setText(f"The drawing's code μ = {code_text(r['mu'])}; on the map a star at μ and the "
+                                    "1σ and 2σ ellipses of q(z|x).")
+
+    def _drop_drawing(self) -> None:
+        self._worker.discard("draw")
+        self._draw_timer.stop()
+        self.draw_result = None
+        self._sync_query()
+        self.draw_recon.clear()
+
+    @Slot(bool)
+    def _on_draw_visibility(self, _visible: bool) -> None:
+        self._sync_query()
 
     # ---------------------------------------------------------------- exports
     @Slot()
