@@ -4,7 +4,8 @@
   the examples inside it are selected when the button is released; with
   Ctrl held the drag is a box instead; Shift adds to the selection, Alt
   takes away from it.  The selected examples are drawn emphasised on the
-  map (one raster layer, as cheap at a million points as at a hundred).
+  map (``LatentView.set_selection_mask``: one raster layer, as cheap at a
+  million points as at a hundred).
 * The selection panel (``selectionPanel``): how many are selected, their
   label histogram, the decode of their mean code, a grid of the first
   ``GRID_EXAMPLES`` of them, Export CSV (index, label, codes), Export PNG
@@ -45,7 +46,7 @@ from vae_core.export import iter_latents_csv
 
 from ..display import code_text, decoded_for_display, images_for_display
 from ..widgets.decode_canvas import DecodeCanvas, ImageGrid
-from ..widgets.latent_view import class_colour, dilate_disc
+from ..widgets.latent_view import SELECTION_COLOUR, class_colour
 from ..worker import LatestWins
 from .explore_docks import EXPORT_SCALE, GRID_PAD, _Dock, _place
 
@@ -58,9 +59,6 @@ Slot = QtCore.Slot
 GRID_EXAMPLES = 256
 #: Neighbours shown by default.
 DEFAULT_K = 10
-#: Colours of the selection and of the neighbours on the map.
-SELECTION_COLOUR = QtGui.QColor(255, 140, 0, 230)
-NEIGHBOUR_COLOUR = QtGui.QColor(220, 20, 120, 240)
 #: Colour of a searched (or drawn) input's posterior on the map.
 QUERY_COLOUR = QtGui.QColor(0, 170, 200)
 #: Side of the drawing canvas's image, in its own pixels, and the pen's width in them.
@@ -75,68 +73,6 @@ LASSO_STEP_PX = 3.0
 def install(window: "MainWindow") -> "SelectionTools":
     """Add the lasso, the selection panel and the neighbours panel to ``window``."""
     return SelectionTools(window)
-
-
-class MarkLayer(pg.GraphicsObject):
-    """Map points drawn emphasised: one image of the viewport, built at each paint from the points on screen.
-
-    ``set_points(xy)`` takes the (M, 2) positions to mark (None for none);
-    every paint maps them to device pixels, marks those pixels in an ARGB
-    image, spreads each mark over a small disc and draws the image, so the
-    cost is a few numpy passes over the marked points whatever their number.
-    """
-
-    def __init__(self, colour: QtGui.QColor, diameter: int):
-        super().__init__()
-        self._colour = int(colour.rgba())
-        self._diameter = int(diameter)
-        self._xy: np.ndarray | None = None
-        self._rect = QtCore.QRectF()
-
-    def set_points(self, xy: np.ndarray | None) -> None:
-        self.prepareGeometryChange()
-        if xy is None or len(xy) == 0:
-            self._xy = None
-            self._rect = QtCore.QRectF()
-        else:
-            self._xy = np.asarray(xy, dtype=np.float64)
-            finite = self._xy[np.all(np.isfinite(self._xy), axis=1)]
-            if len(finite) == 0:
-                self._xy, self._rect = None, QtCore.QRectF()
-            else:
-                (x0, y0), (x1, y1) = finite.min(axis=0), finite.max(axis=0)
-                mx, my = max(x1 - x0, 1e-9) * 0.05 + 1e-6, max(y1 - y0, 1e-9) * 0.05 + 1e-6
-                self._rect = QtCore.QRectF(x0 - mx, y0 - my, (x1 - x0) + 2 * mx, (y1 - y0) + 2 * my)
-        self.update()
-
-    def count(self) -> int:
-        return 0 if self._xy is None else len(self._xy)
-
-    def boundingRect(self) -> QtCore.QRectF:
-        return QtCore.QRectF(self._rect)
-
-    def paint(self, p: QtGui.QPainter, option, widget=None) -> None:
-        if self._xy is None or widget is None:
-            return
-        t = p.transform()
-        dpr = widget.devicePixelRatioF()
-        w, h = int(widget.width() * dpr), int(widget.height() * dpr)
-        if w <= 0 or h <= 0:
-            return
-        x, y = self._xy[:, 0], self._xy[:, 1]
-        with np.errstate(invalid="ignore"):
-            sx = ((t.m11() * x + t.m21() * y + t.dx()) * dpr).astype(np.int64, copy=False)
-            sy = ((t.m12() * x + t.m22() * y + t.dy()) * dpr).astype(np.int64, copy=False)
-        on = (sx >= 0) & (sx < w) & (sy >= 0) & (sy < h)
-        img = np.zeros(h * w, dtype=np.uint32)
-        img[sy[on] * w + sx[on]] = self._colour
-        img = np.ascontiguousarray(dilate_disc(img.reshape(h, w), max(1, round(self._diameter * dpr))))
-        q = QtGui.QImage(img.data, w, h, 4 * w, QtGui.QImage.Format.Format_ARGB32)
-        q.setDevicePixelRatio(dpr)
-        p.save()
-        p.resetTransform()
-        p.drawImage(QtCore.QPointF(0, 0), q)
-        p.restore()
 
 
 class LabelHistogram(QtWidgets.QWidget):
@@ -302,11 +238,7 @@ class SelectionTools(QtCore.QObject):
     # ------------------------------------------------------------------ build
     def _build_layers(self) -> None:
         vb = self.view.view_box()
-        self.selection_layer = MarkLayer(SELECTION_COLOUR, 5)
-        self.selection_layer.setZValue(10)
-        self.neighbour_layer = MarkLayer(NEIGHBOUR_COLOUR, 9)
-        self.neighbour_layer.setZValue(12)
-        pen = QtGui.QPen(QtGui.QColor(255, 140, 0), 1.5, QtCore.Qt.PenStyle.DashLine)
+        pen = QtGui.QPen(SELECTION_COLOUR, 1.5, QtCore.Qt.PenStyle.DashLine)
         pen.setCosmetic(True)
         self.lasso_item = QtWidgets.QGraphicsPathItem()
         self.lasso_item.setPen(pen)
@@ -318,7 +250,7 @@ class SelectionTools(QtCore.QObject):
         self.query_marker = pg.ScatterPlotItem(size=18, symbol="star", brush=pg.mkBrush(QUERY_COLOUR),
                                                pen=pg.mkPen("w", width=1))
         self.query_marker.setZValue(27)
-        for it in (self.selection_layer, self.neighbour_layer, self.lasso_item, self.query_ellipses, self.query_marker):
+        for it in (self.lasso_item, self.query_ellipses, self.query_marker):
             vb.addItem(it, ignoreBounds=True)
 
     def _build_docks(self) -> None:
@@ -648,7 +580,8 @@ class SelectionTools(QtCore.QObject):
             self.clear_selection()
             return
         self.mask, self.summary = r["mask"], summary
-        self.selection_layer.set_points(self.s.xy[self.mask])
+        if len(self.mask) == self.view.point_count():
+            self.view.set_selection_mask(self.mask)
         self.histogram.set_counts(summary.histogram, self.s.label_names)
         n = self.mask.shape[0]
         shown = len(summary.indices)
@@ -670,7 +603,7 @@ class SelectionTools(QtCore.QObject):
         self._worker.discard("select")
         self.mask = None
         self.summary = None
-        self.selection_layer.set_points(None)
+        self.view.set_selection_mask(None)
         self.histogram.set_counts(None, None)
         self.selection_grid.clear()
         self.mean_canvas.clear()
@@ -726,7 +659,8 @@ class SelectionTools(QtCore.QObject):
             return
         idx, dist = r["indices"], r["distances"]
         self.neighbours = (r["example"], idx, dist)
-        self.neighbour_layer.set_points(self.s.xy[idx])
+        if self.view.point_count() == len(self.s.xy):
+            self.view.set_marked(idx)
         if r["grid"] is not None:
             self.neighbour_grid.set_grid(r["grid"], 1, len(idx), pad=GRID_PAD,
                                          col_labels=[f"#{j}\n{d:.3g}" for j, d in zip(idx, dist)])
@@ -736,7 +670,7 @@ class SelectionTools(QtCore.QObject):
     def _drop_neighbours(self) -> None:
         self._worker.discard("neighbours")
         self.neighbours = None
-        self.neighbour_layer.set_points(None)
+        self.view.set_marked(None)
         self.neighbour_grid.clear()
         self.neighbours_dock.info.setText("Click an example on the map: its nearest examples in latent space appear here.")
 
@@ -748,9 +682,9 @@ class SelectionTools(QtCore.QObject):
     @Slot(bool)
     def _on_neighbours_visibility(self, _visible: bool) -> None:
         if not self.neighbours_dock.is_open:
-            self.neighbour_layer.set_points(None)
-        elif self.neighbours is not None:
-            self.neighbour_layer.set_points(self.s.xy[self.neighbours[1]] if self._codes_ready() else None)
+            self.view.set_marked(None)
+        elif self.neighbours is not None and self._codes_ready() and self.view.point_count() == len(self.s.xy):
+            self.view.set_marked(self.neighbours[1])
 
     # ------------------------------------------------------- session → tools
     @Slot(str)

@@ -51,6 +51,10 @@ from .decode_canvas import array_to_qimage
 __all__ = ["LatentView", "PlainAxis", "GridLines", "class_colour", "plain_number", "CLASS_COLOURS",
            "UNLABELLED_COLOUR", "LEGEND_CORNERS"]
 
+#: Colours of the selected examples and of marked ones (neighbours) on the map.
+SELECTION_COLOUR = QtGui.QColor(255, 140, 0, 230)
+MARKED_COLOUR = QtGui.QColor(220, 20, 120, 240)
+
 #: Qualitative class colours, readable on light and dark backgrounds (tab10 with
 #: its grey swapped for gold, so grey stays free for unlabelled points; then the
 #: light tab20 companions).
@@ -904,6 +908,68 @@ class _HoverPreview(QtWidgets.QFrame):
         return self._text.text()
 
 
+class _MarkLayer(pg.GraphicsObject):
+    """Map points drawn emphasised: one image of the viewport, built at each paint from the points on screen.
+
+    ``set_points(xy)`` takes the (M, 2) positions to mark (None for none);
+    every paint maps them to device pixels, marks those pixels in an ARGB
+    image, spreads each mark over a small disc and draws the image, so the
+    cost is a few numpy passes over the marked points whatever their number.
+    """
+
+    def __init__(self, colour: QtGui.QColor, diameter: int):
+        super().__init__()
+        self._colour = int(colour.rgba())
+        self._diameter = int(diameter)
+        self._xy: np.ndarray | None = None
+        self._rect = QtCore.QRectF()
+
+    def set_points(self, xy: np.ndarray | None) -> None:
+        self.prepareGeometryChange()
+        if xy is None or len(xy) == 0:
+            self._xy = None
+            self._rect = QtCore.QRectF()
+        else:
+            self._xy = np.asarray(xy, dtype=np.float64)
+            finite = self._xy[np.all(np.isfinite(self._xy), axis=1)]
+            if len(finite) == 0:
+                self._xy, self._rect = None, QtCore.QRectF()
+            else:
+                (x0, y0), (x1, y1) = finite.min(axis=0), finite.max(axis=0)
+                mx, my = max(x1 - x0, 1e-9) * 0.05 + 1e-6, max(y1 - y0, 1e-9) * 0.05 + 1e-6
+                self._rect = QtCore.QRectF(x0 - mx, y0 - my, (x1 - x0) + 2 * mx, (y1 - y0) + 2 * my)
+        self.update()
+
+    def count(self) -> int:
+        return 0 if self._xy is None else len(self._xy)
+
+    def boundingRect(self) -> QtCore.QRectF:
+        return QtCore.QRectF(self._rect)
+
+    def paint(self, p: QtGui.QPainter, option, widget=None) -> None:
+        if self._xy is None or widget is None:
+            return
+        t = p.transform()
+        dpr = widget.devicePixelRatioF()
+        w, h = int(widget.width() * dpr), int(widget.height() * dpr)
+        if w <= 0 or h <= 0:
+            return
+        x, y = self._xy[:, 0], self._xy[:, 1]
+        with np.errstate(invalid="ignore"):
+            sx = ((t.m11() * x + t.m21() * y + t.dx()) * dpr).astype(np.int64, copy=False)
+            sy = ((t.m12() * x + t.m22() * y + t.dy()) * dpr).astype(np.int64, copy=False)
+        on = (sx >= 0) & (sx < w) & (sy >= 0) & (sy < h)
+        img = np.zeros(h * w, dtype=np.uint32)
+        img[sy[on] * w + sx[on]] = self._colour
+        img = np.ascontiguousarray(dilate_disc(img.reshape(h, w), max(1, round(self._diameter * dpr))))
+        q = QtGui.QImage(img.data, w, h, 4 * w, QtGui.QImage.Format.Format_ARGB32)
+        q.setDevicePixelRatio(dpr)
+        p.save()
+        p.resetTransform()
+        p.drawImage(QtCore.QPointF(0, 0), q)
+        p.restore()
+
+
 class LatentView(QtWidgets.QWidget):
     """Scatter of latent codes coloured by class, with picking, hover preview and overlays."""
 
@@ -1017,8 +1083,17 @@ class LatentView(QtWidgets.QWidget):
         for it in (self._cross_v, self._cross_h, self._cross_ring, self._far_text):
             it.setZValue(30)
             it.hide()
+        # Examples drawn emphasised: a selection (a boolean mask over the points) and marked
+        # examples (e.g. neighbours), each one raster layer of the viewport.
+        self._selection_mask: np.ndarray | None = None
+        self._selection_layer = _MarkLayer(SELECTION_COLOUR, 5)
+        self._selection_layer.setZValue(10)
+        self._marked: np.ndarray | None = None
+        self._marked_of = 0  # how many points there were when the examples were marked
+        self._marked_layer = _MarkLayer(MARKED_COLOUR, 9)
+        self._marked_layer.setZValue(12)
         for it in (self._path, self._ellipses, self._highlight_halo, self._highlight, self._cross_v,
-                   self._cross_h, self._cross_ring, self._far_text):
+                   self._cross_h, self._cross_ring, self._far_text, self._selection_layer, self._marked_layer):
             self._item.addItem(it, ignoreBounds=True)
         self._crosshair_pos: tuple[float, float] | None = None
 
@@ -1146,6 +1221,10 @@ class LatentView(QtWidgets.QWidget):
 
         if self._highlight_index is not None:
             self.set_highlight(self._highlight_index if self._highlight_index < n else None)
+        # A selection and marks follow their examples to the new positions (gone with another number of them).
+        self.set_selection_mask(self._selection_mask if self._selection_mask is not None
+                                and len(self._selection_mask) == n else None)
+        self.set_marked(self._marked if self._marked is not None and self._marked_of == n else None)
         if self._last_hover >= n:
             self._last_hover = -1
             self._preview.hide()
@@ -1670,6 +1749,44 @@ class LatentView(QtWidgets.QWidget):
             xs.append([np.nan])
             ys.append([np.nan])
         self._ellipses.setData(np.concatenate(xs), np.concatenate(ys))
+
+    def set_selection_mask(self, mask) -> None:
+        """Draw the examples where the boolean ``mask`` (N,) is True emphasised (None: none).
+
+        One raster layer of the viewport, redrawn from the selected points at
+        each paint: as cheap at a million selected points as the map itself.
+        """
+        if mask is None:
+            self._selection_mask = None
+            self._selection_layer.set_points(None)
+            return
+        m = np.asarray(mask, dtype=bool).reshape(-1)
+        if len(m) != len(self._xy):
+            raise ValueError(f"the mask has {len(m)} entries, the map {len(self._xy)} points")
+        self._selection_mask = m
+        self._selection_layer.set_points(self._xy[m] if m.any() else None)
+
+    def selection_mask(self) -> np.ndarray | None:
+        return self._selection_mask
+
+    def selection_count(self) -> int:
+        """How many points the selection layer draws."""
+        return self._selection_layer.count()
+
+    def set_marked(self, indices) -> None:
+        """Mark the examples ``indices`` (e.g. a neighbourhood) in their own colour (None: none)."""
+        if indices is None or len(indices) == 0:
+            self._marked = None
+            self._marked_layer.set_points(None)
+            return
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if idx.min() < 0 or idx.max() >= len(self._xy):
+            raise ValueError(f"marked examples must lie in 0 .. {len(self._xy) - 1}")
+        self._marked, self._marked_of = idx, len(self._xy)
+        self._marked_layer.set_points(self._xy[idx])
+
+    def marked_count(self) -> int:
+        return self._marked_layer.count()
 
     def set_highlight(self, index: int | None) -> None:
         """Mark the example ``index`` as selected (None to remove): a square, unlike the crosshair's circle."""

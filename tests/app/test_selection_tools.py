@@ -96,7 +96,7 @@ def test_lasso_box_add_subtract_panel_exports_and_clear(qtbot, win, tmp_path, mo
     assert 0 < m1.sum() < len(m1)
     wait_count(qtbot, tools, m1)
     np.testing.assert_allclose(np.mean(view.view_box().viewRange(), axis=1), before)  # the drag did not pan the map
-    assert tools.selection_layer.count() == m1.sum()
+    assert view.selection_count() == m1.sum()
 
     second = ring(cx + r / 2, cy, r / 2)
     drag(view, second, Mod.ShiftModifier)
@@ -141,7 +141,7 @@ def test_lasso_box_add_subtract_panel_exports_and_clear(qtbot, win, tmp_path, mo
 
     clear = find(w, QtWidgets.QPushButton, "selectionClearButton")
     qtbot.mouseClick(clear, QtCore.Qt.LeftButton)
-    assert tools.mask is None and tools.selection_layer.count() == 0
+    assert tools.mask is None and view.selection_count() == 0
     assert not clear.isEnabled()
 
     # Out of lasso mode a click picks an example again.
@@ -161,7 +161,7 @@ def test_selection_clears_when_the_model_goes(qtbot, win):
     wait_count(qtbot, tools, mask)
     s.reset()
     qtbot.waitUntil(lambda: tools.mask is None, timeout=5000)
-    assert tools.selection_layer.count() == 0
+    assert w.latent_view.selection_count() == 0
     assert not find(w, QtGui.QAction, "lassoAction").isEnabled()
 
 
@@ -184,12 +184,12 @@ def test_neighbours_are_the_nearest_codes(qtbot, win):
     brute = np.sort(d)[:k]
     np.testing.assert_allclose(dist, brute, rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(d[idx], brute, rtol=1e-6, atol=1e-9)
-    assert tools.neighbour_layer.count() == k
+    assert view.marked_count() == k
     assert tools.neighbour_grid.grid_shape() == (1, k)
 
     find(w, QtWidgets.QSpinBox, "neighboursKSpin").setValue(5)
     qtbot.waitUntil(lambda: tools.neighbours is not None and len(tools.neighbours[1]) == 5, timeout=10000)
-    assert tools.neighbour_layer.count() == 5
+    assert view.marked_count() == 5
 
 
 def test_search_by_image_encodes_places_and_finds_neighbours(qtbot, win, tmp_path, monkeypatch):
@@ -316,3 +316,28 @@ def _expected(canvas, s):
     """The drawing as the dataset's examples are: resized, grey levels in [0, 1]."""
     _c, h, w = s.dataset.images.shape[1:]
     return canvas.scaled(w, h).astype(np.float32) / 255
+
+
+def test_map_selection_layer_follows_its_points(qtbot):
+    from app.widgets.latent_view import LatentView
+
+    view = LatentView()
+    qtbot.addWidget(view)
+    view.resize(500, 400)
+    view.show()
+    qtbot.waitExposed(view)
+    rng = np.random.default_rng(0)
+    xy = rng.normal(size=(200_000, 2)).astype(np.float32)
+    view.set_points(xy, rng.integers(0, 10, 200_000))
+    mask = xy[:, 0] > 1.0
+    view.set_selection_mask(mask)
+    view.set_marked([3, 4, 5])
+    assert view.selection_count() == mask.sum() and view.marked_count() == 3
+    view.grab()  # paints the layers
+    view.set_points(xy * 2, None)  # new positions of the same examples: the selection stays
+    np.testing.assert_array_equal(view.selection_mask(), mask)
+    assert view.selection_count() == mask.sum() and view.marked_count() == 3
+    view.set_points(xy[:10], None)  # another set of examples: the selection goes
+    assert view.selection_mask() is None and view.selection_count() == 0 and view.marked_count() == 0
+    with pytest.raises(ValueError):
+        view.set_selection_mask(np.ones(11, dtype=bool))
