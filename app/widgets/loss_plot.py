@@ -457,7 +457,6 @@ class LossPlot(QtWidgets.QWidget):
         self._wall_known = 0  # rows with a finite wall time
         self._dirty = False
         self._log_y = False
-        self._drawn: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._epochs = _GrowingBuffer(4, 256)  # step, recon, kl, loss of each held-out evaluation
         #: Held-out points arrived since they were last drawn.
         self._epochs_dirty = False
@@ -845,19 +844,20 @@ class LossPlot(QtWidgets.QWidget):
 
         ``"recon_smoothed"``, ``"loss_smoothed"`` and ``"kl_smoothed"`` give the
         smoothed lines (empty while the smoothing is 0); ``"epoch_recon"``,
-        ``"epoch_loss"`` and ``"epoch_kl"`` the held-out points. Values are in
-        data units (before the log mapping of the axis); x is in the units of
-        the x axis shown (steps, or seconds of wall time).
+        ``"epoch_loss"`` and ``"epoch_kl"`` the held-out points (thinned where
+        more than fit the plot's width). Values are in data units (before the
+        log mapping of the axis); x is in the units of the x axis shown (steps,
+        or seconds of wall time).
         """
         if name.startswith("epoch_"):
-            key = name[len("epoch_"):]
-            x, y = self._epoch_arrays(key)
-            return x, y
-        key = name[: -len("_smoothed")] if name.endswith("_smoothed") else name
-        if key not in self._curves:
+            item = self._epoch_items.get(name[len("epoch_"):])
+        elif name.endswith("_smoothed"):
+            item = self._smooth_curves.get(name[: -len("_smoothed")])
+        else:
+            item = self._curves.get(name)
+        if item is None:
             raise KeyError(name)
-        empty = np.zeros(0)
-        return self._drawn.get(name, (empty, empty))
+        return item.getOriginalDataset()
 
     def markers(self) -> list[tuple[float, str]]:
         return [(s, t) for s, t, _, _ in self._markers]
@@ -1064,7 +1064,7 @@ class LossPlot(QtWidgets.QWidget):
     def _fit_y(self, force: bool) -> None:
         """Vertical ranges around the drawn data: kept while they hold it well (sticky) unless ``force``."""
         for plot, keys in ((self._top, ("recon", "loss")), (self._bottom, ("kl",))):
-            ys = [self._settled(*self._drawn[k]) for k in keys if k in self._drawn]
+            ys = [self._settled(*self._curves[k].getOriginalDataset()) for k in keys]
             ys += [self._epoch_arrays(k)[1] for k in keys]
             y = np.concatenate(ys) if ys else np.zeros(0)
             if self._log_y:
@@ -1103,17 +1103,11 @@ class LossPlot(QtWidgets.QWidget):
             if rows is not None:
                 y = y[rows]
                 ys = ys[rows] if ys is not None else None
-            xd, yd = decimate_minmax(x, self._display_y(y), points, lo, hi, x_sorted)
-            xd, yd = np.array(xd), np.array(yd)
-            self._drawn[name] = (xd, yd)
-            self._curves[name].setData(xd, yd)
+            self._curves[name].setData(*decimate_minmax(x, self._display_y(y), points, lo, hi, x_sorted))
             if ys is not None:
-                xs, ysd = decimate_minmax(x, self._display_y(ys), points, lo, hi, x_sorted)
-                xs, ysd = np.array(xs), np.array(ysd)
+                self._smooth_curves[name].setData(*decimate_minmax(x, self._display_y(ys), points, lo, hi, x_sorted))
             else:
-                xs = ysd = empty
-            self._drawn[f"{name}_smoothed"] = (xs, ysd)
-            self._smooth_curves[name].setData(xs, ysd)
+                self._smooth_curves[name].setData(empty, empty)
         if self._x_mode == "wall":
             self._move_markers()  # times of steps past the last known time move as times arrive
             self._draw_epochs()

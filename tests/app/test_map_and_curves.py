@@ -22,7 +22,8 @@ from app.widgets.latent_view import (
     plain_log_value,
     plain_number,
 )
-from app.widgets.loss_plot import LossPlot, debiased_ema
+from app.widgets import loss_plot as loss_plot_module
+from app.widgets.loss_plot import CURVE_COLOURS, LossPlot, debiased_ema, nice_ceil, sticky_range
 
 LEFT = QtCore.Qt.MouseButton.LeftButton
 RIGHT = QtCore.Qt.MouseButton.RightButton
@@ -565,6 +566,114 @@ def test_titles_give_way_in_a_narrow_dock(qtbot):
         assert right <= canvas.width() + 1
         assert plot.titleLabel.itemRect().width() <= plot.geometry().width() + 1
 
+
+
+def _canvas_point(lp: LossPlot, plot, x: float, y: float) -> QtCore.QPoint:
+    """Where the data point (x, y) of ``plot`` lies in ``lp``'s own pixels."""
+    canvas = lp.findChild(QtWidgets.QWidget, "lossPlotCanvas")
+    scene = plot.getViewBox().mapViewToScene(QtCore.QPointF(x, y))
+    return canvas.viewport().mapTo(lp, canvas.mapFromScene(scene))
+
+
+def _bluish(img: np.ndarray, at: QtCore.QPoint, r: int = 3) -> int:
+    """How many pixels within ``r`` of ``at`` are clearly blue (the reconstruction's colour)."""
+    patch = img[max(0, at.y() - r): at.y() + r + 1, max(0, at.x() - r): at.x() + r + 1].astype(int)
+    return int(np.count_nonzero(patch[..., 2] - patch[..., 0] > 60))
+
+
+def test_curves_break_at_non_finite_values_and_held_out_points_are_dots(loss_plot, qtbot):
+    assert QtGui.QColor(CURVE_COLOURS["recon"]).blue() > QtGui.QColor(CURVE_COLOURS["recon"]).red() + 60
+    s = np.arange(200, dtype=float)
+    recon = np.full(200, 50.0)
+    recon[80:120] = np.nan  # a stretch of diverged batches
+    kl = np.full(200, 2.0)
+    loss_plot.append(s, recon, kl, recon + kl)
+    loss_plot.add_epoch(150, 60.0, 2.0, 62.0)
+    loss_plot.flush()
+    qtbot.wait(10)
+    top, _ = loss_plot.plots()
+    img = rendered(loss_plot)
+    assert _bluish(img, _canvas_point(loss_plot, top, 40, 50.0)) > 0  # the line
+    assert _bluish(img, _canvas_point(loss_plot, top, 100, 50.0)) == 0  # the gap
+    assert _bluish(img, _canvas_point(loss_plot, top, 150, 60.0), r=1) >= 4  # the held-out dot
+    assert _bluish(img, _canvas_point(loss_plot, top, 150, 56.0), r=1) == 0  # a dot, not a stripe
+
+
+def test_held_out_points_join_the_next_redraw_and_are_thinned_to_the_width(loss_plot):
+    s, recon, kl, loss = _run(500)
+    loss_plot.append(s, recon, kl, loss)
+    loss_plot.flush()
+    loss_plot.add_epoch(499, 90.0, 18.0, 108.0)
+    assert loss_plot.epochs() == [(499.0, 90.0, 18.0, 108.0)]
+    assert loss_plot.redraw_pending() and len(loss_plot.curve_data("epoch_loss")[0]) == 0
+    loss_plot.flush()
+    x, y = loss_plot.curve_data("epoch_loss")
+    assert list(x) == [499.0] and list(y) == [108.0]
+    # Thousands of short epochs: no more dots than the plot has room for, the extremes and the newest kept.
+    rng = np.random.default_rng(3)
+    held = 100 + rng.normal(size=3000)
+    for k, v in enumerate(held):
+        loss_plot.add_epoch(500 + k, v - 10, 10.0, v)
+    loss_plot.flush()
+    top, _ = loss_plot.plots()
+    x, y = loss_plot.curve_data("epoch_loss")
+    assert 20 < len(x) <= top.getViewBox().width() / 2
+    every = np.concatenate([[108.0], held])
+    assert x[-1] == 3499 and y.max() == every.max() and y.min() == every.min()
+    assert len(loss_plot.epochs()) == 3001
+
+
+def test_a_hidden_plot_keeps_its_points_until_it_is_shown(loss_plot, qtbot):
+    s, recon, kl, loss = _run(300)
+    loss_plot.hide()
+    loss_plot.append(s, recon, kl, loss)
+    qtbot.wait(3 * loss_plot.redraw_interval())
+    assert loss_plot.redraw_pending() and len(loss_plot.curve_data("recon")[0]) == 0
+    loss_plot.show()
+    qtbot.waitUntil(lambda: not loss_plot.redraw_pending(), timeout=2000)
+    assert loss_plot.curve_data("recon")[0][-1] == s[-1]
+
+
+def test_points_arriving_fast_get_room_ahead_on_the_x_axis(loss_plot, monkeypatch):
+    now = [1000.0]
+    monkeypatch.setattr(loss_plot_module, "time", type("Clock", (), {"monotonic": staticmethod(lambda: now[0])}))
+    vb = loss_plot.plots()[0].getViewBox()
+
+    def feed(a: int, b: int) -> None:
+        s = np.arange(a, b, dtype=float)
+        loss_plot.append(s, 50 + 0 * s, 5 + 0 * s, 55 + 0 * s)
+        loss_plot.flush()
+
+    feed(0, 1000)
+    assert vb.viewRange()[0] == [0, 1250]  # no pace known yet: the next round number
+    now[0] += 1.0
+    feed(1000, 1200)  # 200 steps a second, inside the range: kept
+    assert vb.viewRange()[0] == [0, 1250]
+    now[0] += 0.5
+    feed(1200, 1300)  # past its end: room for two more seconds of points
+    lo, hi = vb.viewRange()[0]
+    assert lo == 0 and hi >= 1299 + loss_plot_module.LOOKAHEAD_S * 200 and hi <= nice_ceil(2.04 * 1299)
+    now[0] += 100.0
+    feed(1300, 2100)  # slow now: the next round number past the points
+    assert vb.viewRange()[0] == [0, nice_ceil(1.02 * 2099)]
+    now[0] += 1.0
+    feed(2100, 20000)  # a burst: at most about twice the points' span
+    lo, hi = vb.viewRange()[0]
+    assert 19999 * 1.02 <= hi <= nice_ceil(2.04 * 19999)
+
+
+def test_a_vertical_refit_leaves_room_on_the_side_the_data_left_through():
+    lo, hi = sticky_range(1.0, 3.0, (1.5, 3.5), lead=0.25)  # out through the bottom
+    assert lo < 1.0 and hi > 3.0 and (1.0 - lo) > 2 * (hi - 3.0)
+    lo, hi = sticky_range(1.0, 3.0, (0.5, 2.5), lead=0.25)  # out through the top
+    assert (hi - 3.0) > 2 * (1.0 - lo)
+    assert sticky_range(1.0, 3.0, None, lead=0.25) == sticky_range(1.0, 3.0, None)  # a first fit: even
+
+
+def test_the_curves_menu_offers_the_view_but_not_pyqtgraphs_transforms(loss_plot):
+    for plot in loss_plot.plots():
+        assert plot.getContextMenus(None) is None  # "Plot Options": FFT, log axes, downsampling
+        assert plot.getViewBox().menuEnabled()
 
 # --- themes ---------------------------------------------------------------------------------
 
