@@ -46,7 +46,7 @@ from vae_core.export import iter_latents_csv
 
 from ..display import code_text, decoded_for_display, images_for_display
 from ..widgets.decode_canvas import DecodeCanvas, ImageGrid
-from ..widgets.latent_view import SELECTION_COLOUR, class_colour
+from ..widgets.latent_view import SELECTION_EDGE, class_colour
 from ..worker import LatestWins
 from .explore_docks import EXPORT_SCALE, GRID_PAD, _Dock, _place
 
@@ -238,11 +238,11 @@ class SelectionTools(QtCore.QObject):
     # ------------------------------------------------------------------ build
     def _build_layers(self) -> None:
         vb = self.view.view_box()
-        pen = QtGui.QPen(SELECTION_COLOUR, 1.5, QtCore.Qt.PenStyle.DashLine)
+        pen = QtGui.QPen(SELECTION_EDGE, 1.5, QtCore.Qt.PenStyle.DashLine)
         pen.setCosmetic(True)
         self.lasso_item = QtWidgets.QGraphicsPathItem()
         self.lasso_item.setPen(pen)
-        self.lasso_item.setBrush(QtGui.QColor(255, 140, 0, 40))
+        self.lasso_item.setBrush(QtGui.QColor(128, 128, 128, 40))
         self.lasso_item.setZValue(40)
         self.lasso_item.hide()
         self.query_ellipses = pg.PlotCurveItem(pen=pg.mkPen(QUERY_COLOUR, width=2), connect="finite")

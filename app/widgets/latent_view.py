@@ -51,9 +51,13 @@ from .decode_canvas import array_to_qimage
 __all__ = ["LatentView", "PlainAxis", "GridLines", "class_colour", "plain_number", "CLASS_COLOURS",
            "UNLABELLED_COLOUR", "LEGEND_CORNERS"]
 
-#: Colours of the selected examples and of marked ones (neighbours) on the map.
-SELECTION_COLOUR = QtGui.QColor(255, 140, 0, 230)
-MARKED_COLOUR = QtGui.QColor(220, 20, 120, 240)
+#: Colours of the selected examples and of marked ones (neighbours) on the map: a core and
+#: an edge round it, so that they stand out of every class colour on either theme (the
+#: selection's core is a light veil: its points keep their class colours inside a dark edge).
+SELECTION_COLOUR = QtGui.QColor(255, 255, 255, 110)
+SELECTION_EDGE = QtGui.QColor(20, 20, 20)
+MARKED_COLOUR = QtGui.QColor(220, 20, 120)
+MARKED_EDGE = QtGui.QColor(255, 255, 255)
 
 #: Qualitative class colours, readable on light and dark backgrounds (tab10 with
 #: its grey swapped for gold, so grey stays free for unlabelled points; then the
@@ -909,33 +913,38 @@ class _HoverPreview(QtWidgets.QFrame):
 
 
 class _MarkLayer(pg.GraphicsObject):
-    """Map points drawn emphasised: one image of the viewport, built at each paint from the points on screen.
+    """Map points drawn emphasised: an image of the viewport plus a margin, in which each point is a small disc.
 
-    ``set_points(xy)`` takes the (M, 2) positions to mark (None for none);
-    every paint maps them to device pixels, marks those pixels in an ARGB
-    image, spreads each mark over a small disc and draws the image, so the
-    cost is a few numpy passes over the marked points whatever their number.
+    ``set_points(xy)`` takes the (M, 2) positions to mark (None for none).
+    The image is rendered from the points (a few numpy passes over them,
+    each mark spread over a disc only within the marks' bounding box) when
+    the scale or the viewport changes, and reused, moved into place, while
+    the view only pans within the margin or repaints for other reasons.
     """
 
-    def __init__(self, colour: QtGui.QColor, diameter: int):
+    #: Extra image on each side of the viewport, as a fraction of its size, that a pan may uncover.
+    MARGIN = 0.25
+
+    def __init__(self, colour: QtGui.QColor, edge: QtGui.QColor, diameter: int):
         super().__init__()
         self._colour = int(colour.rgba())
+        self._edge = int(edge.rgba())
         self._diameter = int(diameter)
         self._xy: np.ndarray | None = None
         self._rect = QtCore.QRectF()
+        #: The rendered image and what it was rendered for: (m11, m12, m21, m22, w, h, dpr), dx, dy.
+        self._cache: tuple[tuple, float, float, QtGui.QImage, np.ndarray] | None = None
 
     def set_points(self, xy: np.ndarray | None) -> None:
         self.prepareGeometryChange()
-        if xy is None or len(xy) == 0:
-            self._xy = None
-            self._rect = QtCore.QRectF()
-        else:
-            self._xy = np.asarray(xy, dtype=np.float64)
-            finite = self._xy[np.all(np.isfinite(self._xy), axis=1)]
-            if len(finite) == 0:
-                self._xy, self._rect = None, QtCore.QRectF()
-            else:
-                (x0, y0), (x1, y1) = finite.min(axis=0), finite.max(axis=0)
+        self._cache = None
+        self._xy, self._rect = None, QtCore.QRectF()
+        if xy is not None and len(xy):
+            pts = np.asarray(xy, dtype=np.float64)
+            pts = pts[np.all(np.isfinite(pts), axis=1)]
+            if len(pts):
+                self._xy = pts
+                (x0, y0), (x1, y1) = pts.min(axis=0), pts.max(axis=0)
                 mx, my = max(x1 - x0, 1e-9) * 0.05 + 1e-6, max(y1 - y0, 1e-9) * 0.05 + 1e-6
                 self._rect = QtCore.QRectF(x0 - mx, y0 - my, (x1 - x0) + 2 * mx, (y1 - y0) + 2 * my)
         self.update()
@@ -946,6 +955,30 @@ class _MarkLayer(pg.GraphicsObject):
     def boundingRect(self) -> QtCore.QRectF:
         return QtCore.QRectF(self._rect)
 
+    def _render(self, t: QtGui.QTransform, dpr: float, w: int, h: int) -> tuple[QtGui.QImage, np.ndarray]:
+        """The marks of the viewport (w, h device pixels) plus the margin, for device transform ``t``."""
+        mx, my = int(w * self.MARGIN), int(h * self.MARGIN)
+        W, H = w + 2 * mx, h + 2 * my
+        x, y = self._xy[:, 0], self._xy[:, 1]
+        with np.errstate(invalid="ignore", over="ignore"):
+            fx = (t.m11() * x + t.m21() * y + t.dx()) * dpr + mx
+            fy = (t.m12() * x + t.m22() * y + t.dy()) * dpr + my
+        on = (fx >= 0) & (fx < W) & (fy >= 0) & (fy < H)
+        sx, sy = fx[on].astype(np.intp), fy[on].astype(np.intp)
+        img = np.zeros((H, W), dtype=np.uint32)
+        if sx.size:
+            r = max(1, round(self._diameter * dpr))
+            e = r + 2 * max(1, round(dpr))  # the edge: a pixel (at 1x) round the core
+            x0, x1 = max(0, int(sx.min()) - e), min(W, int(sx.max()) + e + 1)
+            y0, y1 = max(0, int(sy.min()) - e), min(H, int(sy.max()) + e + 1)
+            crop = np.zeros((y1 - y0, x1 - x0), dtype=np.uint32)
+            crop[sy - y0, sx - x0] = 1
+            outer = dilate_disc(crop, e)
+            inner = dilate_disc(crop, r)
+            img[y0:y1, x0:x1] = np.where(inner != 0, np.uint32(self._colour), np.where(outer != 0, np.uint32(self._edge), 0))
+        q = QtGui.QImage(img.data, W, H, 4 * W, QtGui.QImage.Format.Format_ARGB32)
+        return q, img
+
     def paint(self, p: QtGui.QPainter, option, widget=None) -> None:
         if self._xy is None or widget is None:
             return
@@ -954,19 +987,19 @@ class _MarkLayer(pg.GraphicsObject):
         w, h = int(widget.width() * dpr), int(widget.height() * dpr)
         if w <= 0 or h <= 0:
             return
-        x, y = self._xy[:, 0], self._xy[:, 1]
-        with np.errstate(invalid="ignore"):
-            sx = ((t.m11() * x + t.m21() * y + t.dx()) * dpr).astype(np.int64, copy=False)
-            sy = ((t.m12() * x + t.m22() * y + t.dy()) * dpr).astype(np.int64, copy=False)
-        on = (sx >= 0) & (sx < w) & (sy >= 0) & (sy < h)
-        img = np.zeros(h * w, dtype=np.uint32)
-        img[sy[on] * w + sx[on]] = self._colour
-        img = np.ascontiguousarray(dilate_disc(img.reshape(h, w), max(1, round(self._diameter * dpr))))
-        q = QtGui.QImage(img.data, w, h, 4 * w, QtGui.QImage.Format.Format_ARGB32)
-        q.setDevicePixelRatio(dpr)
+        key = (t.m11(), t.m12(), t.m21(), t.m22(), w, h, dpr)
+        mx, my = int(w * self.MARGIN), int(h * self.MARGIN)
+        c = self._cache
+        if c is not None and c[0] == key:
+            ox, oy = (t.dx() - c[1]) * dpr, (t.dy() - c[2]) * dpr
+        if c is None or c[0] != key or abs(ox) > mx or abs(oy) > my:
+            q, arr = self._render(t, dpr, w, h)
+            c = self._cache = (key, t.dx(), t.dy(), q, arr)
+            ox = oy = 0.0
         p.save()
         p.resetTransform()
-        p.drawImage(QtCore.QPointF(0, 0), q)
+        p.drawImage(QtCore.QRectF(ox / dpr - mx / dpr, oy / dpr - my / dpr, c[3].width() / dpr, c[3].height() / dpr),
+                    c[3])
         p.restore()
 
 
@@ -1086,11 +1119,11 @@ class LatentView(QtWidgets.QWidget):
         # Examples drawn emphasised: a selection (a boolean mask over the points) and marked
         # examples (e.g. neighbours), each one raster layer of the viewport.
         self._selection_mask: np.ndarray | None = None
-        self._selection_layer = _MarkLayer(SELECTION_COLOUR, 5)
+        self._selection_layer = _MarkLayer(SELECTION_COLOUR, SELECTION_EDGE, 4)
         self._selection_layer.setZValue(10)
         self._marked: np.ndarray | None = None
         self._marked_of = 0  # how many points there were when the examples were marked
-        self._marked_layer = _MarkLayer(MARKED_COLOUR, 9)
+        self._marked_layer = _MarkLayer(MARKED_COLOUR, MARKED_EDGE, 8)
         self._marked_layer.setZValue(12)
         for it in (self._path, self._ellipses, self._highlight_halo, self._highlight, self._cross_v,
                    self._cross_h, self._cross_ring, self._far_text, self._selection_layer, self._marked_layer):
