@@ -256,6 +256,7 @@ class SelectionTools(QtCore.QObject):
     def _build_docks(self) -> None:
         d = self.selection_dock = _Dock("Selection", "selectionPanel", self.w)
         self.w.addDockWidget(QtCore.Qt.RightDockWidgetArea, d)
+        d.info.setObjectName("selectionInfo")
         d.info.setText("Press L (Explore ▸ Lasso select) and drag on the map. Ctrl: box, Shift: add, Alt: subtract.")
         self.histogram = LabelHistogram()
         d.layout_.addWidget(self.histogram)
@@ -276,6 +277,7 @@ class SelectionTools(QtCore.QObject):
         n = self.neighbours_dock = _Dock("Neighbours", "neighboursPanel", self.w)
         self.w.addDockWidget(QtCore.Qt.RightDockWidgetArea, n)
         self.w.tabifyDockWidget(d, n)
+        n.info.setObjectName("neighboursInfo")
         n.info.setText("Click an example on the map: its nearest examples in latent space appear here.")
         n.controls.addWidget(QtWidgets.QLabel("k"))
         self.k_spin = QtWidgets.QSpinBox()
@@ -295,6 +297,7 @@ class SelectionTools(QtCore.QObject):
         q = self.search_dock = _Dock("Search by image", "searchPanel", self.w)
         self.w.addDockWidget(QtCore.Qt.RightDockWidgetArea, q)
         self.w.tabifyDockWidget(d, q)
+        q.info.setObjectName("searchInfo")
         q.info.setText("Open an image file, or drop one here: it is encoded and shown on the map with its "
                        "reconstruction and nearest examples.")
         self.search_open_button = QtWidgets.QPushButton("Open image…")
@@ -317,6 +320,7 @@ class SelectionTools(QtCore.QObject):
         dr = self.draw_dock = _Dock("Draw your own input", "drawPanel", self.w)
         self.w.addDockWidget(QtCore.Qt.RightDockWidgetArea, dr)
         self.w.tabifyDockWidget(d, dr)
+        dr.info.setObjectName("drawInfo")
         dr.info.setText("Draw with the mouse: the drawing is encoded as you draw, and its q(z|x) moves on the map.")
         clear_drawing = QtWidgets.QPushButton("Clear drawing")
         clear_drawing.setObjectName("drawClearButton")
