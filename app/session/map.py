@@ -66,6 +66,15 @@ class MapView:
     latent_dim: int
 
 
+def captions(proj: "P.Projection") -> tuple[str, str]:
+    """The map's axis titles: the projection's, and under a layout fitted on landmarks, how the others were placed."""
+    x, y = proj.axis_labels()
+    landmarks = proj.landmark_indices if isinstance(proj, P.UMAPProjection) else None
+    if landmarks is not None:
+        x = f"{x}  ·  fitted on {len(landmarks):,} landmarks, the other points placed by their nearest ones"
+    return x, y
+
+
 def every(progress: Callable[[float, str], None], interval_s: float) -> Callable[[float, str], None]:
     """``progress`` called at most once per ``interval_s`` (the first call always goes through).
 
@@ -273,7 +282,7 @@ class LatentMap(QtCore.QObject):
         quick = None
         if len(codes) >= LARGE_MAP and _same_kind(cur, proj) and cur.dim == codes.shape[1]:
             quick = cur.transform(codes)
-            self._show(quick, cur.axis_labels(), autorange)
+            self._show(quick, captions(cur), autorange)
         exact_quick = quick is not None and isinstance(proj, P.RawDims)
 
         def job(progress: Any, cancelled: Callable[[], bool]) -> tuple[P.Projection, np.ndarray, bool, bool]:
@@ -312,7 +321,7 @@ class LatentMap(QtCore.QObject):
     def _install(self, proj: P.Projection, xy: np.ndarray, autorange: bool) -> None:
         self.projection = proj
         self._update_base()
-        self._show(xy, proj.axis_labels(), autorange)
+        self._show(xy, captions(proj), autorange)
 
     def _show(self, xy: np.ndarray, axis_labels: tuple[str, str], autorange: bool) -> None:
         self.xy = np.asarray(xy, dtype=np.float32)
@@ -409,7 +418,7 @@ class LatentMap(QtCore.QObject):
             return
         xy = reply.value
         if xy is not None and self.projection is not None and self._codes is not None and len(xy) == len(self._codes):
-            self._show(xy, self.projection.axis_labels(), autorange=False)
+            self._show(xy, captions(self.projection), autorange=False)
 
     def _start_umap(self, codes: np.ndarray) -> None:
         if self._umap_task is not None:
@@ -433,6 +442,8 @@ class LatentMap(QtCore.QObject):
         init = self._prev_umap if self._prev_umap is not None and len(self._prev_umap) == len(codes) else None
         self._umap_for = codes
         codes = codes.copy()
+        # Landmarks are drawn class by class where the examples have labels.
+        labels = self._labels if self._labels is not None and len(self._labels) == len(codes) else None
         self._umap_again = False
         self._umap_token += 1
         self._epochs_since_fit = 0
@@ -452,7 +463,7 @@ class LatentMap(QtCore.QObject):
 
             t0 = time.perf_counter()
             proj = P.UMAPProjection(init=init, random_state=0)
-            xy = proj.fit(codes, progress=every(report, PROGRESS_INTERVAL_S), cancel=cancelled)
+            xy = proj.fit(codes, progress=every(report, PROGRESS_INTERVAL_S), cancel=cancelled, labels=labels)
             return proj, xy, init is None, time.perf_counter() - t0
 
         self.progress.emit(0.0, "UMAP: starting")

@@ -624,11 +624,12 @@ class FakeUMAP:
     placed = 0
     is_exact = False
     far_threshold = 1.0
+    landmark_indices = None
 
     def __init__(self, init=None, random_state=None):
         self.is_fitted = False
 
-    def fit(self, codes, progress=None, cancel=None):
+    def fit(self, codes, progress=None, cancel=None, labels=None):
         type(self).fits += 1
         self.is_fitted = True
         return np.asarray(codes)[:, :2].copy()
