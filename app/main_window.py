@@ -40,6 +40,8 @@ DRAG_CURVE_INTERVAL_MS = 400  # ... and slower while the user drags on the map
 PROGRESS_INTERVAL_MS = 250
 #: The smallest window: everything stays reachable (the training panel scrolls, docks shrink).
 MIN_WINDOW_SIZE = (760, 500)
+#: Narrower windows show the loss curves and the KL bars as tabs of one dock rather than side by side.
+COMPACT_WIDTH = 1200
 #: Answers of ``MainWindow.ask_unsaved``.
 SAVE, DISCARD, CANCEL = "save", "discard", "cancel"
 
@@ -221,9 +223,10 @@ class MapToolbar(QtWidgets.QWidget):
         self.dims_label = QtWidgets.QLabel("axes:")
         self.progress = QtWidgets.QProgressBar()
         self.progress.setObjectName("projectionProgress")
-        self.progress.setMaximumWidth(180)
+        self.progress.setMaximumWidth(140)
         self.progress.setRange(0, 1000)
         self.progress.setTextVisible(True)
+        self.progress.setFormat("UMAP %p%")  # short enough for any width; the stage is in the tooltip
         self.progress.hide()
         lay.addWidget(self.combo)
         lay.addWidget(self.dims_label)
@@ -278,12 +281,17 @@ class MapToolbar(QtWidgets.QWidget):
         self._emit()
 
     def set_progress(self, fraction: float, text: str) -> None:
+        """Show a background layout's progress: the bar says how far (it stays short); its tooltip what it does."""
         if fraction >= 1.0 or not text:
             self.progress.hide()
             return
         self.progress.show()
         self.progress.setValue(int(1000 * fraction))
-        self.progress.setFormat(text)
+        self.progress.setToolTip(text)
+
+    def progress_text(self) -> str:
+        """What the layout running now is doing ("" when none runs)."""
+        return self.progress.toolTip() if not self.progress.isHidden() else ""
 
 
 class MainWindow(QtWidgets.QMainWindow):
@@ -314,7 +322,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self._on_state(self.session.state)
         self.setMinimumSize(*MIN_WINDOW_SIZE)
         self.resize(*default_window_size())
-        self.resizeDocks([self.loss_dock], [self._curves_height()], QtCore.Qt.Vertical)
+        self._widened: set[QtWidgets.QDockWidget] = set()  # tool docks widened when first opened
+        self._arranged = False  # the docks get their places at the first show, for the window's width then
         if restore:
             self._restore_layout()
             self._restore_view_options()
@@ -812,8 +821,10 @@ class MainWindow(QtWidgets.QMainWindow):
         self.export_map_action.setEnabled(has_map)
         text = {EMPTY: "No dataset", IDLE: "Ready to train", LOADING: "Loading…", TRAINING: "Training", PAUSED: "Paused", TRAINED: "Model ready"}[state]
         if state == TRAINED and self.session.last_epoch is not None:
-            text = epoch_text(self.session.last_epoch)  # the model's figures say more than "ready"
-        self.state_label.setText(text)
+            self._show_epoch_text(self.session.last_epoch)  # the model's figures say more than "ready"
+        else:
+            self.state_label.setText(text)
+            self.state_label.setToolTip("")
 
     @Slot(str, str)
     def show_message(self, level: str, text: str) -> None:
@@ -877,9 +888,15 @@ class MainWindow(QtWidgets.QMainWindow):
 
     @Slot(object)
     def _on_epoch_shown(self, e: EpochSummary) -> None:
-        self.state_label.setText(epoch_text(e))
+        self._show_epoch_text(e)
         self.export_latents_action.setEnabled(True)
         self.export_map_action.setEnabled(True)
+
+    def _show_epoch_text(self, e: EpochSummary) -> None:
+        """The epoch's figures in the status bar: all of them where the window is wide, the main ones elsewhere."""
+        full = epoch_text(e)
+        self.state_label.setText(full if self.width() >= COMPACT_WIDTH else epoch_text(e, short=True))
+        self.state_label.setToolTip(full)
 
     @Slot(int, str)
     def _on_marker(self, step: int, text: str) -> None:
@@ -939,9 +956,10 @@ class MainWindow(QtWidgets.QMainWindow):
         self.latent_view.set_far_indicator(far)
         ztxt = "z = " + code_text(code)
         where = f"map ({x:+.2f}, {y:+.2f})"
-        warn = "  ⚠ far from any data: the decoder is extrapolating" if far else ""
-        self.decode_canvas.set_caption(ztxt + ("  ⚠ far from data" if far else ""))
+        warn = "  ⚠ far from data" if far else ""
+        self.decode_canvas.set_caption(ztxt + warn)
         self.coords_label.setText(f"{where}  {ztxt}{warn}")
+        self.coords_label.setToolTip("Far from any data: the decoder is extrapolating" if far else "")
         if self._drag_quiet:
             # Paint the new image now rather than after whatever else waits in the event queue.
             self.decode_canvas.repaint()
@@ -1075,8 +1093,8 @@ class MainWindow(QtWidgets.QMainWindow):
         if geo is not None:
             self.restoreGeometry(geo)
         st = s.value("windowState")
-        if st is not None:
-            self.restoreState(st)
+        if st is not None and self.restoreState(st):
+            self._arranged = True  # the docks are where the user left them
         sp = s.value("splitter")
         if sp is not None:
             self.splitter.restoreState(sp)
@@ -1136,6 +1154,65 @@ class MainWindow(QtWidgets.QMainWindow):
         """The loss curves' share of the window's height: 280 pixels, less in a short window."""
         return max(150, min(280, int(0.32 * self.height())))
 
+    def tool_docks(self) -> list[QtWidgets.QDockWidget]:
+        """The docks of the tools (Explore and the like): every dock but the panel, the curves and the KL bars."""
+        own = (self.panel_dock, self.loss_dock, self.monitor.kl_dock)
+        return [d for d in self.findChildren(QtWidgets.QDockWidget) if d not in own and d.parent() is self]
+
+    def _arrange_docks(self) -> None:
+        """Tool docks open as tabs with the KL bars under the map, so opening one never takes the map's width
+        (the user may drag them elsewhere); in a window narrower than COMPACT_WIDTH the KL bars are a tab of
+        the loss curves' dock too."""
+        self._arranged = True
+        kl = self.monitor.kl_dock
+        if self.width() < COMPACT_WIDTH:
+            self.tabifyDockWidget(self.loss_dock, kl)
+        for dock in self.tool_docks():
+            hidden = dock.isHidden()
+            dock.setFloating(False)
+            dock.setHidden(False)  # a hidden dock is not tabified
+            self.addDockWidget(QtCore.Qt.BottomDockWidgetArea, dock)
+            self.tabifyDockWidget(kl, dock)
+            dock.setHidden(hidden)
+            if dock not in self._widened:
+                dock.visibilityChanged.connect(self._on_tool_dock_shown)
+        (self.loss_dock if self.width() < COMPACT_WIDTH else kl).raise_()
+        self.resizeDocks([self.loss_dock], [self._curves_height()], QtCore.Qt.Vertical)
+        self._unclip_dock_tabs()
+
+    def showEvent(self, event: QtGui.QShowEvent) -> None:
+        if not self._arranged:
+            self._arrange_docks()
+        super().showEvent(event)
+
+    def show_tool_dock(self, dock: QtWidgets.QDockWidget) -> None:
+        """Show a tool's dock as the front tab of its group (beside the curves: the map keeps its size)."""
+        dock.show()
+        dock.raise_()
+
+    @Slot(bool)
+    def _on_tool_dock_shown(self, visible: bool) -> None:
+        """A tool opened for the first time beside the curves gets half of the width under the map (images need room)."""
+        dock = self.sender()
+        if not visible or not isinstance(dock, QtWidgets.QDockWidget) or dock in self._widened:
+            return
+        self._widened.add(dock)
+        self._unclip_dock_tabs()
+        if dock.isFloating() or self.dockWidgetArea(dock) != QtCore.Qt.BottomDockWidgetArea:
+            return
+        if self.loss_dock in self.tabifiedDockWidgets(dock) or self.loss_dock.isHidden():
+            return
+        room = self.loss_dock.width() + dock.width()
+        if dock.width() < 0.45 * room:
+            self.resizeDocks([self.loss_dock, dock], [room // 2, room - room // 2], QtCore.Qt.Horizontal)
+
+    def _unclip_dock_tabs(self) -> None:
+        """Tabs of docks show their whole titles (scroll buttons when they do not fit), never "Posteri…"."""
+        for bar in self.findChildren(QtWidgets.QTabBar):
+            if bar.parent() is self:
+                bar.setElideMode(QtCore.Qt.ElideNone)
+                bar.setUsesScrollButtons(True)
+
     @Slot()
     def reset_layout(self) -> None:
         self.panel_dock.show()
@@ -1144,7 +1221,12 @@ class MainWindow(QtWidgets.QMainWindow):
         self.loss_dock.setFloating(False)
         self.addDockWidget(QtCore.Qt.LeftDockWidgetArea, self.panel_dock)
         self.addDockWidget(QtCore.Qt.BottomDockWidgetArea, self.loss_dock)
-        self.resizeDocks([self.loss_dock], [self._curves_height()], QtCore.Qt.Vertical)
+        kl = self.monitor.kl_dock
+        kl.setFloating(False)
+        self.addDockWidget(QtCore.Qt.BottomDockWidgetArea, kl)
+        self.splitDockWidget(self.loss_dock, kl, QtCore.Qt.Horizontal)
+        self.resizeDocks([self.loss_dock, kl], [3, 1], QtCore.Qt.Horizontal)
+        self._arrange_docks()
         self.splitter.setSizes([700, 300])
 
     def close_without_asking(self) -> bool:
@@ -1173,8 +1255,10 @@ class MainWindow(QtWidgets.QMainWindow):
         event.accept()
 
 
-def epoch_text(e: EpochSummary) -> str:
-    """The status line of an epoch's held-out figures."""
+def epoch_text(e: EpochSummary, short: bool = False) -> str:
+    """The status line of an epoch's held-out figures (``short``: the ELBO and the active units only)."""
+    if short:
+        return f"Epoch {e.epoch}: ELBO {e.test_elbo:.2f} nats · {e.active_units}/{len(e.kl_per_dim)} active units"
     return (f"Epoch {e.epoch}: held-out ELBO {e.test_elbo:.2f} nats (recon {e.test_recon:.2f}, KL {e.test_kl:.2f}); "
             f"{e.active_units}/{len(e.kl_per_dim)} active units")
 

@@ -10,8 +10,8 @@
 * Latent traversals: one row per latent dimension, ordered by its KL;
 * Samples from the prior.
 
-Each tool lives in a dock on the right (tabified together, hidden until first
-used) with an Export button.  The math is in ``vae_core.explore``.  The GUI
+Each tool lives in a dock (tabified together, hidden until first used; the
+window puts them beside the KL bars under the map) with an Export button.  The math is in ``vae_core.explore``.  The GUI
 thread only asks and paints: decoding, tiling and placing codes on the map
 run on the tools' own worker thread (newest request of each tool first), the
 ELBO estimate on the session's task pool.  An example's mean and variance
@@ -72,6 +72,18 @@ def install(window: "MainWindow") -> "ExploreTools":
     return ExploreTools(window)
 
 
+def columns_for(n: int, width: float, height: float) -> int:
+    """Columns for ``n`` square tiles in a ``width`` x ``height`` area so they come out as large as possible."""
+    if n <= 1 or width <= 0 or height <= 0:
+        return max(1, n)
+    best, best_side = 1, -1.0
+    for ncols in range(1, n + 1):
+        side = min(width / ncols, height / -(-n // ncols))
+        if side > best_side + 1e-9:
+            best, best_side = ncols, side
+    return best
+
+
 def _tiled(images: np.ndarray, ncols: int) -> tuple[np.ndarray, int, int]:
     """(N, H, W[, 3]) images in rows of ``ncols`` -> (grid, rows, columns) as ``ImageGrid.set_grid`` takes them."""
     ncols = max(1, min(int(ncols), len(images)))
@@ -93,8 +105,29 @@ def _nats(v: float, se: float | None = None) -> str:
     return s + " nats"
 
 
+#: Tool docks shorter than this show their explanation as the tooltip of an "ⓘ" button, leaving the room to the images.
+INFO_MIN_HEIGHT = 320
+
+
+class _InfoLabel(QtWidgets.QLabel):
+    """A dock's explanation; its text is also the tooltip of the dock's "ⓘ" button."""
+
+    def __init__(self, button: QtWidgets.QToolButton):
+        super().__init__()
+        self._button = button
+
+    def setText(self, text: str) -> None:  # noqa: N802 - Qt's name
+        super().setText(text)
+        self._button.setToolTip(text)
+
+
 class _Dock(QtWidgets.QDockWidget):
-    """A tool dock: an explanation line, a controls row, the content, an export row."""
+    """A tool dock: an explanation line, a controls row, the content, an export row.
+
+    The body scrolls when the dock is smaller than it, so a dock never asks
+    for more room than the window gives it (its images shrink instead); in a
+    short dock the explanation moves into the tooltip of an "ⓘ" button.
+    """
 
     def __init__(self, title: str, name: str, parent: QtWidgets.QWidget):
         super().__init__(title, parent)
@@ -102,7 +135,13 @@ class _Dock(QtWidgets.QDockWidget):
         body = QtWidgets.QWidget()
         self.layout_ = QtWidgets.QVBoxLayout(body)
         self.layout_.setContentsMargins(6, 4, 6, 6)
-        self.info = QtWidgets.QLabel()
+        self.info_button = QtWidgets.QToolButton()
+        self.info_button.setObjectName(name.replace("Dock", "InfoButton"))
+        self.info_button.setText("ⓘ")
+        self.info_button.setAutoRaise(True)
+        self.info_button.clicked.connect(self._show_info_tip)
+        self.info_button.hide()
+        self.info = _InfoLabel(self.info_button)
         self.info.setObjectName(name.replace("Dock", "Info"))
         self.info.setWordWrap(True)
         self.info.setTextInteractionFlags(QtCore.Qt.TextSelectableByMouse)
@@ -111,13 +150,31 @@ class _Dock(QtWidgets.QDockWidget):
         self.layout_.addLayout(self.controls)
         self.exports = QtWidgets.QHBoxLayout()
         self.exports.addStretch(1)
-        self.setWidget(body)
+        scroll = QtWidgets.QScrollArea()
+        scroll.setObjectName(name.replace("Dock", "Scroll"))
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QtWidgets.QFrame.NoFrame)
+        scroll.setWidget(body)
+        scroll.setMinimumHeight(80)
+        self.setWidget(scroll)
 
     def add_content(self, widget: QtWidgets.QWidget, stretch: int = 1) -> None:
         self.layout_.addWidget(widget, stretch)
 
     def finish(self) -> None:
+        self.controls.addWidget(self.info_button)
         self.layout_.addLayout(self.exports)
+
+    def resizeEvent(self, event: QtGui.QResizeEvent) -> None:  # noqa: N802 - Qt's name
+        super().resizeEvent(event)
+        short = self.height() < INFO_MIN_HEIGHT
+        self.info.setVisible(not short)
+        self.info_button.setVisible(short)
+
+    @Slot()
+    def _show_info_tip(self) -> None:
+        b = self.info_button
+        QtWidgets.QToolTip.showText(b.mapToGlobal(b.rect().bottomLeft()), self.info.text(), b)
 
     def add_export(self, name: str, text: str, slot: Callable) -> QtWidgets.QPushButton:
         b = QtWidgets.QPushButton(text)
@@ -267,15 +324,34 @@ class ExploreTools(QtCore.QObject):
         self._refresh_timer.setSingleShot(True)
         self._refresh_timer.setInterval(0)
         self._refresh_timer.timeout.connect(self._refresh)
+        #: Columns the posterior and prior grids were last tiled with (they follow their widgets' shape).
+        self._grid_columns: dict[str, int] = {}
         self._build_docks()
         self._build_actions()
         self._wire()
         self._sync_enabled()
+        for grid in (self.posterior_grid, self.prior_grid):
+            grid.installEventFilter(self)
+
+    def _columns(self, kind: str, grid: ImageGrid, n: int) -> int:
+        """Columns for ``n`` images in ``grid`` now (remembered: a resize that changes them tiles the grid again)."""
+        ncols = columns_for(n, grid.width() - 8, grid.height() - 8)
+        self._grid_columns[kind] = ncols
+        return ncols
+
+    def eventFilter(self, obj: QtCore.QObject, ev: QtCore.QEvent) -> bool:  # noqa: N802 - Qt's name
+        if ev.type() == QtCore.QEvent.Type.Resize:
+            for kind, grid, n in (("posterior", self.posterior_grid, POSTERIOR_SAMPLES + 2),
+                                  ("prior", self.prior_grid, int(self.prior_count.value()))):
+                if obj is grid and kind in self._grid_columns and grid.isVisible() \
+                        and columns_for(n, grid.width() - 8, grid.height() - 8) != self._grid_columns[kind]:
+                    self._schedule(kind)
+        return False
 
     # ------------------------------------------------------------------ build
     def _new_dock(self, title: str, name: str) -> _Dock:
         dock = _Dock(title, name, self.w)
-        self.w.addDockWidget(QtCore.Qt.RightDockWidgetArea, dock)
+        self.w.addDockWidget(QtCore.Qt.BottomDockWidgetArea, dock)
         if self.docks:
             self.w.tabifyDockWidget(self.docks[0], dock)
         dock.hide()
@@ -286,7 +362,7 @@ class ExploreTools(QtCore.QObject):
         self.docks: list[_Dock] = []
 
         # Posterior of the selected example.
-        d = self.posterior_dock = self._new_dock("Posterior q(z|x)", "posteriorDock")
+        d = self.posterior_dock = self._new_dock("Posterior", "posteriorDock")
         self.posterior_on_map = QtWidgets.QCheckBox("Draw q(z|x) on the map")
         self.posterior_on_map.setObjectName("posteriorOnMapCheck")
         self.posterior_on_map.setChecked(True)
@@ -308,7 +384,7 @@ class ExploreTools(QtCore.QObject):
         d.info.setText("A data point maps to a region of latent space, not a point.")
 
         # ELBO of the selected example.
-        d = self.elbo_dock = self._new_dock("ELBO of the example", "elboDock")
+        d = self.elbo_dock = self._new_dock("ELBO", "elboDock")
         self.elbo_panel = ElboPanel()
         self.elbo_panel.computeRequested.connect(self.compute_elbo)
         d.add_content(self.elbo_panel)
@@ -365,7 +441,7 @@ class ExploreTools(QtCore.QObject):
         d.finish()
 
         # Traversals.
-        d = self.traverse_dock = self._new_dock("Latent traversals", "traverseDock")
+        d = self.traverse_dock = self._new_dock("Traversals", "traverseDock")
         self.traverse_steps = QtWidgets.QSpinBox()
         self.traverse_steps.setObjectName("traverseStepsSpin")
         self.traverse_steps.setRange(3, 21)
@@ -393,7 +469,7 @@ class ExploreTools(QtCore.QObject):
         d.finish()
 
         # Prior samples.
-        d = self.prior_dock = self._new_dock("Samples from the prior", "priorDock")
+        d = self.prior_dock = self._new_dock("Prior samples", "priorDock")
         resample = QtWidgets.QPushButton("Resample")
         resample.setObjectName("priorResampleButton")
         resample.setToolTip("Draw new codes z ~ N(0, I)")
@@ -539,8 +615,7 @@ class ExploreTools(QtCore.QObject):
             self.update_prior()
 
     def _open(self, dock: _Dock) -> None:
-        dock.show()
-        dock.raise_()
+        self.w.show_tool_dock(dock)
 
     def _submit(self, kind: str, job: Callable[[], dict]) -> None:
         """Run ``job`` on the tools' worker; its dict reaches ``_show_<kind>``, unless the model changed meanwhile."""
@@ -694,11 +769,12 @@ class ExploreTools(QtCore.QObject):
         placer = self._placer_maker() if on_map else None
         extent = float(np.ptp(self.s.xy, axis=0).max()) if on_map and len(self.s.xy) > 1 else 0.0
         name = self._example_name(idx)
+        ncols = self._columns("posterior", self.posterior_grid, POSTERIOR_SAMPLES + 2)
 
         def job() -> dict:
             z = X.posterior_sample_codes(mu, lv, POSTERIOR_SAMPLES, seed)
             decoded = decoded_for_display(decoder.decode(np.vstack([mu[None, :], z]).astype(np.float32)))
-            grid = _tiled(np.concatenate([original[None], decoded]), 8)
+            grid = _tiled(np.concatenate([original[None], decoded]), ncols)
             ell = None
             if on_map:
                 try:
@@ -1023,9 +1099,10 @@ class ExploreTools(QtCore.QObject):
         if self._prior_z is None or self._prior_z.shape != (n, d):
             self._prior_z = X.prior_codes(n, d, seed=self._prior_seed)
         z = self._prior_z
+        ncols = self._columns("prior", self.prior_grid, n)
 
         def job() -> dict:
-            return {"grid": _tiled(decoded_for_display(decoder.decode(z)), int(math.ceil(math.sqrt(n))))}
+            return {"grid": _tiled(decoded_for_display(decoder.decode(z)), ncols)}
 
         self._submit("prior", job)
 

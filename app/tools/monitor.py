@@ -70,6 +70,12 @@ def collapse_text(test_kl: float, d: int) -> str:
             "smaller β, a KL warm-up or free bits.")
 
 
+def collapse_notice(test_kl: float) -> str:
+    """The message bar's short form of the collapse warning (the KL dock gives the whole of it)."""
+    return (f"Posterior collapse: no latent dimension is active (held-out KL {test_kl:.3f} nats), so the decoder "
+            "ignores z. See KL per dimension for what to try.")
+
+
 def manifold_grid(x0: float, x1: float, y0: float, y1: float, nx: int, ny: int) -> np.ndarray:
     """Centres of an ny x nx grid of cells over the range, (ny * nx, 2), top row first, left to right."""
     xs = x0 + (np.arange(nx) + 0.5) * ((x1 - x0) / nx)
@@ -95,7 +101,8 @@ class Monitor(QtCore.QObject):
         window.addDockWidget(QtCore.Qt.BottomDockWidgetArea, self.kl_dock)
         window.splitDockWidget(window.loss_dock, self.kl_dock, QtCore.Qt.Horizontal)
         window.resizeDocks([window.loss_dock, self.kl_dock], [3, 1], QtCore.Qt.Horizontal)
-        self._collapse_text = ""  # the collapse warning now shown, if any
+        self._collapse_text = ""  # the collapse warning now shown in the dock, if any
+        self._collapse_notice = ""  # ... and its short form in the message bar
         self._diverged_text = ""
         self._resumed_since_divergence = False
         self._last_error = ""
@@ -159,16 +166,16 @@ class Monitor(QtCore.QObject):
         # first and only then starts to use z.
         collapsed = epoch >= 2 and d > 0 and active_units == 0
         if collapsed:
-            text = collapse_text(test_kl, d)
+            text, notice = collapse_text(test_kl, d), collapse_notice(test_kl)
             if not self._collapse_text:
                 # Once per collapse in the message bar; the dock keeps it up to date.
-                self.w.show_message("warning", text)
+                self.w.show_message("warning", notice)
             else:
-                self.w.revise_message(self._collapse_text, text)  # still showing: keep its figures current
-            self._collapse_text = text
+                self.w.revise_message(self._collapse_notice, notice)  # still showing: keep its figures current
+            self._collapse_text, self._collapse_notice = text, notice
         elif self._collapse_text:
-            self.w.withdraw_message(self._collapse_text)
-            self._collapse_text = ""
+            self.w.withdraw_message(self._collapse_notice)
+            self._collapse_text = self._collapse_notice = ""
 
     @Slot(str, str)
     def _on_message(self, level: str, text: str) -> None:
@@ -201,8 +208,8 @@ class Monitor(QtCore.QObject):
     def _forget(self) -> None:
         self.kl_bars.clear()
         if self._collapse_text:
-            self.w.withdraw_message(self._collapse_text)
-        self._collapse_text = ""
+            self.w.withdraw_message(self._collapse_notice)
+        self._collapse_text = self._collapse_notice = ""
         self._diverged_text = ""
         self._resumed_since_divergence = False
         self._show_warning()

@@ -24,6 +24,12 @@ __all__ = [
 
 EMPTY_DECODE_HINT = "Click or drag on the latent map to decode a point"
 HEADINGS = ("Original", "Reconstruction")
+#: Shorter headings, tried in turn where the long ones do not fit.
+SHORT_HEADINGS = (("Original", "Recon."), ("Orig.", "Recon."), ("x", "x̂"))
+#: From this zoom on an image is drawn at a whole number of screen pixels per pixel (at most a fifth unused).
+WHOLE_ZOOM_FROM = 5.0
+#: The caption under a decoded image wraps onto at most this many lines.
+CAPTION_LINES = 3
 
 
 def as_image_array(arr) -> np.ndarray:
@@ -65,13 +71,15 @@ def array_to_qimage(arr) -> QtGui.QImage:
 def fit_rect(bounds: QtCore.QRectF, width: int, height: int) -> QtCore.QRectF:
     """Largest rectangle with aspect ``width:height`` centred in ``bounds``.
 
-    When the image fits at an integer zoom the rectangle snaps to that zoom,
-    so every source pixel becomes the same number of screen pixels.
+    From a zoom of WHOLE_ZOOM_FROM on, the rectangle snaps to a whole zoom,
+    so every source pixel becomes the same number of screen pixels; below
+    it the image fills the space (a small image snapped to 1x or 2x would
+    leave most of a large dock empty).
     """
     if width <= 0 or height <= 0 or bounds.width() <= 0 or bounds.height() <= 0:
         return QtCore.QRectF()
     scale = min(bounds.width() / width, bounds.height() / height)
-    if scale >= 1.0:
+    if scale >= WHOLE_ZOOM_FROM:
         scale = float(int(scale))
     w, h = width * scale, height * scale
     x = bounds.x() + (bounds.width() - w) / 2.0
@@ -119,6 +127,14 @@ def _paint_hint(painter: QtGui.QPainter, rect: QtCore.QRectF, text: str, palette
     flags = QtCore.Qt.AlignmentFlag.AlignCenter | QtCore.Qt.TextFlag.TextWordWrap
     painter.drawText(rect.adjusted(12, 12, -12, -12), int(flags), text)
     painter.restore()
+
+
+def label_step(sizes: Sequence[float], cell: float) -> int:
+    """Draw every k-th of labels of these ``sizes`` (pixels) over cells ``cell`` pixels apart so none overlap: k."""
+    biggest = max(sizes, default=0.0)
+    if cell <= 0 or biggest <= cell:
+        return 1
+    return int(np.ceil(biggest / cell))
 
 
 class DecodeCanvas(QtWidgets.QWidget):
@@ -189,7 +205,13 @@ class DecodeCanvas(QtWidgets.QWidget):
         return QtCore.QSize(96, 120)
 
     def _caption_height(self) -> int:
-        return self.fontMetrics().height() + 8
+        """Room for the caption, wrapped to the widget's width (up to CAPTION_LINES lines)."""
+        fm = self.fontMetrics()
+        if not self._caption:
+            return fm.height() + 8
+        flags = int(QtCore.Qt.AlignmentFlag.AlignCenter | QtCore.Qt.TextFlag.TextWordWrap)
+        needed = fm.boundingRect(QtCore.QRect(0, 0, max(10, self.width() - 8), 10_000), flags, self._caption).height()
+        return min(needed, CAPTION_LINES * fm.lineSpacing()) + 8
 
     def _image_area(self) -> QtCore.QRectF:
         r = QtCore.QRectF(self.rect()).adjusted(6, 6, -6, -6)
@@ -205,12 +227,10 @@ class DecodeCanvas(QtWidgets.QWidget):
             return
         paint_image(p, self._image_area(), self._qimage, _frame_colour(pal))
         if self._caption:
-            cap = QtCore.QRectF(0, self.height() - self._caption_height() - 4,
-                                self.width(), self._caption_height())
+            height = self._caption_height()
+            cap = QtCore.QRectF(4, self.height() - height - 2, self.width() - 8, height)
             p.setPen(_text_colour(pal))
-            elided = self.fontMetrics().elidedText(self._caption, QtCore.Qt.TextElideMode.ElideRight,
-                                                   max(10, self.width() - 8))
-            p.drawText(cap, int(QtCore.Qt.AlignmentFlag.AlignCenter), elided)
+            p.drawText(cap, int(QtCore.Qt.AlignmentFlag.AlignCenter | QtCore.Qt.TextFlag.TextWordWrap), self._caption)
         p.end()
 
 
@@ -257,6 +277,15 @@ class ImagePair(QtWidgets.QWidget):
         self._title = ""
         self.update()
 
+    def headings(self) -> tuple[str, str]:
+        """The two headings as drawn: the longest pair that fits over the half-width columns."""
+        fm = self.fontMetrics()
+        half = (self.width() - 8 - 8.0) / 2.0
+        for pair in (HEADINGS, *SHORT_HEADINGS):
+            if max(fm.horizontalAdvance(h) for h in pair) <= half:
+                return pair
+        return SHORT_HEADINGS[-1]
+
     def sizeHint(self) -> QtCore.QSize:
         return QtCore.QSize(320, 200)
 
@@ -281,7 +310,8 @@ class ImagePair(QtWidgets.QWidget):
             r.setTop(r.top() + line)
         gap = 8.0
         half = (r.width() - gap) / 2.0
-        for i, (img, heading) in enumerate(zip(self._images, HEADINGS)):
+        headings = self.headings()
+        for i, (img, heading) in enumerate(zip(self._images, headings)):
             x = r.x() + i * (half + gap)
             p.setPen(_text_colour(pal))
             p.drawText(QtCore.QRectF(x, r.y(), half, line),
@@ -312,6 +342,8 @@ class ImageGrid(QtWidgets.QWidget):
         self._pad = 2
         self._row_labels: list[str] = []
         self._col_labels: list[str] = []
+        self._shown_cols: list[int] = []
+        self._column_px = 0.0
         self._hint = ""
         self._version = 0
 
@@ -398,13 +430,30 @@ class ImageGrid(QtWidgets.QWidget):
         sx = target.width() / self._qimage.width()
         tile_h = (self._qimage.height() + self._pad) / max(1, self._nrows)
         tile_w = (self._qimage.width() + self._pad) / max(1, self._ncols)
+        row_every = label_step([fm.height()] * len(self._row_labels), tile_h * sy)
         for i, text in enumerate(self._row_labels[: self._nrows]):
+            if i % row_every:
+                continue
             y0 = target.y() + i * tile_h * sy
-            p.drawText(QtCore.QRectF(label_x, y0, left - 6, (tile_h - self._pad) * sy),
+            p.drawText(QtCore.QRectF(label_x, y0 - fm.height(), left - 6, (tile_h - self._pad) * sy + 2 * fm.height()),
                        int(QtCore.Qt.AlignmentFlag.AlignRight | QtCore.Qt.AlignmentFlag.AlignVCenter),
                        text)
+        col_every = label_step([fm.horizontalAdvance(t) + 6 for t in self._col_labels], tile_w * sx)
+        self._column_px = tile_w * sx
+        self._shown_cols = []
         for j, text in enumerate(self._col_labels[: self._ncols]):
-            x0 = target.x() + j * tile_w * sx
-            p.drawText(QtCore.QRectF(x0, target.y() - top, (tile_w - self._pad) * sx, top),
-                       int(QtCore.Qt.AlignmentFlag.AlignCenter), text)
+            if j % col_every:
+                continue
+            self._shown_cols.append(j)
+            cx = target.x() + (j + 0.5) * tile_w * sx - 0.5 * self._pad * sx
+            w = tile_w * sx * col_every
+            p.drawText(QtCore.QRectF(cx - w / 2, target.y() - top, w, top), int(QtCore.Qt.AlignmentFlag.AlignCenter), text)
         p.end()
+
+    def shown_column_labels(self) -> list[int]:
+        """Indices of the column labels drawn at the last paint (the others would have overlapped)."""
+        return list(self._shown_cols)
+
+    def column_pixels(self) -> float:
+        """How far apart the columns were on screen at the last paint."""
+        return self._column_px

@@ -1056,6 +1056,7 @@ class LatentView(QtWidgets.QWidget):
         self._legend_wanted = True
         self._legend = self._item.addLegend(offset=LEGEND_CORNERS[self._legend_corner])
         self._legend.hide()
+        self._legend_columns = 1
         self._legend_has_entries = False
 
         self._point_size = 4.0
@@ -1333,9 +1334,11 @@ class LatentView(QtWidgets.QWidget):
         if not self._legend_has_entries:
             self._legend.hide()
             return
-        self._legend.setColumnCount(1 if len(classes) <= 12 else 2)
+        self._legend_columns = 1
+        self._legend.setColumnCount(1)
         for i, c in enumerate(classes):
             self._legend.addItem(self._clouds[i], self.class_name(c))
+        self._fit_legend()
         self._apply_legend_theme()
         # Entries are painted from pixmaps: the map repaints after every epoch and each entry's
         # sample and text are costly to draw from scratch.
@@ -1346,6 +1349,24 @@ class LatentView(QtWidgets.QWidget):
                 if item is not None:
                     item.setCacheMode(cache)
         self._legend.setVisible(self._legend_wanted)
+
+    def _fit_legend(self) -> None:
+        """As many legend columns as keep the legend within 80% of the plot's height (it is never cut off)."""
+        n = len(self._legend.items)
+        if not n:
+            return
+        rows = -(-n // self._legend_columns)
+        entry = max(1.0, (self._legend.boundingRect().height() - 10.0) / rows)
+        room = 0.8 * self._vb.sceneBoundingRect().height()
+        columns = 1
+        while columns < n and -(-n // columns) * entry > room:
+            columns += 1
+        if columns != self._legend_columns:
+            self._legend_columns = columns
+            self._legend.setColumnCount(columns)
+
+    def legend_columns(self) -> int:
+        return self._legend_columns
 
     def legend_labels(self) -> list[str]:
         """Texts of the legend entries, in order."""
@@ -2068,6 +2089,7 @@ class LatentView(QtWidgets.QWidget):
     def _on_view_resized(self, *_args) -> None:
         self._place_message()
         self._place_far_text()
+        self._fit_legend()
 
     # --- theme --------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from app.main_window import MainWindow
 from app.session import TRAINED
+from app.tools import explore_docks
 
 from helpers import press, release
 
@@ -91,7 +92,7 @@ def test_actions_wait_for_a_model_and_docks_start_hidden(qtbot):
     for name in ("posteriorDock", "elboDock", "interpolateDock", "traverseDock", "priorDock"):
         dock = find(w, QtWidgets.QDockWidget, name)
         assert dock.isHidden()
-        assert w.dockWidgetArea(dock) == QtCore.Qt.RightDockWidgetArea
+        assert w.dockWidgetArea(dock) == QtCore.Qt.BottomDockWidgetArea  # beside the KL bars, under the map
     # Calling a tool without a model says why instead of failing.
     w.explore_tools.show_prior()
     assert "Train a model" in find(w, QtWidgets.QLabel, "messageText").text()
@@ -112,7 +113,8 @@ def test_posterior_ellipses_samples_and_elbo_of_the_clicked_example(qtbot, win2)
     dock = find(w, QtWidgets.QDockWidget, "posteriorDock")
     assert dock.isVisible()
     grid = tools.posterior_grid.to_array()
-    assert grid.shape == grid_shape(2, 8)
+    rows, cols = tools.posterior_grid.grid_shape()
+    assert grid.shape == grid_shape(rows, cols) and rows * cols >= 16 and (rows - 1) * cols < 16
     np.testing.assert_allclose(grid[:8, :8], w.session.dataset.images[i, 0], atol=1e-6)
     # Two ellipses (1 and 2 sigma) centred on the example's mean code: the map shows z1, z2 directly.
     x, y = view._ellipses.getData()
@@ -267,7 +269,10 @@ def test_traversals_prior_samples_and_pca_ellipses_with_four_latent_dims(qtbot, 
         assert find(w, QtWidgets.QDockWidget, "priorDock").isVisible()
         qtbot.waitUntil(lambda: tools.prior_grid.to_array() is not None, timeout=3000)
         first = tools.prior_grid.to_array()
-        assert first.shape == grid_shape(8, 8)
+        rows, cols = tools.prior_grid.grid_shape()
+        assert first.shape == grid_shape(rows, cols) and rows * cols >= 64 and (rows - 1) * cols < 64
+        # The tiles follow the grid's shape: as large as the dock lets them be.
+        assert cols == explore_docks.columns_for(64, tools.prior_grid.width() - 8, tools.prior_grid.height() - 8)
         qtbot.mouseClick(find(w, QtWidgets.QPushButton, "priorResampleButton"), QtCore.Qt.LeftButton)
         qtbot.waitUntil(lambda: not np.allclose(first, tools.prior_grid.to_array()), timeout=3000)
         png = tmp_path / "prior.png"
@@ -329,3 +334,34 @@ def test_traversals_prior_samples_and_pca_ellipses_with_four_latent_dims(qtbot, 
         assert n_points(view._ellipses) == 0
     finally:
         w.session.shutdown(3000)
+
+
+def test_tools_open_beside_the_curves_without_taking_the_maps_room(qtbot, win2):
+    w = win2
+    view = find(w, QtWidgets.QWidget, "latentMap")
+    click_example(qtbot, w, 40)  # the tools need an example: no message bar comes and goes
+    qtbot.wait(50)
+    size = view.size()
+    kl_width = w.monitor.kl_dock.width()
+    for name in ACTIONS[1:]:
+        trigger(w, name)
+        qtbot.wait(50)
+        assert view.size() == size, name
+    dock = find(w, QtWidgets.QDockWidget, "priorDock")
+    assert dock.isVisible() and w.monitor.kl_dock in w.tabifiedDockWidgets(dock)
+    # The first tool opened gets up to half of the width under the map (the curves keep what they need).
+    room = dock.width() + w.loss_dock.width()
+    assert dock.width() > 1.3 * kl_width
+    assert dock.width() >= min(0.45 * room, room - w.loss_dock.minimumSizeHint().width() - 12)
+    # The tabs of the tool docks show whole titles.
+    bars = [b for b in w.findChildren(QtWidgets.QTabBar) if b.parent() is w and b.count() > 2]
+    assert bars and all(b.elideMode() == QtCore.Qt.ElideNone for b in bars)
+    titles = {bars[0].tabText(i) for i in range(bars[0].count())}
+    assert {"ELBO", "Interpolation", "Traversals", "Prior samples"} <= titles
+
+
+def test_columns_for_makes_the_largest_square_tiles():
+    assert explore_docks.columns_for(64, 800, 200) == 16  # wide and short: 4 rows of 16
+    assert explore_docks.columns_for(64, 300, 300) == 8
+    assert explore_docks.columns_for(16, 200, 800) == 2  # tall and narrow: 8 rows of 2
+    assert explore_docks.columns_for(1, 10, 10) == 1

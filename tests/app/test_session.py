@@ -8,7 +8,6 @@ threads' queued signals would deliver them.
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
