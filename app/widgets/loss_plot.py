@@ -1077,6 +1077,10 @@ class LossPlot(QtWidgets.QWidget):
                                lead=Y_LEAD)
             if new is not None:
                 vb.setYRange(*new, padding=0)
+        for plot in (self._top, self._bottom):
+            # A new range moves the items now: left to the next paint (as pyqtgraph does), the
+            # move would dirty the plot once more and paint it twice.
+            plot.getViewBox().updateMatrix()
 
     def _display_y(self, y: np.ndarray) -> np.ndarray:
         if self._log_y:
