@@ -684,6 +684,9 @@ class LossPlot(QtWidgets.QWidget):
             line = pg.InfiniteLine(pos=x, angle=90, movable=False, pen=self._marker_pen())
             opts = self._marker_label_opts(k, fg, bg)
             line.label = _MarkerLabel(line, text=text, **opts)
+            # The label's box and text are drawn from pixmaps while the curves under them change.
+            for part in (line.label, line.label.textItem):
+                part.setCacheMode(QtWidgets.QGraphicsItem.CacheMode.DeviceCoordinateCache)
             line.setZValue(3)
             line.setToolTip(f"step {step:g}: {text}")
             plot.addItem(line, ignoreBounds=True)
