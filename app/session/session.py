@@ -65,8 +65,8 @@ TrainThreadFactory = Callable[..., TrainThread]
 #: are slow: the model warms up).
 RATE_MIN_BATCHES = 3
 RATE_MIN_SPAN_S = 0.5
-#: The rate is measured over the last this many batches.
-RATE_WINDOW = 50
+#: The rate is measured over the batches of about the last this many seconds.
+RATE_WINDOW_S = 3.0
 
 
 def trained_text(epochs: int, steps: int) -> str:
@@ -83,12 +83,14 @@ class Throughput:
     """
 
     def __init__(self) -> None:
-        self._dts: deque[float] = deque(maxlen=RATE_WINDOW)
+        self._dts: deque[float] = deque()  # batch times of about the last RATE_WINDOW_S seconds
+        self._span = 0.0  # their sum
         self._last: tuple[int, float] | None = None  # (epoch, wall time) of the last batch
         self._epoch_end_s = 0.0  # the last epoch end's time beyond one batch
 
     def reset(self) -> None:
         self._dts.clear()
+        self._span = 0.0
         self._last = None
         self._epoch_end_s = 0.0
 
@@ -106,15 +108,18 @@ class Throughput:
         if epoch == last[0]:
             if dt > 0:
                 self._dts.append(dt)
+                self._span += dt
+                while len(self._dts) > RATE_MIN_BATCHES and self._span - self._dts[0] >= RATE_WINDOW_S:
+                    self._span -= self._dts.popleft()
         elif self._dts:
             self._epoch_end_s = max(0.0, dt - self.batch_s())
 
     def meaningful(self) -> bool:
-        return len(self._dts) >= RATE_MIN_BATCHES and sum(self._dts) >= RATE_MIN_SPAN_S
+        return len(self._dts) >= RATE_MIN_BATCHES and self._span >= RATE_MIN_SPAN_S
 
     def batch_s(self) -> float:
         """Seconds per batch over the recent batches (NaN before any)."""
-        return sum(self._dts) / len(self._dts) if self._dts else math.nan
+        return self._span / len(self._dts) if self._dts else math.nan
 
     def eta_s(self, batches_left: int, epoch_ends_left: int) -> float:
         return batches_left * self.batch_s() + epoch_ends_left * self._epoch_end_s

@@ -105,12 +105,12 @@ def _nats(v: float, se: float | None = None) -> str:
     return s + " nats"
 
 
-#: Tool docks shorter than this show their explanation as the tooltip of an "ⓘ" button, leaving the room to the images.
+#: Tool docks shorter than this show their explanation as the tooltip of an info button, leaving the room to the images.
 INFO_MIN_HEIGHT = 320
 
 
 class _InfoLabel(QtWidgets.QLabel):
-    """A dock's explanation; its text is also the tooltip of the dock's "ⓘ" button."""
+    """A dock's explanation; its text is also the tooltip of the dock's info button."""
 
     def __init__(self, button: QtWidgets.QToolButton):
         super().__init__()
@@ -126,7 +126,7 @@ class _Dock(QtWidgets.QDockWidget):
 
     The body scrolls when the dock is smaller than it, so a dock never asks
     for more room than the window gives it (its images shrink instead); in a
-    short dock the explanation moves into the tooltip of an "ⓘ" button.
+    short dock the explanation moves into the tooltip of an info button.
     """
 
     def __init__(self, title: str, name: str, parent: QtWidgets.QWidget):
@@ -137,7 +137,8 @@ class _Dock(QtWidgets.QDockWidget):
         self.layout_.setContentsMargins(6, 4, 6, 6)
         self.info_button = QtWidgets.QToolButton()
         self.info_button.setObjectName(name.replace("Dock", "InfoButton"))
-        self.info_button.setText("ⓘ")
+        self.info_button.setIcon(self.style().standardIcon(QtWidgets.QStyle.StandardPixmap.SP_MessageBoxInformation))
+        self.info_button.setIconSize(QtCore.QSize(16, 16))
         self.info_button.setAutoRaise(True)
         self.info_button.clicked.connect(self._show_info_tip)
         self.info_button.hide()

@@ -30,6 +30,8 @@ SHORT_HEADINGS = (("Original", "Recon."), ("Orig.", "Recon."), ("x", "x̂"))
 WHOLE_ZOOM_FROM = 5.0
 #: The caption under a decoded image wraps onto at most this many lines.
 CAPTION_LINES = 3
+#: Row labels of a grid shrink to at most this size (points) before some are left out.
+MIN_LABEL_POINTS = 6.5
 
 
 def as_image_array(arr) -> np.ndarray:
@@ -430,14 +432,26 @@ class ImageGrid(QtWidgets.QWidget):
         sx = target.width() / self._qimage.width()
         tile_h = (self._qimage.height() + self._pad) / max(1, self._nrows)
         tile_w = (self._qimage.width() + self._pad) / max(1, self._ncols)
-        row_every = label_step([fm.height()] * len(self._row_labels), tile_h * sy)
+        row_px = tile_h * sy
+        column_font = p.font()
+        row_fm = fm
+        if self._row_labels and fm.height() > row_px:
+            # Short rows: a smaller font first (down to MIN_LABEL_POINTS), then every k-th label.
+            font = QtGui.QFont(column_font)
+            points = font.pointSizeF() if font.pointSizeF() > 0 else 9.0
+            font.setPointSizeF(max(MIN_LABEL_POINTS, points * row_px / fm.height()))
+            p.setFont(font)
+            row_fm = QtGui.QFontMetrics(font)
+        row_every = label_step([row_fm.height()] * len(self._row_labels), row_px)
         for i, text in enumerate(self._row_labels[: self._nrows]):
             if i % row_every:
                 continue
             y0 = target.y() + i * tile_h * sy
-            p.drawText(QtCore.QRectF(label_x, y0 - fm.height(), left - 6, (tile_h - self._pad) * sy + 2 * fm.height()),
+            p.drawText(QtCore.QRectF(label_x, y0 - row_fm.height(), left - 6,
+                                     (tile_h - self._pad) * sy + 2 * row_fm.height()),
                        int(QtCore.Qt.AlignmentFlag.AlignRight | QtCore.Qt.AlignmentFlag.AlignVCenter),
                        text)
+        p.setFont(column_font)
         col_every = label_step([fm.horizontalAdvance(t) + 6 for t in self._col_labels], tile_w * sx)
         self._column_px = tile_w * sx
         self._shown_cols = []

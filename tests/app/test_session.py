@@ -696,3 +696,26 @@ def test_umap_is_fitted_again_only_as_often_as_training_can_spare(parts, monkeyp
     assert FakeUMAP.fits == n + 1
     # Not training: every new set of codes is fitted.
     assert epoch(1.0) == "fit"
+
+
+def test_speed_shows_for_fast_batches_too(parts):
+    """Batches of a few milliseconds: the rate is measured over a few seconds of them, not a fixed count."""
+    s, tasks, _, _ = parts
+    loaded(s, tasks)
+    thread = start(s)  # 3 epochs
+    thread.trainerReady.emit(FakeTrainer(s))
+    progress = []
+    s.trainProgress.connect(progress.append)
+    wall, step = 1.0, 0
+    for epoch in range(2):  # 100 batches of 4 ms an epoch, 0.1 s of evaluation after each
+        events = []
+        for b in range(100):
+            step += 1
+            wall += 0.004
+            events.append(FakeBatch(step, epoch, b, wall))
+        thread.batches.emit(events)
+        wall += 0.1
+    p = progress[-1]
+    assert p["samples_per_s"] == pytest.approx(8 / 0.004, rel=1e-6)
+    # One epoch of 100 batches is left, and two epoch ends (this one's and the last one's).
+    assert p["eta_s"] == pytest.approx(100 * 0.004 + 2 * 0.1, rel=1e-6)
