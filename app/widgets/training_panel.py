@@ -249,14 +249,15 @@ def format_progress(
     samples_per_s: float | None,
     eta_s: float | None,
 ) -> str:
-    parts = [f"Epoch {epoch}/{n_epochs}", f"batch {batch}/{n_batches}"]
+    """Two lines: where the run is, then its speed and the time left (a narrow panel never breaks "samples/s")."""
+    speed = []
     if samples_per_s is not None and math.isfinite(samples_per_s):
-        parts.append(f"{samples_per_s:,.0f} samples/s")
+        speed.append(f"{samples_per_s:,.0f} samples/s")
     if eta_s is not None and math.isfinite(eta_s):
-        parts.append(f"ETA {format_duration(eta_s)}")
+        speed.append(f"ETA {format_duration(eta_s)}")
     else:
-        parts.append("ETA –")
-    return " · ".join(parts)
+        speed.append("ETA –")
+    return f"Epoch {epoch}/{n_epochs} · batch {batch}/{n_batches}\n" + " · ".join(speed)
 
 
 class TrainingPanel(QtWidgets.QWidget):

@@ -332,7 +332,7 @@ def test_sigma_only_for_gaussian(panel):
 
 def test_progress_label(panel):
     panel.set_progress(3, 20, 12, 40, 8412.3, 42)
-    assert panel.progressLabel.text() == "Epoch 3/20 · batch 12/40 · 8,412 samples/s · ETA 0:42"
+    assert panel.progressLabel.text() == "Epoch 3/20 · batch 12/40\n8,412 samples/s · ETA 0:42"
     assert panel.progressBar.value() == round(1000 * (2 * 40 + 12) / (20 * 40))
     panel.set_progress(20, 20, 40, 40, float("nan"), None)
     assert panel.progressBar.value() == panel.progressBar.maximum()
