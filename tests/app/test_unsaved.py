@@ -201,3 +201,24 @@ def test_a_restored_copy_is_a_trained_model_with_its_epochs_and_map(qtbot, monke
     assert not w2.session.unsaved and not [n for n in recovery_files(data_dir) if n.endswith(".ckpt")]
     w2.close()
     assert answers.asked == ["Reset the model"], "nothing unsaved at the close: no question"
+
+
+def test_a_dataset_the_model_cannot_take_replaces_it_only_when_the_user_agrees(qtbot, monkeypatch, tmp_path):
+    import numpy as np
+
+    w = make_window(qtbot)
+    answers = Answers(w, monkeypatch)
+    load_digits(qtbot, w)
+    train(qtbot, w)
+    other = tmp_path / "faces.npy"
+    np.save(other, np.random.default_rng(0).integers(0, 255, (200, 12, 12), dtype=np.uint8))
+    answers.replies = [CANCEL]
+    w.open_path(str(other))
+    qtbot.waitUntil(lambda: bool(answers.asked) and w.session.state == TRAINED, timeout=30000)
+    assert answers.asked == ["Replace the model to train on the new dataset"]
+    assert w.session.dataset.name == "digits" and w.session.trainer is not None
+    answers.replies = [DISCARD]
+    w.open_path(str(other))
+    qtbot.waitUntil(lambda: w.session.dataset is not None and w.session.dataset.n == 200, timeout=30000)
+    assert len(answers.asked) == 2 and not w.session.has_model
+    assert w.panel.trainButton.text() == "Train" and w.panel.datasetGroup.isEnabled()
