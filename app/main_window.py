@@ -42,6 +42,8 @@ PROGRESS_INTERVAL_MS = 250
 MIN_WINDOW_SIZE = (760, 500)
 #: Narrower windows show the loss curves and the KL bars as tabs of one dock rather than side by side.
 COMPACT_WIDTH = 1200
+#: A tool opened beside the curves for the first time gets this share of the width under the map.
+TOOL_SHARE = 0.4
 #: Answers of ``MainWindow.ask_unsaved``.
 SAVE, DISCARD, CANCEL = "save", "discard", "cancel"
 
@@ -1192,7 +1194,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     @Slot(bool)
     def _on_tool_dock_shown(self, visible: bool) -> None:
-        """A tool opened for the first time beside the curves gets half of the width under the map (images need room)."""
+        """A tool opened for the first time beside the curves gets TOOL_SHARE of the width under the map (images need room)."""
         dock = self.sender()
         if not visible or not isinstance(dock, QtWidgets.QDockWidget) or dock in self._widened:
             return
@@ -1203,8 +1205,9 @@ class MainWindow(QtWidgets.QMainWindow):
         if self.loss_dock in self.tabifiedDockWidgets(dock) or self.loss_dock.isHidden():
             return
         room = self.loss_dock.width() + dock.width()
-        if dock.width() < 0.45 * room:
-            self.resizeDocks([self.loss_dock, dock], [room // 2, room - room // 2], QtCore.Qt.Horizontal)
+        want = min(int(TOOL_SHARE * room), room - self.loss_dock.minimumSizeHint().width())
+        if dock.width() < want:
+            self.resizeDocks([self.loss_dock, dock], [room - want, want], QtCore.Qt.Horizontal)
 
     def _unclip_dock_tabs(self) -> None:
         """Tabs of docks show their whole titles (scroll buttons when they do not fit), never "Posteri…"."""
