@@ -147,12 +147,14 @@ def decimate_minmax(x: np.ndarray, y: np.ndarray, max_points: int = MAX_DRAW_POI
     base = np.arange(k) * b
     i_min = base + np.argmin(blocks, axis=1)
     i_max = base + np.argmax(blocks, axis=1)
-    parts = [np.array([0]), i_min, i_max]
+    # Each block's two in order, the blocks in order: the indices come sorted (no np.unique).
+    parts = [np.array([0]), np.column_stack((np.minimum(i_min, i_max), np.maximum(i_min, i_max))).ravel()]
     if m < n:
         tail = y[m:]
-        parts.append(np.array([m + int(np.argmin(tail)), m + int(np.argmax(tail))]))
+        parts.append(np.sort([m + int(np.argmin(tail)), m + int(np.argmax(tail))]))
     parts.append(np.array([n - 1]))
-    idx = np.unique(np.concatenate(parts))
+    idx = np.concatenate(parts)
+    idx = idx[np.concatenate(([True], np.diff(idx) > 0))]
     return x[idx], y[idx]
 
 
