@@ -1,9 +1,14 @@
 """Live training curves: reconstruction and loss on top, KL below, x = training step or wall time.
 
-Points are buffered cheaply by :meth:`LossPlot.append` and drawn from a timer at
-about 10 Hz, only when something changed. Long runs are decimated for drawing
-(min/max per bucket over the visible x range) so a 100,000-step run costs the
-same to draw as a 2,000-step one, and spikes stay visible.
+Points (batches and held-out evaluations alike) are buffered cheaply by
+:meth:`LossPlot.append` and :meth:`LossPlot.add_epoch` and drawn from a timer at
+about 10 Hz, only when something changed and the plot is shown. Long runs are
+decimated for drawing (min/max per bucket over the visible x range) so a
+100,000-step run costs the same to draw as a 2,000-step one, and spikes stay
+visible. Each curve is one light item (``_Series``) that paints ready Qt
+polygons; the grid and marker labels are drawn from pixmaps between changes;
+while following new points the ranges change seldom (each change lays out the
+axes anew).
 
 A row of controls above the plots: a log-scale box, a smoothing slider
 (TensorBoard's debiased exponential moving average, drawn over the raw curve
@@ -302,6 +307,8 @@ class _Series(pg.GraphicsObject):
 
     def setData(self, x: np.ndarray, y: np.ndarray) -> None:
         """The points to draw (1-D float arrays of equal length, in the axes' units before any log)."""
+        if len(x) == 0 and len(self._x) == 0:
+            return  # empty before and after (a smoothed line while smoothing is off)
         self._x = np.array(x, dtype=np.float64)
         self._y = np.array(y, dtype=np.float64)
         self._build()
