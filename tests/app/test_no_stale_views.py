@@ -14,6 +14,7 @@ from PySide6 import QtCore, QtWidgets
 from app import recovery as rec_mod
 from app.main_window import MainWindow
 from app.session import TRAINED
+from app.session.map import captions
 from app.session.session import trained_text
 
 from helpers import press, release
@@ -76,7 +77,7 @@ def stale_views(w) -> list[str]:
     if view.point_count() != n_points:
         problems.append(f"the map shows {view.point_count()} points, the session has {n_points}")
     shown = view.axis_labels()
-    want = s.projection.axis_labels() if s.projection is not None and s.xy is not None else ("", "")
+    want = captions(s.projection) if s.projection is not None and s.xy is not None else ("", "")
     if shown != want:
         problems.append(f"axis titles {shown}, the map is laid out by {want}")
     decoded = s.last_code is not None

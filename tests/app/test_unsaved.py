@@ -13,6 +13,7 @@ from app import main_window as mw
 from app import recovery as rec_mod
 from app.main_window import CANCEL, DISCARD, SAVE, MainWindow
 from app.session import TRAINED
+from app.session.map import captions
 from vae_core.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -188,7 +189,7 @@ def test_a_restored_copy_is_a_trained_model_with_its_epochs_and_map(qtbot, monke
     assert panel.progressLabel.text() == "Trained for 3 epochs (" + f"{w2.session.checkpoint.step:,} steps)"
     assert find(w2, QtWidgets.QSpinBox, "epochsSpin").value() == 3
     assert find(w2, QtWidgets.QComboBox, "projectionCombo").currentData() == "pca" and w2.session.map.mode == "pca"
-    assert w2.latent_view._axis_labels == w2.session.projection.axis_labels()
+    assert w2.latent_view.axis_labels() == captions(w2.session.projection)
     # A restored copy is unsaved work: Reset asks; saved, it is not any more and its recovery copy goes.
     assert w2.session.unsaved
     answers.replies = [CANCEL]
