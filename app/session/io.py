@@ -22,6 +22,7 @@ import numpy as np
 from PySide6 import QtCore
 
 from ..display import shape_text
+from .map import PROGRESS_INTERVAL_S, every
 from ..worker import Reply, TaskRunner, Task, Tagged
 
 if TYPE_CHECKING:
@@ -46,11 +47,15 @@ class LoadedCheckpoint:
     dataset_error: str  # why ``dataset`` is None; "" when it is not
 
 
-def read_dataset(spec: dict[str, Any]) -> "Dataset":
-    """The dataset a panel's settings describe (None values are left to the engine's defaults)."""
+def read_dataset(spec: dict[str, Any], progress: Callable[[float, str], None] | None = None) -> "Dataset":
+    """The dataset a panel's settings describe (None values are left to the engine's defaults).
+
+    ``progress(fraction, text)`` is called from the loading thread while a
+    large dataset is decoded, generated or converted.
+    """
     from vae_core.data import load_dataset
 
-    return load_dataset({k: v for k, v in spec.items() if v is not None})
+    return load_dataset({k: v for k, v in spec.items() if v is not None}, progress=progress)
 
 
 def read_checkpoint(path: str) -> LoadedCheckpoint:
@@ -123,6 +128,7 @@ class Loader(QtCore.QObject):
     datasetLoaded = Signal(object, object)  # Dataset, the request's spec
     checkpointLoaded = Signal(object)  # LoadedCheckpoint
     failed = Signal(str)  # the newest request could not be read: why
+    progress = Signal(float, str)  # how far the newest dataset request is: fraction, what it is doing
 
     def __init__(self, tasks: TaskRunner, parent: QtCore.QObject | None = None):
         super().__init__(parent)
@@ -145,11 +151,11 @@ class Loader(QtCore.QObject):
     def load_dataset(self, spec: dict[str, Any]) -> None:
         """Read the dataset ``spec`` describes; ``datasetLoaded`` or ``failed`` follows."""
         request = dict(spec)
-        self._start(lambda: read_dataset(request), request, "dataset")
+        self._start(lambda report: read_dataset(request, every(report, PROGRESS_INTERVAL_S)), request, "dataset")
 
     def load_checkpoint(self, path: str) -> None:
         """Read the checkpoint at ``path``; ``checkpointLoaded`` or ``failed`` follows."""
-        self._start(lambda: read_checkpoint(path), {"source": path}, "checkpoint")
+        self._start(lambda report: read_checkpoint(path), {"source": path}, "checkpoint")
 
     def cancel(self) -> bool:
         """Drop the request on its way; True when there was one."""
@@ -160,12 +166,18 @@ class Loader(QtCore.QObject):
         self._token += 1
         return True
 
-    def _start(self, read: Callable[[], Any], spec: dict[str, Any], kind: str) -> None:
+    def _start(self, read: Callable[[Callable[[float, str], None]], Any], spec: dict[str, Any], kind: str) -> None:
         self.cancel()
         self._spec = spec
         self._kind = kind
-        self._task = self._tasks.start(Tagged(self._token, lambda progress, cancelled: read()),
-                                       self._on_done, self._on_failed)
+        self._task = self._tasks.start(Tagged(self._token, lambda progress, cancelled: read(progress)),
+                                       self._on_done, self._on_failed, self._on_progress)
+
+    @Slot(float, str)
+    def _on_progress(self, fraction: float, text: str) -> None:
+        task, sender = self._task, self.sender()
+        if task is not None and (sender is None or sender is task.signals):  # not a replaced request's
+            self.progress.emit(fraction, text)
 
     @Slot(object)
     def _on_done(self, reply: Reply) -> None:

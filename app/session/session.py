@@ -243,6 +243,7 @@ class Session(QtCore.QObject):
         self.map.progress.connect(self.projectionProgress)
         self.map.message.connect(self.message)
         self.loader.datasetLoaded.connect(self._on_dataset_loaded)
+        self.loader.progress.connect(self._on_load_progress)
         self.loader.checkpointLoaded.connect(self._on_checkpoint_loaded)
         self.loader.failed.connect(self._on_load_failed)
         self.decoding.done.connect(self._on_decoded)
@@ -317,6 +318,12 @@ class Session(QtCore.QObject):
         self.loader.load_dataset(spec)
         self._set_state(LOADING)
         self.message.emit("info", f"Loading {spec.get('source')}…")
+
+    @Slot(float, str)
+    def _on_load_progress(self, fraction: float, text: str) -> None:
+        """A large dataset on its way: how far it is, in the progress read-out while there is no model to describe."""
+        if not self.has_model:
+            self.progressText.emit(f"Loading: {text} ({100 * fraction:.0f}%)" if text else f"Loading: {100 * fraction:.0f}%")
 
     @Slot(object, object)
     def _on_dataset_loaded(self, ds: Dataset, spec: dict) -> None:

@@ -396,7 +396,7 @@ class TrainingPanel(QtWidgets.QWidget):
             "Turn grey levels into 0/1 pixels: static = once at load, dynamic = resampled each time a batch is drawn",
         )
 
-        self.shapesCountSpin = self._spin("shapesCountSpin", 100, 200_000, 20_000)
+        self.shapesCountSpin = self._spin("shapesCountSpin", 100, 1_000_000, 20_000)
         self.shapesCountSpin.setSingleStep(1000)
         self._add_row(form, "Shapes count", self.shapesCountSpin, "How many shape images to generate (Shapes dataset only)")
 
