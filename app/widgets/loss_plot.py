@@ -1041,7 +1041,12 @@ class LossPlot(QtWidgets.QWidget):
         return y[keep] if keep.sum() >= SETTLE_MIN_POINTS else y
 
     def _follow_ranges(self, force_y: bool = False) -> None:
-        """While following: x from the first point to a round number past the last, y sticky around the data."""
+        """While following: x from the first point to a round number past the last, y sticky around the data.
+
+        The x range is kept while it holds the points and is at most about
+        twice their span; a new one reaches past where fast points will be
+        ``LOOKAHEAD_S`` later.
+        """
         if not self._follow:
             return
         vb_top = self._top.getViewBox()
