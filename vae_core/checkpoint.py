@@ -285,7 +285,11 @@ def _fail(path: Any, problem: str) -> CheckpointError:
 
 def read_metadata(data: bytes, path: Any = "<bytes>") -> tuple[dict[str, Any], dict[str, Any]]:
     """(safetensors header, our metadata) of a checkpoint's bytes, checked; raises CheckpointError."""
-    if data[:4] == b"PK\x03\x04" or data[:1] == b"\x80":
+    n = int.from_bytes(data[:8], "little") if len(data) >= 8 else 0
+    looks_safetensors = 0 < n <= _MAX_HEADER and data[8:9] == b"{"
+    # A pickle starts with 0x80 and a zip (torch.save) with PK; a safetensors header
+    # length whose lowest byte is 0x80 starts the same way, so the header decides.
+    if not looks_safetensors and (data[:4] == b"PK\x03\x04" or data[:1] == b"\x80"):
         raise _fail(
             path,
             "this is a pickle / torch.save file, not a Latent Explorer checkpoint "
@@ -293,8 +297,7 @@ def read_metadata(data: bytes, path: Any = "<bytes>") -> tuple[dict[str, Any], d
         )
     if len(data) < 8:
         raise _fail(path, "not a safetensors file (the file is too short; truncated?)")
-    n = int.from_bytes(data[:8], "little")
-    if n == 0 or n > _MAX_HEADER or data[8:9] != b"{":
+    if not looks_safetensors:
         raise _fail(path, "not a safetensors file (no valid header)")
     if 8 + n > len(data):
         raise _fail(path, "the file is truncated (its header is incomplete)")

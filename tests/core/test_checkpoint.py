@@ -297,6 +297,30 @@ def test_pickle_is_never_loaded(tmp_path, how):
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("low_byte", [0x80, ord("K")])
+def test_a_header_length_that_starts_like_a_pickle_is_still_a_checkpoint(tmp_path, low_byte):
+    """A safetensors header length whose first byte is 0x80 (or a file starting "PK") is read, not refused as a pickle."""
+    ds = tiny_dataset()
+    t = Trainer(MODEL, TRAIN.replace(epochs=1), ds)
+    list(t.run(epochs=1))
+    good = tmp_path / "good.ckpt"
+    save_checkpoint(t, good)
+    data = good.read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    header = data[8:8 + n]
+    pad = (low_byte - n) % 256 or 256  # JSON allows trailing spaces: lengthen the header to the wanted low byte
+    header = header + b" " * pad
+    assert len(header) % 256 == low_byte
+    body = len(header).to_bytes(8, "little") + header + data[8 + n:]
+    if low_byte == ord("K"):
+        assert len(header).to_bytes(8, "little")[:1] == b"K"
+    odd = tmp_path / "odd.ckpt"
+    odd.write_bytes(body)
+    ck = load_checkpoint(odd)
+    assert ck.step == t.step
+    assert body[:1] == bytes([low_byte])
+
+
 # ---------------------------------------------------------------------------
 # Atomic writes
 # ---------------------------------------------------------------------------
