@@ -21,7 +21,6 @@ import datetime as _dt
 import json
 import os
 import platform
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ import torch
 
 from .config import ModelConfig, TrainConfig
 from .distributed import World
+from .files import atomic_file
 from .errors import CheckpointError, ConfigError
 from .model import VAE, resolve_device, vae_from_state
 from .training import History, Trainer, TrainControl, TrainerState
@@ -68,33 +68,9 @@ def _shape_text(shape: Any) -> str:
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that the file is either the old one or the complete new one.
-
-    Raises OSError; the temporary file is removed on any error.
-    """
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:  # make the rename itself durable where the platform allows it
-        dfd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
+    """Write ``data`` to ``path`` so that the file is either the old one or the complete new one (raises OSError)."""
+    with atomic_file(path) as f:
+        f.write(data)
 
 
 # ---------------------------------------------------------------------------

@@ -18,6 +18,8 @@ from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
+from .files import atomic_file
+
 __all__ = ["latents_csv_header", "iter_latents_csv", "write_latents_csv"]
 
 #: Rows formatted per block (bounds the memory a block's Python objects take).
@@ -119,26 +121,15 @@ def write_latents_csv(
 ) -> int:
     """Write the latent CSV to ``path``; returns the number of rows written (the header not counted).
 
-    The text goes to ``path + ".part"``, which then replaces ``path``, so
+    The text goes to a temporary file that then replaces ``path``, so
     ``path`` is either the old file or the complete new one.  An OSError
-    propagates after the ``.part`` file is removed; shapes that do not agree
+    propagates after the temporary file is removed; shapes that do not agree
     raise ValueError before anything is written.
     """
     pieces = iter_latents_csv(latents, logvar, labels, label_names, xy)
     header = next(pieces)  # checks the shapes before a file is made
-    tmp = os.fspath(path) + ".part"
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
-            f.write(header)
-            for piece in pieces:
-                f.write(piece)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_file(path, text=True) as f:
+        f.write(header)
+        for piece in pieces:
+            f.write(piece)
     return int(np.shape(latents)[0])

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -94,20 +93,10 @@ def copy_checkpoint(source: str, path: str) -> None:
     """
     if os.path.exists(path) and os.path.samefile(source, path):
         return
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
-            shutil.copyfileobj(src, out, 1 << 20)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise
+    from vae_core.files import atomic_file
+
+    with atomic_file(path) as out, open(source, "rb") as src:
+        shutil.copyfileobj(src, out, 1 << 20)
 
 
 def write_latents(path: str, latents: np.ndarray, logvar: np.ndarray | None, labels: np.ndarray | None,
