@@ -19,7 +19,7 @@ from vae_core.config import parse_hidden_dims
 from . import recovery, theme
 from .display import HistoryView, code_text, images_for_display
 from .session import EMPTY, IDLE, LOADING, PAUSED, TRAINED, TRAINING, EpochSummary, MapView, Session
-from .tools import explore_docks, monitor, runs, selection_docks
+from .tools import experiments, explore_docks, monitor, runs, runs_panel, selection_docks
 from .widgets.decode_canvas import DecodeCanvas, ImagePair
 from .widgets.latent_view import LatentView
 from .widgets.loss_plot import LossPlot
@@ -321,6 +321,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.monitor = monitor.install(self)  # KL per dimension, collapse warnings, decoded manifold
         self.runs = runs.install(self)  # run folders: recording, File ▸ Runs, following a run
         self.selection_tools = selection_docks.install(self)  # lasso, selection panel, nearest neighbours
+        self.runs_panel = runs_panel.install(self)  # the Runs panel: every run, renamed, reopened, checked to compare
+        self.experiments = experiments.install(self)  # Experiment menu: autoencoder vs VAE, beta sweep
         self._on_state(self.session.state)
         self.setMinimumSize(*MIN_WINDOW_SIZE)
         self.resize(*default_window_size())
@@ -1251,6 +1253,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.monitor.close()
         self.runs.close()
         self.selection_tools.close()
+        self.experiments.close()
+        self.runs_panel.close()
         ok = self.session.shutdown(2000)
         if not ok:
             self.statusBar().showMessage("Background work did not stop in time; closing anyway.")
