@@ -5,7 +5,8 @@ A run folder holds three kinds of file, and nothing else is needed to follow it:
 * ``config.json``: ``{"format": "latent-explorer-run", "format_version": 1,
   "created", "updated" (ISO times), "model_config", "train_config",
   "dataset" (spec, name, label names, image shape, number of examples),
-  "world_size", "ranks"}``, written atomically whenever the run starts.
+  "world_size", "ranks"}`` and, once the run is named (``set_run_name``),
+  ``"name"``; written atomically whenever the run starts (keeping the name).
 * ``events.jsonl``: one JSON object a line, appended as the run goes, each
   line written whole and flushed (and synced to disk for epochs and status
   changes).  Every object has ``kind`` and ``time`` (Unix seconds):
@@ -156,8 +157,11 @@ class RunWriter:
         t = self.trainer
         config_path = self.directory / CONFIG
         created = _now_iso()
+        name = None
         try:
-            created = str(json.loads(config_path.read_text(encoding="utf-8")).get("created", created))
+            previous = json.loads(config_path.read_text(encoding="utf-8"))
+            created = str(previous.get("created", created))
+            name = previous.get("name")
         except (OSError, ValueError, AttributeError):
             pass
         config = {
@@ -171,6 +175,8 @@ class RunWriter:
             "world_size": len(ranks),
             "ranks": ranks,
         }
+        if isinstance(name, str) and name.strip():
+            config["name"] = name
         atomic_write_bytes(config_path, (json.dumps(_plain(config), indent=2) + "\n").encode("utf-8"))
         where = f"{len(ranks)} process{'es' if len(ranks) != 1 else ''}"
         if resumed_from is None:
@@ -391,6 +397,14 @@ class RunRecord:
         return None
 
     @property
+    def name(self) -> str:
+        """The run's name: the ``name`` its config holds (see ``set_run_name``), else the folder's name."""
+        value = (self.config or {}).get("name")
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+        return self.directory.name or str(self.directory)
+
+    @property
     def updated(self) -> float | None:
         """Time (Unix seconds) of the newest event, None without events."""
         for ev in reversed(self.events):
@@ -424,3 +438,26 @@ def read_run(directory: str | os.PathLike) -> RunRecord:
         checkpoint=latest if latest.is_file() else None,
         epoch_checkpoints=[p for _, p in _epoch_files(path)],
     )
+
+
+def set_run_name(directory: str | os.PathLike, name: str) -> None:
+    """Store ``name`` (stripped) as the run's name in its ``config.json``, written atomically.
+
+    Raises ConfigError for an empty name or a folder without a readable
+    run config, OSError when the file cannot be written.  A run continued
+    later keeps its name (``RunWriter.start`` carries it over).
+    """
+    text = name.strip() if isinstance(name, str) else ""
+    if not text:
+        raise ConfigError("a run's name must not be empty")
+    path = Path(directory) / CONFIG
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the run's config ({exc.strerror or exc})") from exc
+    except ValueError as exc:
+        raise ConfigError(f"{path}: the run's config is not valid JSON ({exc})") from exc
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise ConfigError(f"{path}: not a Latent Explorer run config")
+    config["name"] = text
+    atomic_write_bytes(path, (json.dumps(_plain(config), indent=2) + "\n").encode("utf-8"))
