@@ -1,6 +1,6 @@
 """The ``vae-explorer`` command, the program's one entry point.
 
-``vae-explorer train|evaluate|export ...`` runs the headless engine
+``vae-explorer train|evaluate|export|compare ...`` runs the headless engine
 (``vae_core.cli``) and imports no Qt; anything else opens the desktop
 program: arguments, QApplication, the window, screenshot mode.
 """
@@ -15,10 +15,10 @@ import time
 #: Milliseconds after the window shows before UMAP is warmed up in the background.
 WARMUP_DELAY_MS = 1500
 #: First arguments that run the engine without a window.
-HEADLESS = ("train", "evaluate", "export")
+HEADLESS = ("train", "evaluate", "export", "compare")
 
 USAGE = """vae-explorer [PATH] [options]
-       vae-explorer train|evaluate|export ...   (headless; see vae-explorer train --help)"""
+       vae-explorer train|evaluate|export|compare ...   (headless; see vae-explorer train --help)"""
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

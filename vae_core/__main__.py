@@ -1,4 +1,4 @@
-"""``python -m vae_core train|evaluate|export ...``"""
+"""``python -m vae_core train|evaluate|export|compare ...``"""
 
 import sys
 

@@ -1,6 +1,6 @@
-"""Headless commands: ``train``, ``evaluate`` and ``export``.
+"""Headless commands: ``train``, ``evaluate``, ``export`` and ``compare``.
 
-Run as ``python -m vae_core ...`` or ``vae-explorer train|evaluate|export ...``.
+Run as ``python -m vae_core ...`` or ``vae-explorer train|evaluate|export|compare ...``.
 Problems a user can fix (a missing dataset, a bad checkpoint, a value out of
 range) print ``error: <message>`` and exit with status 2.  Training stops
 cleanly on Ctrl+C or SIGTERM: the current batch finishes, a complete
@@ -12,6 +12,12 @@ it (``torchrun --nproc-per-node N -m vae_core train ...``) or with
 only rank 0 prints, writes the run folder and saves checkpoints.  With
 ``--run-dir DIR`` it writes a run folder (``vae_core.runs``) that can be
 followed while it grows, and continues it from its latest checkpoint.
+
+``compare A.ckpt B.ckpt ...`` (a run folder stands for its latest.ckpt)
+evaluates every checkpoint on the held-out examples of one dataset (the
+first checkpoint's unless ``--dataset`` is given) and prints the comparison
+table of ``vae_core.compare``, one column per run; ``--json`` prints one
+JSON object per run instead, ``--csv PATH`` also writes the table.
 
 Torch is imported only when a command runs, so ``--help`` is quick.
 """
@@ -67,6 +73,10 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "precision": "fp32",
 }
 DEFAULT_HIDDEN = {"mlp": (512, 256), "conv": (32, 64)}
+# The defaults of ``vae_core.compare`` (kept here so that --help imports neither numpy nor torch;
+# a test checks they agree).
+COMPARE_IWAE_K = 50
+COMPARE_EXAMPLES = 10_000
 
 
 def _rank() -> int:
@@ -95,7 +105,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         prog=prog or "vae-explorer",
         description="Train, evaluate and export Variational Autoencoders without the GUI.",
     )
-    sub = p.add_subparsers(dest="command", metavar="{train,evaluate,export}")
+    sub = p.add_subparsers(dest="command", metavar="{train,evaluate,export,compare}")
     sub.required = True
 
     t = sub.add_parser("train", help="train a VAE and save a checkpoint",
@@ -165,6 +175,26 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     x.add_argument("--dataset", help="dataset to encode (default: the checkpoint's)")
     x.add_argument("--size", type=int, help="resize images to SIZE x SIZE")
     x.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: cpu)")
+
+    c = sub.add_parser("compare", help="compare checkpoints side by side: ELBO, IWAE, KL, prior mismatch, MIG, SAP",
+                       description="Evaluate several checkpoints on the held-out (test split) examples of one "
+                                   "dataset and print a table with one column per run: ELBO, IWAE_k, "
+                                   "reconstruction and KL in nats per example, active units, the prior mismatch "
+                                   "(KL between a Gaussian moment-matched to the mean codes and N(0, I)) and, on "
+                                   "datasets with ground-truth factors (shapes), MIG and SAP.")
+    c.add_argument("checkpoints", nargs="+", metavar="CKPT",
+                   help="checkpoint files, or run folders (each stands for its latest.ckpt)")
+    c.add_argument("--dataset", help="dataset to evaluate on (default: the first checkpoint's); every checkpoint "
+                                     "must take its images")
+    c.add_argument("--size", type=int, help="resize images to SIZE x SIZE")
+    c.add_argument("--iwae-k", type=int, default=COMPARE_IWAE_K,
+                   help=f"importance samples for the IWAE estimate of log p(x); 0 = skip (default {COMPARE_IWAE_K})")
+    c.add_argument("--examples", type=int, default=COMPARE_EXAMPLES, metavar="N",
+                   help=f"held-out examples to use, a fixed subset when the test split is larger; also for MIG and "
+                        f"SAP (default {COMPARE_EXAMPLES})")
+    c.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: cpu)")
+    c.add_argument("--json", action="store_true", help="print one JSON object per run instead of a table")
+    c.add_argument("--csv", metavar="PATH", help="also write the table to this CSV file (one column per run)")
     return p
 
 
@@ -180,6 +210,8 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
             return cmd_train(args, argv)
         if args.command == "evaluate":
             return cmd_evaluate(args)
+        if args.command == "compare":
+            return cmd_compare(args)
         return cmd_export(args)
     except VAEError as exc:
         _err(str(exc))
@@ -212,29 +244,38 @@ def _dataset_spec(base: dict[str, Any] | None, args: argparse.Namespace, fields:
     return DatasetSpec.from_dict(d)
 
 
+class _ProgressBar:
+    """A ``progress(fraction, text)`` callable that shows a percentage bar on stderr once a task takes a while."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+
+    def __call__(self, fraction: float, text: str) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=100, unit="%", file=sys.stderr, dynamic_ncols=True, leave=False, delay=1.0,
+                            bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}")
+        self.bar.set_description_str(text, refresh=False)
+        self.bar.update(fraction * 100 - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
 def _load(spec: Any, show_progress: bool) -> Any:
     """``load_dataset(spec)``, with a progress bar on stderr when the load takes a while (decoding, drawing)."""
     from .data import load_dataset
 
     if not show_progress:
         return load_dataset(spec)
-    from tqdm import tqdm
-
-    bar: Any = None
-
-    def progress(fraction: float, text: str) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=100, unit="%", file=sys.stderr, dynamic_ncols=True, leave=False, delay=1.0,
-                       bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}")
-        bar.set_description_str(text, refresh=False)
-        bar.update(fraction * 100 - bar.n)
-
+    bar = _ProgressBar()
     try:
-        return load_dataset(spec, progress=progress)
+        return load_dataset(spec, progress=bar)
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
 
 
 def _set_threads(n: int | None) -> None:
@@ -640,4 +681,108 @@ def cmd_export(args: argparse.Namespace) -> int:
     else:
         rows = write_latents_csv(args.latents, mu, **columns)
         _note(f"wrote {rows} latent codes ({mu.shape[1]} dims) to {args.latents}")
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# compare
+# ---------------------------------------------------------------------------
+
+
+def _compared_checkpoints(paths: Sequence[str]) -> list[tuple[Any, str]]:
+    """(checkpoint, name) of every path given: a run folder stands for its latest.ckpt and goes by its run's name.
+
+    Names that two runs share get their folder's name in front.  Raises
+    CheckpointError naming the file that is missing or cannot be read.
+    """
+    from .checkpoint import load_checkpoint
+    from .runs import LATEST, read_run
+
+    found: list[tuple[Any, str, Path]] = []
+    for given in paths:
+        path = Path(given)
+        if path.is_dir():
+            latest = path / LATEST
+            if not latest.is_file():
+                raise CheckpointError(f"{path} is a folder without a {LATEST} (not a run folder with a checkpoint)")
+            try:
+                name = read_run(path).name
+            except OSError:
+                name = path.resolve().name
+            found.append((load_checkpoint(latest), name, latest))
+        else:
+            found.append((load_checkpoint(path), path.stem, path))
+    names = [name for _, name, _ in found]
+    out = []
+    for ckpt, name, path in found:
+        if names.count(name) > 1:
+            name = f"{path.resolve().parent.name}/{name}"
+        out.append((ckpt, name))
+    return out
+
+
+def _table_text(figures: Sequence[Any]) -> str:
+    """The comparison table as text: a row per figure, a column per run, then each run's notes.
+
+    MIG and SAP rows are left out when no run has them (a dataset without ground-truth factors).
+    """
+    from .compare import TABLE_ROWS, format_value
+
+    header = ["", *[f.name for f in figures]]
+    shown = [row for row in TABLE_ROWS
+             if row.key not in ("mig", "sap") or any(getattr(f, row.key) is not None for f in figures)]
+    rows = [header] + [[row.label, *[format_value(f, row.key) for f in figures]] for row in shown]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = []
+    for k, r in enumerate(rows):
+        cells = [r[0].ljust(widths[0])] + [cell.rjust(w) for cell, w in zip(r[1:], widths[1:])]
+        lines.append("  ".join(cells).rstrip())
+        if k == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    for f in figures:
+        for note in f.notes:
+            lines.append(f"note ({f.name}): {note}")
+    return "\n".join(lines)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .checkpoint import check_dataset_fits
+    from .compare import compare_run, write_table_csv
+
+    if args.iwae_k < 0:
+        raise ConfigError(f"--iwae-k must be >= 0, got {args.iwae_k}")
+    if args.examples < 1:
+        raise ConfigError(f"--examples must be at least 1, got {args.examples}")
+    runs = _compared_checkpoints(args.checkpoints)
+    first = runs[0][0]
+    spec = _dataset_spec(first.dataset_spec, args, ("size",))
+    dataset = _load(spec, not args.json)
+    for ckpt, _ in runs:
+        check_dataset_fits(ckpt, dataset)
+    if not args.dataset:
+        for ckpt, _ in runs[1:]:
+            if ckpt.dataset_spec != first.dataset_spec:
+                _note(f"note: {ckpt.path} was trained on another dataset or split than {first.path}; "
+                      f"every run is evaluated on the held-out examples of {dataset.name!r}")
+    _set_threads(first.train_config.num_threads)
+    figures = []
+    for ckpt, name in runs:
+        bar = None if args.json else _ProgressBar()
+        try:
+            figures.append(compare_run(
+                ckpt, dataset, name=name, iwae_k=args.iwae_k, max_examples=args.examples,
+                factor_examples=args.examples, device=args.device or "cpu", progress=bar,
+            ))
+        finally:
+            if bar is not None:
+                bar.close()
+    if args.json:
+        for f in figures:
+            print(json.dumps(f.to_dict()), flush=True)
+    else:
+        print(f"dataset {dataset.name}, held-out (test split) examples; figures in nats per example", flush=True)
+        print(_table_text(figures), flush=True)
+    if args.csv:
+        write_table_csv(args.csv, figures)
+        _note(f"wrote the table of {len(figures)} run{'s' if len(figures) != 1 else ''} to {args.csv}")
     return 0
