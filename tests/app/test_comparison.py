@@ -1,0 +1,214 @@
+"""The comparison window, offscreen, on tiny checkpoints trained on digits for one epoch."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+from PySide6 import QtCore, QtGui, QtWidgets
+
+from app.main_window import MainWindow
+from app.tools.comparison import ComparedRun, ComparisonWindow, open_comparison
+from vae_core.checkpoint import save_checkpoint
+from vae_core.compare import PRIOR_RADII, TABLE_ROWS
+from vae_core.config import ModelConfig, TrainConfig
+from vae_core.data import load_dataset
+from vae_core.training import Trainer
+
+from helpers import press, release
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+TIMEOUT_MS = 90000
+
+
+def _train(spec, path, beta: float, latent_dim: int, seed: int = 0) -> str:
+    ds = load_dataset(spec)
+    model = ModelConfig(input_shape=ds.input_shape, latent_dim=latent_dim, hidden_dims=(32,))
+    config = TrainConfig(epochs=1, batch_size=128, beta=beta, seed=seed, device="cpu", num_threads=1)
+    trainer = Trainer(model, config, ds)
+    list(trainer.run())
+    save_checkpoint(trainer, path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    d = tmp_path_factory.mktemp("runs")
+    return {
+        "AE": _train("digits", d / "ae.ckpt", beta=0.0, latent_dim=2),
+        "VAE": _train("digits", d / "vae.ckpt", beta=1.0, latent_dim=2, seed=1),
+        "VAE3": _train("digits", d / "vae3.ckpt", beta=1.0, latent_dim=3),
+        # digits shrunk to 6x6: a model that cannot take the 8x8 images
+        "small": _train({"source": "digits", "size": 6}, d / "small.ckpt", beta=1.0, latent_dim=2),
+    }
+
+
+@pytest.fixture
+def win(qtbot):
+    w = MainWindow(restore=False)
+    qtbot.addWidget(w)
+    w.resize(900, 600)
+    w.show()
+    qtbot.waitExposed(w)
+    yield w
+    for cw in list(getattr(w, "comparison_windows", [])):
+        cw.close()
+    w.session.shutdown(3000)
+
+
+def find(w, cls, name):
+    obj = w.findChild(cls, name)
+    assert obj is not None, f"no {cls.__name__} named {name}"
+    return obj
+
+
+def opened(qtbot, win, runs) -> ComparisonWindow:
+    cw = open_comparison(win, runs)
+    qtbot.waitUntil(lambda: cw.done, timeout=TIMEOUT_MS)
+    return cw
+
+
+def row_of(key: str) -> int:
+    return next(i for i, r in enumerate(TABLE_ROWS) if r.key == key)
+
+
+def test_three_runs_side_by_side(qtbot, win, ckpts, tmp_path, monkeypatch):
+    with qtbot.waitSignal(win.session.datasetLoaded, timeout=60000):
+        win.load_initial_dataset("digits")
+    ds = win.session.dataset
+    history_before = win.session.history
+    runs = [ComparedRun("AE", ckpts["AE"]), ComparedRun("VAE", ckpts["VAE"]), ComparedRun("VAE3", ckpts["VAE3"])]
+    cw = opened(qtbot, win, runs)
+    assert cw.objectName() == "comparisonWindow"
+    assert cw.windowTitle() == "Compare runs — AE, VAE, VAE3"
+    assert cw.isWindow() and cw in win.comparison_windows
+    assert cw.dataset is ds  # every model takes the main window's images: its data are used
+    assert cw.messages == []
+
+    maps = [find(cw, QtWidgets.QWidget, f"compareMap{k}") for k in range(3)]
+    assert cw.findChild(QtWidgets.QWidget, "compareMap3") is None
+    held_out = np.sort(np.asarray(ds.test_idx))
+    for m in maps:
+        assert m.n_points() == len(held_out)
+        np.testing.assert_array_equal(m.indices(), held_out)  # the same examples in every map
+        assert m.circle_labels() == ["1σ", "2σ"]
+        assert m.prior()[1] == PRIOR_RADII
+    assert maps[0].axis_labels() == ("z1", "z2")
+    assert maps[2].axis_labels()[0].startswith("PC1")  # three latent dims: PCA
+
+    # Linked selection by a real click on the second map.
+    index = int(held_out[7])
+    x, y = maps[1].position_of(index)
+    with qtbot.waitSignal(cw.exampleSelected, timeout=3000) as sig:
+        press(maps[1], x, y)
+        release(maps[1], x, y)
+    picked = sig.args[0]
+    assert cw.selected == picked
+    assert maps[1].position_of(picked) is not None
+    assert [m.highlighted() for m in maps] == [picked] * 3
+    recon = find(cw, QtWidgets.QWidget, "compareReconstructions")
+    qtbot.waitUntil(lambda: recon.grid_shape() == (1, 4), timeout=10000)  # the original and three reconstructions
+
+    cw.select_example(index)
+    assert [m.highlighted() for m in maps] == [index] * 3
+
+    # The table: a column per run, the ELBO filled with a number.
+    table = find(cw, QtWidgets.QTableWidget, "compareTable")
+    assert table.columnCount() == 3
+    assert [table.horizontalHeaderItem(k).text() for k in range(3)] == ["AE", "VAE", "VAE3"]
+    elbo_row = row_of("elbo")
+    for k in range(3):
+        value = float(table.item(elbo_row, k).text())
+        assert value == pytest.approx(cw.figures()[k].elbo, abs=0.01)
+        assert table.item(elbo_row, k).toolTip() == TABLE_ROWS[elbo_row].tooltip
+    assert table.isRowHidden(row_of("mig"))  # digits have no ground-truth factors
+
+    # The same prior draws: equal for equal latent dims, the same first column otherwise.
+    z = cw.prior_codes()
+    np.testing.assert_array_equal(z["AE"], z["VAE"])
+    assert z["VAE3"].shape == (16, 3)
+    np.testing.assert_array_equal(z["VAE3"][:, :2], z["AE"])
+    for k in range(3):
+        assert find(cw, QtWidgets.QWidget, f"comparePriorSamples{k}").grid_shape() == (4, 4)
+
+    curves = find(cw, QtWidgets.QWidget, "compareCurves")
+    assert curves.legend_names() == ["AE", "VAE", "VAE3"]
+    assert "ELBO" in curves.axis_labels()[1] and "nats" in curves.axis_labels()[1]
+    _, _, ex, ey = curves.run_data("VAE")
+    assert len(ex) == 1 and ey[0] == pytest.approx(-cw.figures()[1].elbo, rel=0.05)
+
+    interp = find(cw, QtWidgets.QWidget, "compareInterpolation")
+    qtbot.waitUntil(lambda: interp.grid_shape() == (3, 10), timeout=10000)
+    a, b = cw.pair
+    assert ds.labels[a] != ds.labels[b]
+    version = interp.image_version()
+    qtbot.mouseClick(find(cw, QtWidgets.QPushButton, "compareEndBButton"), QtCore.Qt.LeftButton)
+    assert cw.pair == (a, index)
+    qtbot.waitUntil(lambda: interp.image_version() > version, timeout=10000)
+    qtbot.mouseClick(find(cw, QtWidgets.QPushButton, "compareNewPairButton"), QtCore.Qt.LeftButton)
+    assert cw.pair != (a, index)
+
+    # Export: the window as one PNG, the table as CSV.
+    png = tmp_path / "comparison.png"
+    monkeypatch.setattr(QtWidgets.QFileDialog, "getSaveFileName", lambda *a, **k: (str(png), ""))
+    qtbot.mouseClick(find(cw, QtWidgets.QPushButton, "compareExportPngButton"), QtCore.Qt.LeftButton)
+    image = QtGui.QImage(str(png))
+    assert not image.isNull() and image.width() >= cw.width() - 1
+    out = tmp_path / "table.csv"
+    monkeypatch.setattr(QtWidgets.QFileDialog, "getSaveFileName", lambda *a, **k: (str(out), ""))
+    qtbot.mouseClick(find(cw, QtWidgets.QPushButton, "compareExportCsvButton"), QtCore.Qt.LeftButton)
+    rows = list(csv.reader(out.open()))
+    assert rows[0] == ["figure", "AE", "VAE", "VAE3"]
+    assert any(r[0] == TABLE_ROWS[elbo_row].label and r[1] for r in rows)
+    assert cw.messages == []
+
+    bad = tmp_path / "no such folder" / "table.csv"
+    assert not cw.save_csv(str(bad))
+    assert str(bad) in cw.messages[-1]
+
+    assert win.session.history is history_before  # the main window's run is left alone
+    cw.close()
+    assert cw not in win.comparison_windows
+
+
+def test_a_model_of_other_images_is_left_out(qtbot, win, ckpts):
+    # No data in the main window: the first run's own data are read.
+    assert win.session.dataset is None
+    runs = [ComparedRun("VAE", ckpts["VAE"]), ComparedRun("tiny images", ckpts["small"]),
+            ComparedRun("AE", ckpts["AE"])]
+    cw = opened(qtbot, win, runs)
+    assert cw.dataset is not None and tuple(cw.dataset.input_shape) == (1, 8, 8)
+    assert len(cw.messages) == 1
+    assert "tiny images" in cw.messages[0] and ckpts["small"] in cw.messages[0]
+    assert find(cw, QtWidgets.QLabel, "compareMessages").isVisible()
+    assert cw.windowTitle() == "Compare runs — VAE, AE"
+    assert find(cw, QtWidgets.QTableWidget, "compareTable").columnCount() == 2
+    assert cw.findChild(QtWidgets.QWidget, "compareMap2") is None
+    assert find(cw, QtWidgets.QWidget, "compareMap1").n_points() > 0
+    assert win.session.dataset is None and win.session.history is None
+
+
+def test_unreadable_checkpoint_and_closing_with_the_main_window(qtbot, win, ckpts, tmp_path):
+    broken = tmp_path / "broken.ckpt"
+    broken.write_bytes(b"not a checkpoint")
+    cw = open_comparison(win, [ComparedRun("VAE", ckpts["VAE"]), ComparedRun("broken", str(broken))])
+    qtbot.waitUntil(lambda: bool(cw.messages), timeout=TIMEOUT_MS)
+    assert "broken" in cw.messages[0] and str(broken) in cw.messages[0]
+    qtbot.waitUntil(lambda: cw.done, timeout=TIMEOUT_MS)
+    assert "nothing to compare" in cw.messages[-1]
+    assert find(cw, QtWidgets.QWidget, "compareMap0").n_points() > 0
+
+    second = open_comparison(win, [ComparedRun("VAE", ckpts["VAE"]), ComparedRun("AE", ckpts["AE"])])
+    assert second.isVisible()
+    win.close_without_asking()  # the main window closes while the second comparison is at work
+    qtbot.waitUntil(lambda: not cw.isVisible() and not second.isVisible(), timeout=5000)
+    assert win.comparison_windows == []
+
+
+def test_two_to_four_runs(win, ckpts):
+    with pytest.raises(ValueError):
+        open_comparison(win, [ComparedRun("VAE", ckpts["VAE"])])
+    with pytest.raises(ValueError):
+        open_comparison(win, [ComparedRun(str(i), ckpts["VAE"]) for i in range(5)])
