@@ -116,7 +116,7 @@ class Experiment:
         return self.runs[self.index]
 
     def progress_text(self) -> str:
-        return f"Experiment: run {self.index + 1} of {len(self.runs)} ({self.current.name})"
+        return f"Experiment: run {self.index + 1} of {len(self.runs)} (β = {beta_text(self.current.beta)})"
 
 
 class ExperimentDialog(QtWidgets.QDialog):
@@ -197,9 +197,6 @@ class ExperimentDialog(QtWidgets.QDialog):
 
 class ExperimentsTool(QtCore.QObject):
     """Experiment ▸ Autoencoder vs VAE, Beta sweep… and Stop experiment; the status line of a running experiment."""
-
-    #: True when an experiment starts, False when it ends (finished, stopped or broken off).
-    runningChanged = QtCore.Signal(bool)
 
     def __init__(self, window: "MainWindow") -> None:
         super().__init__(window)
@@ -299,6 +296,7 @@ class ExperimentsTool(QtCore.QObject):
         runs = [PlannedRun(0.0, "AE (β = 0)"), PlannedRun(1.0, "VAE (β = 1)")]
         dialog = self._open_dialog("Autoencoder vs VAE", "experimentDialog",
                                    lambda _betas: self._describe(plan, runs), None)
+        dialog.start_button.setText(f"Train {len(runs)} runs")
         dialog.accepted.connect(lambda: self._start("Autoencoder vs VAE", runs, plan))
 
     @Slot()
@@ -360,11 +358,15 @@ class ExperimentsTool(QtCore.QObject):
     def _describe(self, plan: dict[str, Any], runs: list[PlannedRun] | None) -> str:
         ds, train = plan["dataset"], plan["train"]
         epochs = int(train["epochs"])
+        device = str(train.get("device") or "")
+        where = f", on {device}" if device.startswith("cuda") else ""
+        if where and train.get("precision") == "bf16":
+            where += " in bf16 mixed precision"
         rows = [
             ("Dataset", f"{ds.name} ({ds.n:,} images)"),
             ("Model", plan["model_text"]),
             ("Training", f"{epochs} epoch{'s' if epochs != 1 else ''} each, batch size {train['batch_size']}, "
-                         f"learning rate {train['lr']:g}, seed {train['seed']}; warm-up and free bits off, "
+                         f"learning rate {train['lr']:g}, seed {train['seed']}{where}; warm-up and free bits off, "
                          "so that only β differs"),
         ]
         if runs:
@@ -390,7 +392,6 @@ class ExperimentsTool(QtCore.QObject):
         if not self.w.confirm_discard(f"Start the experiment “{title}”"):
             return
         self.experiment = Experiment(title, runs, plan["dataset"], plan["model"], plan["train"])
-        self.runningChanged.emit(True)
         self._update_actions()
         self._next_run()
 
@@ -468,8 +469,9 @@ class ExperimentsTool(QtCore.QObject):
             self._end_stopped()
             return
         if not complete:
-            self._end("warning", f"The experiment ended: {run.name} (run {exp.index + 1} of {len(exp.runs)}) stopped "
-                                 f"before its {exp.train['epochs']} epochs. {self._kept_text()}")
+            done = int(trainer.epoch) if trainer is not None and s.run_dir == run.directory else 0
+            self._end("warning", f"The experiment ended: run {exp.index + 1} of {len(exp.runs)}, {run.name}, stopped "
+                                 f"after {done} of its {exp.train['epochs']} epochs. {self._kept_text()}")
             return
         exp.finished.append(run)
         if exp.index + 1 < len(exp.runs):
@@ -482,7 +484,7 @@ class ExperimentsTool(QtCore.QObject):
         exp = self.experiment
         done = [] if exp is None else exp.finished
         if not done:
-            return "No run of it had finished."
+            return "None of its runs had finished."
         names = ", ".join(r.name for r in done)
         return (f"The run{'s' if len(done) != 1 else ''} finished so far ({names}) "
                 f"{'are' if len(done) != 1 else 'is'} kept: compare them from the Runs panel.")
@@ -524,7 +526,7 @@ class ExperimentsTool(QtCore.QObject):
         exp = self.experiment
         if exp is None:
             return
-        self._end("info", f"Experiment stopped during {exp.current.name} (run {exp.index + 1} of {len(exp.runs)}). "
+        self._end("info", f"Experiment stopped in run {exp.index + 1} of {len(exp.runs)}, {exp.current.name}. "
                           f"{self._kept_text()}")
 
     @Slot(bool)
@@ -537,7 +539,6 @@ class ExperimentsTool(QtCore.QObject):
         self.experiment = None
         self._show_status()
         self._update_actions()
-        self.runningChanged.emit(False)
         self.w.show_message(level, text)
 
     def _show_status(self) -> None:

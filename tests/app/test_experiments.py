@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import types
 from dataclasses import dataclass
@@ -150,14 +151,15 @@ def test_autoencoder_vs_vae_trains_two_named_runs_one_after_another_and_compares
     started = []
     s.stateChanged.connect(lambda st: started.append((st, label.text(), s.train_config.beta if s.train_config else None)))
     start(qtbot, dialog)
-    assert s.running and label.isVisible() and label.text() == "Experiment: run 1 of 2 (AE (β = 0))"
+    assert s.running and label.isVisible() and label.text() == "Experiment: run 1 of 2 (β = 0)"
     assert not action(win, "aeVsVaeAction").isEnabled() and not action(win, "betaSweepAction").isEnabled()
     assert "experiment is running" in action(win, "aeVsVaeAction").toolTip()
     assert action(win, "stopExperimentAction").isEnabled()
+    assert "AE (β = 0)" in label.toolTip() and "VAE (β = 1)" in label.toolTip()
 
     qtbot.waitUntil(lambda: bool(compared), timeout=120000)
     qtbot.waitUntil(lambda: s.state == TRAINED and not s.running, timeout=10000)
-    assert ("training", "Experiment: run 2 of 2 (VAE (β = 1))", 1.0) in started, "the second run was shown as it trained"
+    assert ("training", "Experiment: run 2 of 2 (β = 1)", 1.0) in started, "the second run was shown as it trained"
     made = folders(runs)
     assert len(made) == 2
     first, second = made
@@ -224,7 +226,7 @@ def test_stopping_the_training_by_hand_ends_the_experiment(qtbot, win, runs, com
     assert not compared and action(win, "betaSweepAction").isEnabled()
     assert win.message_bar.isVisible() and win.message_bar.level == "warning"
     said = win.message_bar.text.text()
-    assert "experiment ended" in said and "β = 0" in said and "stopped before its 10000 epochs" in said, said
+    assert "experiment ended" in said and "β = 0" in said and re.search(r"stopped after \d+ of its 10000 epochs", said), said
     made = folders(runs)
     assert len(made) == 1 and config(made[0]).get("name") == "β = 0", "no further run started"
     assert s.state == TRAINED and s.trainer.train_config.beta == 0.0, "the stopped run stays on screen"
