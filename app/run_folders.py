@@ -181,3 +181,305 @@ def list_runs(root: str | os.PathLike, limit: int = MAX_LISTED) -> list[RunEntry
                                 record.updated if record.updated is not None else changed,
                                 None if record.checkpoint is None else str(record.checkpoint)))
     return entries
+
+
+# ---------------------------------------------------------------------------
+# The Runs panel's rows
+# ---------------------------------------------------------------------------
+
+#: How a run's last status reads in the Runs panel.
+STATUS_TEXT = {"started": "training", "resumed": "training", "paused": "paused", "stopped": "stopped",
+               "finished": "finished", "diverged": "diverged"}
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One row of the Runs panel: a run folder, or a checkpoint file that has none.
+
+    ``key`` identifies the row: the folder for a run folder, the file for a
+    plain checkpoint.  Figures that are not known are None; ``error`` says
+    why a folder or file could not be read (its row stays, with what is known).
+    """
+
+    key: str
+    directory: str | None
+    checkpoint: str | None  # the file Reopen and Compare use (a folder's latest.ckpt), None before one exists
+    name: str
+    dataset: str = ""
+    status: str | None = None  # the last status event ("started", "finished", ...); None without one
+    epochs: int = 0
+    beta: float | None = None
+    latent_dim: int | None = None
+    elbo: float | None = None  # held-out ELBO of the last epoch, nats per example
+    updated: float | None = None  # Unix time of the newest event (a checkpoint: its file's modification time)
+    error: str | None = None
+
+    @property
+    def is_folder(self) -> bool:
+        return self.directory is not None
+
+    @property
+    def path(self) -> str:
+        """The folder, or the file: what the row's tooltip names."""
+        return self.directory if self.directory is not None else self.key
+
+    def status_text(self) -> str:
+        if self.error is not None:
+            return "unreadable"
+        if self.directory is None:
+            return "checkpoint"
+        if self.status is None:
+            return "no status yet"
+        return STATUS_TEXT.get(self.status, self.status)
+
+
+def same_path(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    return os.path.normcase(os.path.abspath(a)) == os.path.normcase(os.path.abspath(b))
+
+
+def is_run_folder(path: str | os.PathLike) -> bool:
+    """A folder holding a run's ``config.json`` or ``events.jsonl``."""
+    return os.path.isdir(path) and any(os.path.isfile(os.path.join(path, f)) for f in RUN_FILES)
+
+
+def run_folder_of(checkpoint: str | os.PathLike) -> str | None:
+    """The run folder whose ``latest.ckpt`` ``checkpoint`` is, None for any other file."""
+    path = os.path.abspath(checkpoint)
+    if os.path.basename(path) != LATEST_CHECKPOINT:
+        return None
+    folder = os.path.dirname(path)
+    return folder if is_run_folder(folder) else None
+
+
+def _float(value: Any) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if v == v and abs(v) != float("inf") else None
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _why(exc: Exception) -> str:
+    return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+
+
+def summarize_run(directory: str | os.PathLike) -> RunSummary:
+    """The Runs panel's row of a run folder (reads the whole folder: call it off the GUI thread).
+
+    Beta is the training config's, or the newest live change of it; the
+    ELBO is the last epoch event's held-out figure.  Raises FileNotFoundError
+    when ``directory`` is no run folder.
+    """
+    from vae_core.runs import read_run
+
+    folder = os.path.abspath(directory)
+    record = read_run(folder)
+    config = record.config or {}
+    model = config.get("model_config") if isinstance(config.get("model_config"), dict) else {}
+    train = config.get("train_config") if isinstance(config.get("train_config"), dict) else {}
+    data = config.get("dataset") if isinstance(config.get("dataset"), dict) else {}
+    beta = _float(train.get("beta"))
+    epochs, elbo = 0, None
+    for ev in record.events:
+        kind = ev.get("kind")
+        if kind == "epoch":
+            epoch = _int(ev.get("epoch"))
+            if epoch is not None and epoch >= epochs:
+                epochs, elbo = epoch, _float(ev.get("test_elbo"))
+        elif kind == "change" and ev.get("name") == "beta":
+            beta = _float(ev.get("new"))
+    updated = record.updated
+    if updated is None:
+        times = [t for t in (_mtime(os.path.join(folder, f)) for f in RUN_FILES) if t is not None]
+        updated = max(times, default=None)
+    error = None if record.config is not None else f"{os.path.join(folder, RUN_FILES[0])} is missing or unreadable"
+    return RunSummary(key=folder, directory=folder,
+                      checkpoint=None if record.checkpoint is None else str(record.checkpoint),
+                      name=record.name, dataset=str(data.get("name", "")), status=record.status,
+                      epochs=epochs, beta=beta, latent_dim=_int(model.get("latent_dim")), elbo=elbo,
+                      updated=updated, error=error)
+
+
+def _mtime(path: str) -> float | None:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return None
+
+
+def checkpoint_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """A checkpoint's Latent Explorer metadata, read from its header alone (not its weights).
+
+    Raises CheckpointError naming the file and the problem.
+    """
+    import json
+
+    from vae_core.checkpoint import FORMAT, METADATA_KEY
+    from vae_core.errors import CheckpointError
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            n = int.from_bytes(head, "little") if len(head) == 8 else 0
+            if not 0 < n <= 256 * 1024 * 1024:
+                raise CheckpointError(f"cannot open checkpoint {path}: not a safetensors file (no valid header)")
+            raw = f.read(n)
+    except OSError as exc:
+        raise CheckpointError(f"cannot open checkpoint {path}: {_why(exc)}") from exc
+    try:
+        header = json.loads(raw.decode("utf-8"))
+        meta = json.loads(header["__metadata__"][METADATA_KEY])
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"cannot open checkpoint {path}: not a Latent Explorer checkpoint "
+                              f"(its header has no readable Latent Explorer metadata)") from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"cannot open checkpoint {path}: not a Latent Explorer checkpoint (unknown metadata format)")
+    return meta
+
+
+def summarize_checkpoint(path: str | os.PathLike, name: str | None = None) -> RunSummary:
+    """The Runs panel's row of a checkpoint file without a run folder (its header only; off the GUI thread).
+
+    A file that cannot be read gives a row with ``error`` set.
+    """
+    from vae_core.errors import CheckpointError
+
+    file = os.path.abspath(path)
+    shown = name or os.path.splitext(os.path.basename(file))[0]
+    updated = _mtime(file)
+    try:
+        meta = checkpoint_metadata(file)
+    except CheckpointError as exc:
+        return RunSummary(key=file, directory=None, checkpoint=file, name=shown, updated=updated, error=str(exc))
+    model = meta.get("model_config") if isinstance(meta.get("model_config"), dict) else {}
+    train = meta.get("train_config") if isinstance(meta.get("train_config"), dict) else {}
+    data = meta.get("dataset") if isinstance(meta.get("dataset"), dict) else {}
+    history = meta.get("history") if isinstance(meta.get("history"), dict) else {}
+    epochs = [e for e in history.get("epochs") or [] if isinstance(e, dict)]
+    return RunSummary(key=file, directory=None, checkpoint=file, name=shown, dataset=str(data.get("name", "")),
+                      epochs=_int(meta.get("epoch")) or 0, beta=_float(train.get("beta")),
+                      latent_dim=_int(model.get("latent_dim")),
+                      elbo=_float(epochs[-1].get("test_elbo")) if epochs else None, updated=updated)
+
+
+@dataclass(frozen=True)
+class RunListing:
+    """What the Runs panel reads on its worker: every row, newest first, and the remembered paths that are gone."""
+
+    runs: list[RunSummary]
+    gone: list[str]
+    error: str | None = None  # the runs folder could not be listed: why
+
+
+class RunLister:
+    """Reads the Runs panel's rows; a folder or file unchanged since the last listing is not read again.
+
+    Use one instance from one thread at a time (the panel's worker).
+    """
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[str, str | None], tuple[Any, RunSummary]] = {}  # (path, kind): (signature, row)
+
+    @staticmethod
+    def _signature(paths: Iterable[str]) -> tuple:
+        sig = []
+        for p in paths:
+            try:
+                st = os.stat(p)
+                sig.append((st.st_size, st.st_mtime_ns, st.st_ino))
+            except OSError:
+                sig.append(None)
+        return tuple(sig)
+
+    def _folder(self, folder: str) -> RunSummary:
+        sig = self._signature([os.path.join(folder, f) for f in (*RUN_FILES, LATEST_CHECKPOINT)])
+        hit = self._cache.get((folder, None))
+        if hit is not None and hit[0] == sig:
+            return hit[1]
+        summary = summarize_run(folder)
+        self._cache[(folder, None)] = (sig, summary)
+        return summary
+
+    def _file(self, file: str) -> RunSummary:
+        sig = self._signature([file])
+        hit = self._cache.get((file, file))
+        if hit is not None and hit[0] == sig:
+            return hit[1]
+        summary = summarize_checkpoint(file)
+        self._cache[(file, file)] = (sig, summary)
+        return summary
+
+    def list(self, root: str | None, extras: Iterable[str]) -> RunListing:
+        """The run folders of ``root`` and the remembered ``extras`` (run folders or checkpoint files).
+
+        A remembered path that no longer exists is left out and reported in
+        ``gone``; a run folder's ``latest.ckpt`` stands for that folder.
+        """
+        rows: dict[str, RunSummary] = {}
+        error = None
+        folders: list[str] = []
+        if root is not None and os.path.exists(root):
+            try:
+                os.listdir(root)
+            except OSError as exc:
+                error = f"Cannot list the runs in {root}: {_why(exc)}"
+            else:
+                folders = [str(p) for _, p in _newest_first(Path(root))]
+        gone: list[str] = []
+        files: list[str] = []
+        for path in extras:
+            full = os.path.abspath(path)
+            if is_run_folder(full):
+                folders.append(full)
+            elif os.path.isfile(full):
+                files.append(full)
+            else:
+                gone.append(path)
+        for folder in folders:
+            folder = os.path.abspath(folder)
+            key = os.path.normcase(folder)
+            if key in rows:
+                continue
+            try:
+                rows[key] = self._folder(folder)
+            except OSError as exc:  # removed meanwhile, or unreadable
+                if not os.path.exists(folder):
+                    continue
+                rows[key] = RunSummary(key=folder, directory=folder, checkpoint=None,
+                                       name=os.path.basename(folder), error=f"Cannot read {folder}: {_why(exc)}")
+        for file in files:
+            folder = run_folder_of(file)
+            key = os.path.normcase(folder if folder is not None else file)
+            if key in rows:
+                continue
+            rows[key] = self._folder(folder) if folder is not None else self._file(file)
+        live = set(rows)
+        self._cache = {k: v for k, v in self._cache.items() if os.path.normcase(k[0]) in live}
+        ordered = sorted(rows.values(), key=lambda r: r.updated if r.updated is not None else 0.0, reverse=True)
+        return RunListing(ordered, gone, error)
+
+
+def delete_run_folder(directory: str | os.PathLike) -> None:
+    """Delete a run folder and everything in it; refuses (ValueError) a folder that is no run folder.
+
+    Raises OSError (naming the path that could not be removed) when the
+    file system refuses; what was removed before stays removed.
+    """
+    import shutil
+
+    folder = os.path.abspath(directory)
+    if not is_run_folder(folder):
+        raise ValueError(f"{folder} is not a run folder (it has no {' or '.join(RUN_FILES)}); nothing was deleted")
+
+    def failed(_fn: Any, path: str, exc: Any) -> None:
+        err = exc[1] if isinstance(exc, tuple) else exc
+        raise OSError(getattr(err, "errno", None), f"cannot remove {path}: {_why(err)}") from err
+
+    shutil.rmtree(folder, onerror=failed)
