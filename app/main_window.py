@@ -38,6 +38,8 @@ MAX_RECENT = 8
 CURVE_INTERVAL_MS = 100  # loss curves at about 10 Hz
 DRAG_CURVE_INTERVAL_MS = 400  # ... and slower while the user drags on the map
 PROGRESS_INTERVAL_MS = 250
+#: When the window asks which CUDA GPUs there are: after its first paint, as importing torch takes a while.
+DEVICE_PROBE_DELAY_MS = 1000
 #: The smallest window: everything stays reachable (the training panel scrolls, docks shrink).
 MIN_WINDOW_SIZE = (760, 500)
 #: Narrower windows show the loss curves and the KL bars as tabs of one dock rather than side by side.
@@ -296,6 +298,13 @@ class MapToolbar(QtWidgets.QWidget):
         return self.progress.toolTip() if not self.progress.isHidden() else ""
 
 
+def _cuda_devices(_progress: Any, _cancelled: Any) -> list[str]:
+    """The names of the CUDA GPUs there are (a worker-thread job: it imports torch)."""
+    from vae_core.model import cuda_devices
+
+    return cuda_devices()
+
+
 class MainWindow(QtWidgets.QMainWindow):
     def __init__(self, session: Session | None = None, restore: bool = True):
         super().__init__()
@@ -524,6 +533,36 @@ class MainWindow(QtWidgets.QMainWindow):
         self.latent_view.dragFinished.connect(self._on_drag_finished)
         self.latent_view.exampleClicked.connect(self._on_example_clicked)
         self.map_toolbar.changed.connect(self._on_projection_choice)
+        self._device_note: tuple[str, str] | None = None  # a loaded model's device, said once the GPUs are known
+        QtCore.QTimer.singleShot(DEVICE_PROBE_DELAY_MS, self, self._ask_devices)
+
+    # --------------------------------------------------------------- devices
+    @Slot()
+    def _ask_devices(self) -> None:
+        """Ask on a worker thread which CUDA GPUs there are; the panel offers them when the answer comes."""
+        self.session.tasks.start(_cuda_devices, self._on_devices, self._on_devices_failed)
+
+    @Slot(object)
+    def _on_devices(self, names: list) -> None:
+        self.panel.set_devices(names)
+        self._say_device_fallback()
+
+    @Slot(str)
+    def _on_devices_failed(self, text: str) -> None:
+        self.panel.set_devices([])
+        self.show_message("warning", f"Could not look for CUDA GPUs ({text}); training runs on the CPU.")
+        self._say_device_fallback()
+
+    def _say_device_fallback(self) -> None:
+        """A loaded model that trained on a GPU continues on the CPU where there is none: say so."""
+        devices = self.panel.devices()
+        if self._device_note is None or devices is None:
+            return
+        (device, precision), self._device_note = self._device_note, None
+        if device.startswith("cuda") and not devices:
+            extra = " in float32" if precision != "fp32" else ""
+            self.show_message("info", f"This model trained on {device}; there is no CUDA GPU here, so further "
+                                      f"training runs on the CPU{extra}.")
 
     # --------------------------------------------------------------- actions
     @Slot()
@@ -1005,6 +1044,8 @@ class MainWindow(QtWidgets.QMainWindow):
         finally:
             self.panel.blockSignals(False)
         self.map_toolbar.set_latent_dim(int(model.get("latent_dim", 2)))
+        self._device_note = (str(train.get("device", "auto")), str(train.get("precision", "fp32")))
+        self._say_device_fallback()
 
     @Slot(float, str)
     def _on_projection_progress(self, fraction: float, text: str) -> None:

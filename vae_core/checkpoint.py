@@ -399,9 +399,11 @@ def restore_trainer(
 
     The dataset must have the checkpoint's image shape.  On a dataset with a
     different number of training examples a checkpoint saved mid-epoch
-    restarts that epoch from its first batch.  A checkpoint trained in mixed
-    precision ("bf16") continues in float32 where the device is not a CUDA
-    GPU (``trainer.train_config.precision`` then says "fp32").  With
+    restarts that epoch from its first batch.  A checkpoint trained on a
+    CUDA device continues on the CPU where CUDA is not available and no
+    ``device`` is given (``trainer.train_config.device`` then says "cpu"); one
+    trained in mixed precision ("bf16") continues in float32 where the device
+    is not a CUDA GPU (``trainer.train_config.precision`` then says "fp32").  With
     ``world`` the trainer is one rank of a data-parallel run on the world's
     device (every rank restores the same checkpoint); a checkpoint continues
     the same on any number of processes, whatever number wrote it.
@@ -412,6 +414,8 @@ def restore_trainer(
     config = ckpt.train_config
     if world is not None and world.size > 1:
         device = world.device
+    if device is None and resolve_device(config.device).type == "cuda" and not torch.cuda.is_available():
+        config = config.replace(device="cpu")
     if config.precision != "fp32" and resolve_device(str(device or config.device)).type != "cuda":
         config = config.replace(precision="fp32")
     trainer = Trainer(ckpt.model_config, config, dataset, control=control, device=device, world=world)

@@ -142,6 +142,13 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def cuda_devices() -> list[str]:
+    """The names of the CUDA GPUs torch can train on here, in device order ("cuda:0" first); empty without CUDA."""
+    if not torch.cuda.is_available():
+        return []
+    return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+
+
 def vae_from_state(config: ModelConfig, state: dict[str, torch.Tensor], share: bool = False) -> VAE:
     """An eval-mode VAE on the CPU holding ``state``'s weights: the one way to build a model from saved weights.
 

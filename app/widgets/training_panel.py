@@ -1,6 +1,9 @@
 """The left-hand control panel: dataset, model and training settings, and the
 Train / Pause / Stop / Reset buttons with a progress read-out.
 
+The Device and Precision choices appear once the panel is told of a CUDA
+GPU (``set_devices``); without one training runs on the CPU in float32.
+
 The panel holds no logic beyond input validation and enabling/disabling its
 own widgets.  It reports what the user asked for through signals and gives
 its settings as plain dicts; the main window turns those into configs.  The
@@ -13,7 +16,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
@@ -32,6 +35,13 @@ LIKELIHOODS = (
 )
 BINARIZE = (("None", "none"), ("Static", "static"), ("Dynamic", "dynamic"))
 WARMUPS = (("None", "none"), ("Linear", "linear"), ("Cyclical", "cyclical"))
+PRECISIONS = (("fp32 (float32)", "fp32"), ("bf16 mixed precision", "bf16"))
+DEVICE_TIP = ("Where a new model trains: the CPU or a CUDA GPU. A model keeps its device and precision "
+              "until it is reset.")
+PRECISION_TIP = ("bf16 mixed precision: the encoder and decoder compute in bfloat16 on the GPU (faster, less "
+                 "memory); the weights and their updates stay float32, and the ELBO is still computed and "
+                 "reported in float32. For convolutional models on a GPU.")
+PRECISION_NEEDS = "Needs the Convolutional architecture and a GPU device; this model trains in float32."
 STATES = ("idle", "loading", "training", "paused", "trained", "busy")
 #: Why the dataset and model settings are greyed out while a model exists, and what to do about it.
 LOCKED_TIP = ("Locked: a model exists, and it was built for these settings. To change them, reset the model "
@@ -286,6 +296,8 @@ class TrainingPanel(QtWidgets.QWidget):
         self._committed: dict[str, Any] = {}
         self._locked = False  # the dataset and model settings are locked: a model exists
         self._tips: dict[QtWidgets.QWidget, str] = {}  # their own tooltips, while the lock note is added
+        self._devices: list[str] | None = None  # the CUDA GPUs' names; None until the owner says
+        self._wanted: dict[str, str] = {}  # the device and precision applied before the devices were known
 
         layout = QtWidgets.QVBoxLayout(self)
         layout.setContentsMargins(6, 6, 6, 6)
@@ -456,6 +468,16 @@ class TrainingPanel(QtWidgets.QWidget):
         self.batchSizeSpin = self._spin("batchSizeSpin", 1, 65_536, 64)
         self._add_row(form, "Batch size", self.batchSizeSpin, "Examples per gradient step")
 
+        # Shown only when there is a CUDA GPU (set_devices).
+        self.deviceCombo = self._combo("deviceCombo", (("CPU", "cpu"),))
+        self.deviceLabel = self._add_row(form, "Device", self.deviceCombo, DEVICE_TIP)
+        self.precisionCombo = self._combo("precisionCombo", PRECISIONS)
+        self.precisionLabel = self._add_row(form, "Precision", self.precisionCombo, PRECISION_TIP)
+        self._training_form = form
+        form.setRowVisible(self.deviceCombo, False)
+        form.setRowVisible(self.precisionCombo, False)
+        self.deviceCombo.currentIndexChanged.connect(self._update_precision)
+
         self.lrSpin = ScientificSpinBox()
         self.lrSpin.setObjectName("lrSpin")
         # The maximum is deliberately far above sensible values so that
@@ -579,6 +601,7 @@ class TrainingPanel(QtWidgets.QWidget):
         if not self._suppress and self.hiddenEdit.text().replace(" ", "") == DEFAULT_HIDDEN[other]:
             self.hiddenEdit.setText(DEFAULT_HIDDEN[arch])
         self._update_hidden_feedback()
+        self._update_precision()
 
     def _update_hidden_feedback(self, *_args: Any) -> None:
         valid = self.hidden_valid()
@@ -599,6 +622,22 @@ class TrainingPanel(QtWidgets.QWidget):
         self.sigmaSpin.setEnabled(gaussian)
         self.learnSigmaCheck.setEnabled(gaussian)
         self.warmupEpochsSpin.setEnabled(self.warmupCombo.currentData() != "none")
+
+    def _precision_usable(self) -> bool:
+        """bf16 applies: a convolutional model on a GPU."""
+        return self.archCombo.currentData() == "conv" and str(self.deviceCombo.currentData()).startswith("cuda")
+
+    def _update_precision(self, *_args: Any) -> None:
+        """Offer bf16 only for a convolutional model on a GPU, and neither choice once a model exists."""
+        usable = self._precision_usable()
+        if not usable:
+            self._select(self.precisionCombo, "fp32")
+        new_model = self._state in ("idle", "loading")
+        self.deviceCombo.setEnabled(new_model)
+        self.precisionCombo.setEnabled(usable and new_model)
+        tip = PRECISION_TIP if usable else f"{PRECISION_TIP}\n\n{PRECISION_NEEDS}"
+        self.precisionCombo.setToolTip(tip)
+        self.precisionLabel.setToolTip(tip)
 
     def _update_train_button(self) -> None:
         self.trainButton.setEnabled(self._state in ("idle", "loading", "trained") and self.hidden_valid())
@@ -678,11 +717,52 @@ class TrainingPanel(QtWidgets.QWidget):
         }
 
     def train_settings(self) -> dict[str, Any]:
+        """The training settings shown; ``device`` is "auto" (CUDA when present) until ``set_devices`` was called."""
         return {
             "epochs": int(self.epochsSpin.value()),
             "batch_size": int(self.batchSizeSpin.value()),
             **self._live_values(),
+            "device": self.device_key(),
+            "precision": str(self.precisionCombo.currentData()) if self._precision_usable() else "fp32",
         }
+
+    def device_key(self) -> str:
+        """"cpu" or "cuda:N" as chosen; "auto" while the GPUs there are have not been told."""
+        return "auto" if self._devices is None else str(self.deviceCombo.currentData())
+
+    def set_devices(self, names: Sequence[str]) -> None:
+        """The names of the CUDA GPUs there are, "cuda:0" first (empty: none).
+
+        With at least one, the Device choice (the CPU and each GPU; the first
+        GPU selected unless another device was chosen or applied) and the
+        Precision choice are shown; without, both stay hidden and training
+        runs on the CPU in float32.
+        """
+        wanted, self._wanted = self._wanted, {}
+        keep = wanted.get("device") or (str(self.deviceCombo.currentData()) if self._devices else None)
+        precision = wanted.get("precision") or str(self.precisionCombo.currentData())
+        self._devices = [str(n) for n in names]
+        combo = self.deviceCombo
+        combo.blockSignals(True)
+        try:
+            combo.clear()
+            combo.addItem("CPU", "cpu")
+            for i, name in enumerate(self._devices):
+                combo.addItem(f"GPU {i}: {name}", f"cuda:{i}")
+                combo.setItemData(i + 1, f"cuda:{i}: {name}", QtCore.Qt.ItemDataRole.ToolTipRole)
+            index = combo.findData(keep) if keep else -1
+            combo.setCurrentIndex(index if index >= 0 else (1 if self._devices else 0))
+        finally:
+            combo.blockSignals(False)
+        shown = bool(self._devices)
+        self._training_form.setRowVisible(self.deviceCombo, shown)
+        self._training_form.setRowVisible(self.precisionCombo, shown)
+        self._select(self.precisionCombo, precision)
+        self._update_precision()
+
+    def devices(self) -> list[str] | None:
+        """The GPUs' names as last told (None: not told yet)."""
+        return None if self._devices is None else list(self._devices)
 
     @staticmethod
     def _select(combo: QtWidgets.QComboBox, key: Any) -> None:
@@ -744,11 +824,28 @@ class TrainingPanel(QtWidgets.QWidget):
                     self.warmupEpochsSpin.setValue(int(train["warmup_epochs"]))
                 if "free_bits" in train:
                     self.freeBitsSpin.setValue(float(train["free_bits"]))
+                if train.get("device"):
+                    self._apply_device(str(train["device"]))
+                if "precision" in train:
+                    self._select(self.precisionCombo, train["precision"])
+                    if self._devices is None:
+                        self._wanted["precision"] = str(train["precision"])
         finally:
             self._committed = self._live_values()
             self._suppress = False
         self._update_dependent_widgets()
         self._update_hidden_feedback()
+        self._update_precision()
+
+    def _apply_device(self, device: str) -> None:
+        """Select ``device`` ("cuda" is the first GPU; "auto" leaves the choice as it is)."""
+        if device == "auto":
+            return
+        key = "cuda:0" if device == "cuda" else device
+        if self._devices is None:
+            self._wanted["device"] = key
+        else:
+            self._select(self.deviceCombo, key)
 
     def state(self) -> str:
         return self._state
@@ -778,6 +875,7 @@ class TrainingPanel(QtWidgets.QWidget):
         self.trainingGroup.setEnabled(not busy)
         self.epochsSpin.setEnabled(not running)
         self.batchSizeSpin.setEnabled(not running)
+        self._update_precision()
 
         self.trainButton.setText("Continue training" if has_model else "Train")
         self._update_train_button()

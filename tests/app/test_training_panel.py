@@ -51,6 +51,8 @@ def test_defaults(panel):
         "warmup": "none",
         "warmup_epochs": 10,
         "free_bits": 0.0,
+        "device": "auto",  # the GPUs there are have not been told yet: CUDA when present
+        "precision": "fp32",
     }
     assert panel.hiddenEdit.placeholderText() == "e.g. 512,256 (empty = linear)"
     assert panel.lrSpin.text() == "1e-3"
@@ -269,7 +271,7 @@ def test_apply_settings_round_trip_without_live_signal(panel, qtbot):
         with qtbot.assertNotEmitted(panel.datasetChanged):
             panel.apply_settings(model=model, train=train, dataset=dataset)
     assert panel.model_settings() == {**model, "sigma": pytest.approx(0.25)}
-    assert panel.train_settings() == {**train, "lr": pytest.approx(3e-4)}
+    assert panel.train_settings() == {**train, "lr": pytest.approx(3e-4), "device": "auto", "precision": "fp32"}
     assert panel.dataset_settings() == dataset
     assert panel.datasetCombo.currentText() == "faces"
     assert panel.sigmaSpin.isEnabled()
@@ -347,3 +349,180 @@ def test_fits_a_narrow_column(panel):
     for label in panel.findChildren(QtWidgets.QLabel):
         if label.text() and label.isVisible() and label is not panel.progressLabel:
             assert label.width() >= label.fontMetrics().horizontalAdvance(label.text()) - 1
+
+
+# ------------------------------------------------------------ device and precision
+def _row_shown(panel, field) -> bool:
+    label = panel.deviceLabel if field is panel.deviceCombo else panel.precisionLabel
+    assert field.isVisible() == label.isVisible()
+    return field.isVisible()
+
+
+def test_device_and_precision_are_hidden_without_cuda(panel):
+    from vae_core.model import cuda_devices
+
+    assert not _row_shown(panel, panel.deviceCombo) and not _row_shown(panel, panel.precisionCombo)
+    names = cuda_devices()  # asked as the window asks it (an empty list on a machine without CUDA)
+    panel.set_devices(names)
+    assert panel.devices() == names
+    assert _row_shown(panel, panel.deviceCombo) == bool(names)
+    assert _row_shown(panel, panel.precisionCombo) == bool(names)
+    if not names:
+        settings = panel.train_settings()
+        assert settings["device"] == "cpu" and settings["precision"] == "fp32"
+        panel.archCombo.setCurrentIndex(panel.archCombo.findData("conv"))
+        assert panel.train_settings()["precision"] == "fp32"
+
+
+def test_a_gpu_offers_the_device_and_bf16_for_conv_models(panel):
+    panel.set_devices(["NVIDIA H200"])
+    assert _row_shown(panel, panel.deviceCombo) and _row_shown(panel, panel.precisionCombo)
+    combo = panel.deviceCombo
+    assert [combo.itemData(i) for i in range(combo.count())] == ["cpu", "cuda:0"]
+    assert combo.currentData() == "cuda:0" and combo.currentText() == "GPU 0: NVIDIA H200"
+    tip = panel.precisionCombo.toolTip()
+    assert "ELBO is still computed and reported in float32" in tip
+
+    # The default MLP: bf16 is not offered.
+    assert panel.archCombo.currentData() == "mlp"
+    assert not panel.precisionCombo.isEnabled()
+    assert "Convolutional" in panel.precisionCombo.toolTip()
+    assert panel.train_settings()["device"] == "cuda:0" and panel.train_settings()["precision"] == "fp32"
+
+    # A conv model on the GPU: it is.
+    panel.archCombo.setCurrentIndex(panel.archCombo.findData("conv"))
+    assert panel.precisionCombo.isEnabled()
+    panel.precisionCombo.setCurrentIndex(panel.precisionCombo.findData("bf16"))
+    assert {k: panel.train_settings()[k] for k in ("device", "precision")} == {"device": "cuda:0", "precision": "bf16"}
+    from vae_core.config import TrainConfig
+
+    cfg = TrainConfig(**panel.train_settings())  # what the session builds from them
+    assert (cfg.device, cfg.precision) == ("cuda:0", "bf16")
+
+    # The CPU: float32 only.
+    combo.setCurrentIndex(combo.findData("cpu"))
+    assert not panel.precisionCombo.isEnabled()
+    assert {k: panel.train_settings()[k] for k in ("device", "precision")} == {"device": "cpu", "precision": "fp32"}
+    combo.setCurrentIndex(combo.findData("cuda:0"))
+    assert panel.precisionCombo.isEnabled()
+    panel.archCombo.setCurrentIndex(panel.archCombo.findData("mlp"))
+    assert not panel.precisionCombo.isEnabled() and panel.train_settings()["precision"] == "fp32"
+
+    # A model keeps its device and precision: both are fixed until Reset.
+    panel.archCombo.setCurrentIndex(panel.archCombo.findData("conv"))
+    for state in ("training", "paused", "trained"):
+        panel.set_state(state)
+        assert not combo.isEnabled() and not panel.precisionCombo.isEnabled()
+    panel.set_state("idle")
+    assert combo.isEnabled() and panel.precisionCombo.isEnabled()
+
+    # Told again (the same GPUs), the choice stays.
+    combo.setCurrentIndex(combo.findData("cpu"))
+    panel.set_devices(["NVIDIA H200"])
+    assert combo.currentData() == "cpu"
+
+
+def test_a_checkpoint_device_is_shown_when_known(panel):
+    train = {"device": "cuda", "precision": "bf16"}
+    model = {"architecture": "conv", "hidden_dims": (32, 64)}
+    panel.apply_settings(model=model, train=train)  # before the GPUs are known: remembered
+    assert panel.train_settings()["device"] == "auto"
+    panel.set_devices(["GPU A", "GPU B"])
+    assert panel.deviceCombo.currentData() == "cuda:0" and panel.precisionCombo.currentData() == "bf16"
+    panel.apply_settings(train={"device": "cuda:1", "precision": "fp32"})
+    assert panel.train_settings()["device"] == "cuda:1" and panel.train_settings()["precision"] == "fp32"
+    # A device this machine does not have leaves the choice as it is.
+    panel.apply_settings(train={"device": "cuda:7"})
+    assert panel.deviceCombo.currentData() == "cuda:1"
+
+
+class _IdleThread(QtCore.QObject):
+    """The training thread's interface, never started: the session's configs are what is looked at."""
+
+    trainerReady = QtCore.Signal(object)
+    batches = QtCore.Signal(object)
+    modelsReady = QtCore.Signal(object)
+    epochEnded = QtCore.Signal(object)
+    statusChanged = QtCore.Signal(object)
+    settingChanged = QtCore.Signal(object)
+    failed = QtCore.Signal(str)
+    finished = QtCore.Signal()
+
+    def __init__(self, factory, epochs=None, num_threads=1, parent=None):
+        super().__init__(parent)
+
+    def start(self) -> None:
+        pass
+
+    def isRunning(self) -> bool:  # noqa: N802 - Qt's name
+        return False
+
+    def wait(self, timeout_ms: int = 0) -> bool:
+        return True
+
+
+def test_the_session_trains_with_the_chosen_device_and_precision(panel, qtbot):
+    from app.session import Session
+    from vae_core.data import DatasetSpec, load_dataset
+
+    s = Session(num_threads=1, train_thread=_IdleThread)
+    messages = []
+    s.message.connect(lambda level, text: messages.append((level, text)))
+    s.dataset = load_dataset(DatasetSpec("shapes", n=200, size=32))
+    panel.set_devices(["NVIDIA H200"])
+    panel.archCombo.setCurrentIndex(panel.archCombo.findData("conv"))
+    panel.precisionCombo.setCurrentIndex(panel.precisionCombo.findData("bf16"))
+    s.train(panel.model_settings(), panel.train_settings())
+    assert not messages
+    assert (s.train_config.device, s.train_config.precision) == ("cuda:0", "bf16")
+    s.shutdown(1000)
+
+
+def test_the_window_asks_for_gpus_on_a_worker_thread(qtbot):
+    from app.main_window import MainWindow
+    from vae_core.model import cuda_devices
+
+    w = MainWindow(restore=False)
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitUntil(lambda: w.panel.devices() is not None, timeout=15000)
+    names = cuda_devices()
+    assert w.panel.devices() == names
+    assert w.panel.deviceCombo.isVisible() == bool(names)
+    if not names:
+        assert w.panel.train_settings()["device"] == "cpu"
+    w.session.shutdown(3000)
+
+
+@pytest.mark.skipif(bool(__import__("vae_core.model", fromlist=["cuda_devices"]).cuda_devices()),
+                    reason="CUDA is here: a checkpoint's GPU is there")
+def test_a_gpu_checkpoint_opened_without_cuda_says_it_continues_on_the_cpu(qtbot, tmp_path, monkeypatch):
+    from app.main_window import MainWindow
+    from app.session import TRAINED
+    from vae_core.checkpoint import save_checkpoint
+    from vae_core.config import ModelConfig, TrainConfig
+    from vae_core.data import load_dataset
+    from vae_core.training import Trainer
+
+    ds = load_dataset("digits")
+    t = Trainer(ModelConfig(input_shape=ds.input_shape, hidden_dims=(16,)),
+                TrainConfig(epochs=1, batch_size=256, device="cuda:0"), ds, device="cpu")
+    list(t.run())
+    path = save_checkpoint(t, tmp_path / "gpu.ckpt")
+
+    w = MainWindow(restore=False)
+    qtbot.addWidget(w)
+    said = []
+    show = w.show_message
+    monkeypatch.setattr(w, "show_message", lambda level, text: (said.append((level, text)), show(level, text)))
+    w.show()
+    w.open_path(str(path))
+    qtbot.waitUntil(lambda: any("no CUDA GPU here" in text for _, text in said), timeout=30000)
+    assert any(level == "info" and "cuda:0" in text and "CPU" in text for level, text in said)
+    w.panel.epochsSpin.setValue(1)
+    qtbot.mouseClick(w.panel.trainButton, QtCore.Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.session.state == TRAINED and not w.session.running
+                    and w.session.trainer is not None and w.session.trainer.epoch == 2, timeout=60000)
+    assert w.session.trainer.device.type == "cpu"
+    assert not [text for level, text in said if level == "error"]
+    w.session.shutdown(3000)
