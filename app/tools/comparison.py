@@ -26,7 +26,9 @@ cancels its work; closing the main window closes it.
 
 from __future__ import annotations
 
+import html
 import os
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
@@ -38,6 +40,7 @@ from ..display import decoded_for_display, example_title, image_for_display, sha
 from ..session.map import PROGRESS_INTERVAL_S, every
 from ..widgets.compare_view import RUN_COLOURS, CompareCurves, CompareMap
 from ..widgets.decode_canvas import ImageGrid
+from ..widgets.latent_view import class_colour
 from ..widgets.loss_plot import debiased_ema
 from ..worker import LatestWins, Reply, Tagged, TaskRunner
 
@@ -65,12 +68,17 @@ PRIOR_COLUMNS = 4
 INTERPOLATION_STEPS = 10
 #: Smoothing weight of the training curves (a debiased exponential moving average, as the main window's).
 CURVE_SMOOTHING = 0.9
+#: Above this many classes the window shows no legend of the class colours.
+MAX_LEGEND_CLASSES = 20
+#: The table's row labels wrap at this many characters (its columns keep the room).
+TABLE_LABEL_CHARS = 26
 #: Pixels between tiles of the image strips.
 GRID_PAD = 2
 #: The attribute of the main window that holds its open comparison windows.
 WINDOWS_ATTR = "comparison_windows"
 
-CURVES_Y = "−ELBO = recon + KL (nats per example, lower is better)"
+CURVES_Y = "−ELBO (nats per example)"
+CURVES_TITLE = "training (smoothed) and ● held out"
 CURVES_X = "training step"
 CURVES_TIP = ("Lines: −ELBO = reconstruction + KL of each training batch, smoothed (an exponential moving average), "
               "whatever β the run trained with, so runs of different β are on one scale (a run's training loss, "
@@ -246,6 +254,11 @@ class ComparisonWindow(QtWidgets.QMainWindow):
         self.heading.setObjectName("compareHeading")
         self.heading.setWordWrap(True)
         top.addWidget(self.heading, 1)
+        self.class_legend = QtWidgets.QLabel()
+        self.class_legend.setObjectName("compareClassLegend")
+        self.class_legend.setToolTip("The colours of the classes on the maps")
+        self.class_legend.hide()
+        top.addWidget(self.class_legend)
         self.progress = QtWidgets.QProgressBar()
         self.progress.setObjectName("compareProgress")
         self.progress.setRange(0, 1000)
@@ -290,6 +303,7 @@ class ComparisonWindow(QtWidgets.QMainWindow):
         self.curves = CompareCurves()
         self.curves.setObjectName("compareCurves")
         self.curves.set_axis_labels(CURVES_X, CURVES_Y)
+        self.curves.set_title(CURVES_TITLE)
         self.curves.setToolTip(CURVES_TIP)
         bottom.addWidget(self.curves)
 
@@ -299,6 +313,7 @@ class ComparisonWindow(QtWidgets.QMainWindow):
         self.table.setSelectionMode(QtWidgets.QAbstractItemView.SelectionMode.NoSelection)
         self.table.horizontalHeader().setSectionResizeMode(QtWidgets.QHeaderView.ResizeMode.Stretch)
         self.table.verticalHeader().setSectionResizeMode(QtWidgets.QHeaderView.ResizeMode.ResizeToContents)
+        self.table.horizontalHeader().setMinimumSectionSize(60)
         self.table_note = QtWidgets.QLabel()
         self.table_note.setObjectName("compareTableNote")
         self.table_note.setWordWrap(True)
@@ -321,7 +336,7 @@ class ComparisonWindow(QtWidgets.QMainWindow):
         self.recon_grid = ImageGrid()
         self.recon_grid.setObjectName("compareReconstructions")
         self.recon_grid.setMinimumHeight(70)
-        self.recon_grid.setMaximumHeight(130)
+        self.recon_grid.setMaximumHeight(150)
         rl.addWidget(self.recon_grid)
         self.tabs = QtWidgets.QTabWidget()
         self.tabs.setObjectName("compareTabs")
@@ -329,10 +344,10 @@ class ComparisonWindow(QtWidgets.QMainWindow):
         self.tabs.addTab(self._build_interpolation_tab(), "Interpolation")
         rl.addWidget(self.tabs, 1)
         bottom.addWidget(right)
-        bottom.setStretchFactor(0, 4)
-        bottom.setStretchFactor(1, 3)
-        bottom.setStretchFactor(2, 4)
-        bottom.setSizes([460, 340, 460])
+        bottom.setStretchFactor(0, 3)
+        bottom.setStretchFactor(1, 4)
+        bottom.setStretchFactor(2, 3)
+        bottom.setSizes([380, 480, 420])
         split.addWidget(bottom)
         split.setStretchFactor(0, 5)
         split.setStretchFactor(1, 4)
@@ -515,6 +530,7 @@ class ComparisonWindow(QtWidgets.QMainWindow):
         self.heading.setText(f"{len(self.active)} runs on {dataset.name}: {len(self.examples):,} "
                              f"{held_out}examples on each map (the same ones in every map)")
         self._build_run_views()
+        self._show_class_legend(dataset)
         self.pair = default_pair(dataset, self.examples)
         for b in (self.new_pair_button,):
             b.setEnabled(True)
@@ -528,13 +544,22 @@ class ComparisonWindow(QtWidgets.QMainWindow):
                              self._figures_progress_slot(k))
         self._update_progress()
 
+    def _show_class_legend(self, dataset: "Dataset") -> None:
+        names = dataset.label_names
+        if dataset.labels is None or not names or len(names) > MAX_LEGEND_CLASSES:
+            return
+        swatches = " ".join(f'<span style="color:{class_colour(k).name()}">■</span>&nbsp;{html.escape(str(n))}'
+                            for k, n in enumerate(names))
+        self.class_legend.setText(swatches)
+        self.class_legend.show()
+
     def _build_run_views(self) -> None:
         self.maps_placeholder.hide()
         from vae_core.compare import TABLE_ROWS
 
         self.table.setRowCount(len(TABLE_ROWS))
         self.table.setColumnCount(len(self.active))
-        self.table.setVerticalHeaderLabels([row.label for row in TABLE_ROWS])
+        self.table.setVerticalHeaderLabels([textwrap.fill(row.label, TABLE_LABEL_CHARS) for row in TABLE_ROWS])
         for i, row in enumerate(TABLE_ROWS):
             self.table.verticalHeaderItem(i).setToolTip(row.tooltip)
         for k, run in enumerate(self.active):
@@ -701,6 +726,11 @@ class ComparisonWindow(QtWidgets.QMainWindow):
         self.finished.emit()
 
     @property
+    def is_closed(self) -> bool:
+        """The window was closed: its work is cancelled and nothing more is shown."""
+        return self._closed
+
+    @property
     def done(self) -> bool:
         """Every map, sample grid and table column there is to fill has been filled (or failed)."""
         return self._done
@@ -716,8 +746,7 @@ class ComparisonWindow(QtWidgets.QMainWindow):
             if run.map is not None:
                 run.map.highlight(self.selected)
         title = example_title(self.selected, self.dataset.labels, self.dataset.label_names)
-        self.selected_label.setText(f"Example {title}: the original and its reconstruction by each model "
-                                    "(the decode of its mean code)")
+        self.selected_label.setText(f"Example {title} reconstructed by each model (the decode of its mean code)")
         self._sync_end_buttons()
         self._request_reconstructions()
         self.exampleSelected.emit(self.selected)
@@ -872,7 +901,8 @@ class ComparisonWindow(QtWidgets.QMainWindow):
             self.close()
 
     def closeEvent(self, event: QtGui.QCloseEvent) -> None:
-        self.shutdown()
+        if self.shutdown():
+            self.deleteLater()  # its models and data go with it; a job still running keeps it until the main window goes
         event.accept()
 
     def shutdown(self, timeout_ms: int = 2000) -> bool:

@@ -30,6 +30,8 @@ POINT_PX = 5
 CLICK_PX = 10.0
 #: Vertices of a drawn prior circle.
 CIRCLE_VERTICES = 181
+#: Where on each circle (degrees from the x axis) its label sits: the first below the centre, the next above.
+CIRCLE_LABEL_DEGREES = (-40.0, 40.0, 60.0)
 
 
 def _theme(palette: QtGui.QPalette) -> tuple[QtGui.QColor, QtGui.QColor]:
@@ -118,7 +120,7 @@ class CompareMap(pg.PlotWidget):
         self._scatter.setData(x=xy[:, 0], y=xy[:, 1], brush=[brushes[int(v)] for v in labs])
         self.set_message("")
         self._place_ring()
-        self.plotItem.vb.autoRange(padding=0.06)
+        self.fit()
 
     def set_prior(self, origin: Sequence[float], radii: Sequence[float]) -> None:
         """The prior's circles of ``radii`` (its sigma levels) around ``origin``, dashed and labelled "1σ", "2σ"."""
@@ -132,13 +134,34 @@ class CompareMap(pg.PlotWidget):
             curve = pg.PlotCurveItem(x, y)
             curve.setZValue(3)
             self.plotItem.addItem(curve)
-            label = pg.TextItem(f"{r:g}σ", anchor=(0.5, 1.0))
-            label.setPos(self._origin[0], self._origin[1] + r)
+            # 1σ below and 2σ above the centre's right, so the two never overlap however small the circles are.
+            angle = np.deg2rad(CIRCLE_LABEL_DEGREES[min(len(self._circles), len(CIRCLE_LABEL_DEGREES) - 1)])
+            label = pg.TextItem(f"{r:g}σ", anchor=(0.0, 1.0) if np.sin(angle) > 0 else (0.0, 0.0))
+            label.setPos(self._origin[0] + r * np.cos(angle), self._origin[1] + r * np.sin(angle))
             label.setZValue(3)
             self.plotItem.addItem(label)
             self._circles.append(curve)
             self._circle_labels.append(label)
         self._style_circles()
+        self.fit()
+
+    def fit(self) -> None:
+        """Show every example and the largest prior circle: how the codes sit against the prior, at a glance."""
+        boxes = []
+        if len(self._xy):
+            finite = self._xy[np.isfinite(self._xy).all(axis=1)]
+            if len(finite):
+                boxes.append((finite.min(axis=0), finite.max(axis=0)))
+        if self._radii:
+            r = max(self._radii)
+            o = np.asarray(self._origin)
+            boxes.append((o - r, o + r))
+        if not boxes:
+            return
+        lo = np.min([b[0] for b in boxes], axis=0)
+        hi = np.max([b[1] for b in boxes], axis=0)
+        span = np.maximum(hi - lo, 1e-6)
+        self.plotItem.vb.setRange(xRange=(lo[0], lo[0] + span[0]), yRange=(lo[1], lo[1] + span[1]), padding=0.06)
 
     def circle_labels(self) -> list[str]:
         return [label.textItem.toPlainText() for label in self._circle_labels]
@@ -211,6 +234,7 @@ class CompareMap(pg.PlotWidget):
         _, fg = _theme(self.palette())
         colour = self._title_colour or fg.name()
         self.plotItem.setTitle(self._title, color=colour, size="10pt", bold=True)
+        self.plotItem.titleLabel.setMinimumWidth(0)
 
     def _style_circles(self) -> None:
         _, fg = _theme(self.palette())
@@ -259,8 +283,18 @@ class CompareCurves(pg.PlotWidget):
         self._legend = self.plotItem.addLegend(offset=(-8, 8), labelTextSize="8pt")
         self._items: dict[str, tuple[pg.PlotDataItem, pg.ScatterPlotItem]] = {}
         self._labels = ("", "")
+        self._title = ""
         self._themed = True
         self._apply_theme()
+
+    def set_title(self, text: str) -> None:
+        self._title = text
+        _, fg = _theme(self.palette())
+        self.plotItem.setTitle(text, color=fg.name(), size="9pt")
+        self.plotItem.titleLabel.setMinimumWidth(0)  # a long title is cut at the plot's width, never widens it
+
+    def title(self) -> str:
+        return self._title
 
     def set_axis_labels(self, x: str, y: str) -> None:
         self._labels = (x, y)
@@ -349,6 +383,8 @@ class CompareCurves(pg.PlotWidget):
             ax.setPen(pen)
             ax.setTextPen(pen)
         self.set_axis_labels(*self._labels)
+        if self._title:
+            self.set_title(self._title)
         legend_bg = QtGui.QColor(bg)
         legend_bg.setAlpha(200)
         legend_pen = QtGui.QColor(fg)

@@ -203,8 +203,9 @@ def test_unreadable_checkpoint_and_closing_with_the_main_window(qtbot, win, ckpt
     second = open_comparison(win, [ComparedRun("VAE", ckpts["VAE"]), ComparedRun("AE", ckpts["AE"])])
     assert second.isVisible()
     win.close_without_asking()  # the main window closes while the second comparison is at work
-    qtbot.waitUntil(lambda: not cw.isVisible() and not second.isVisible(), timeout=5000)
+    qtbot.waitUntil(lambda: cw.is_closed and second.is_closed, timeout=5000)
     assert win.comparison_windows == []
+    qtbot.wait(50)  # a closed comparison window is deleted
 
 
 def test_two_to_four_runs(win, ckpts):
