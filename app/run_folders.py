@@ -130,10 +130,12 @@ class RunEntry:
     dataset: str
     updated: float | None  # Unix time of the newest event
     checkpoint: str | None  # its latest.ckpt, None before the first one
+    title: str | None = None  # the name the run was given (``vae_core.runs.set_run_name``), None without one
 
     @property
     def name(self) -> str:
-        return os.path.basename(self.directory.rstrip(os.sep)) or self.directory
+        """The run's name: the one it was given, else its folder's."""
+        return self.title or os.path.basename(self.directory.rstrip(os.sep)) or self.directory
 
     def label(self) -> str:
         """"digits-20261214-153012 · finished · 3 epochs · 14 Dec 15:31"."""
@@ -179,7 +181,8 @@ def list_runs(root: str | os.PathLike, limit: int = MAX_LISTED) -> list[RunEntry
             dataset = str(record.config["dataset"].get("name", ""))
         entries.append(RunEntry(str(folder), record.status, max(epochs, default=0), dataset,
                                 record.updated if record.updated is not None else changed,
-                                None if record.checkpoint is None else str(record.checkpoint)))
+                                None if record.checkpoint is None else str(record.checkpoint),
+                                record.name if record.name != folder.name else None))
     return entries
 
 
@@ -442,6 +445,12 @@ class RunLister:
                 files.append(full)
             else:
                 gone.append(path)
+        for file in files:
+            folder = run_folder_of(file)
+            if folder is not None:
+                folders.append(folder)
+            elif os.path.normcase(file) not in rows:
+                rows[os.path.normcase(file)] = self._file(file)
         for folder in folders:
             folder = os.path.abspath(folder)
             key = os.path.normcase(folder)
@@ -450,16 +459,9 @@ class RunLister:
             try:
                 rows[key] = self._folder(folder)
             except OSError as exc:  # removed meanwhile, or unreadable
-                if not os.path.exists(folder):
-                    continue
-                rows[key] = RunSummary(key=folder, directory=folder, checkpoint=None,
-                                       name=os.path.basename(folder), error=f"Cannot read {folder}: {_why(exc)}")
-        for file in files:
-            folder = run_folder_of(file)
-            key = os.path.normcase(folder if folder is not None else file)
-            if key in rows:
-                continue
-            rows[key] = self._folder(folder) if folder is not None else self._file(file)
+                if os.path.exists(folder):
+                    rows[key] = RunSummary(key=folder, directory=folder, checkpoint=None,
+                                           name=os.path.basename(folder), error=f"Cannot read {folder}: {_why(exc)}")
         live = set(rows)
         self._cache = {k: v for k, v in self._cache.items() if os.path.normcase(k[0]) in live}
         ordered = sorted(rows.values(), key=lambda r: r.updated if r.updated is not None else 0.0, reverse=True)

@@ -55,8 +55,11 @@ MAX_REMEMBERED = 200
 #: Settings keys: the remembered paths (a JSON list) and the names of plain checkpoints (a JSON object).
 EXTRAS_KEY = "runsPanel/extras"
 NAMES_KEY = "runsPanel/names"
-#: Signals that ask for a new listing within this many milliseconds give one.
+#: Requests for a new listing within this many milliseconds of the first give one listing.
 REFRESH_DELAY_MS = 250
+#: A training here whose folder is not listed yet is looked for after batches this many times at most
+#: (a folder that cannot be written never appears; its epochs still ask for listings).
+LOOK_FOR_RUN_TRIES = 20
 EMPTY_TEXT = "Train a model, open a checkpoint or follow a run: every run appears here."
 NOT_RECORDED_TEXT = ("Runs trained in this window are not recorded here (the program has no data folder; "
                      "set LATENT_EXPLORER_RUNS to a folder to record them).")
@@ -131,6 +134,7 @@ class RunsPanelTool(QtCore.QObject):
         self._listed = False
         self._checked: set[str] = set()  # normalised keys (folders or checkpoint files) checked for comparison
         self._filling = False
+        self._looked_for: dict[str, int] = {}  # run folders of trainings here not listed yet: listings asked for
         self._lister = RunLister()  # used on the worker thread only
         self._worker = LatestWins(self)
         self._worker.done.connect(self._on_done)
@@ -156,28 +160,26 @@ class RunsPanelTool(QtCore.QObject):
         self.compare_action.triggered.connect(self.compare)
         w.addAction(self.compare_action)
 
-        def button(name: str, text: str, slot: Any, tip: str) -> QtWidgets.QPushButton:
-            b = QtWidgets.QPushButton(text)
+        def button(name: str, text: str, slot: Any, tip: str) -> QtWidgets.QToolButton:
+            b = QtWidgets.QToolButton()
             b.setObjectName(name)
+            b.setText(text)
             b.setToolTip(tip)
             b.clicked.connect(slot)
             return b
 
-        self.compare_button = QtWidgets.QToolButton()
-        self.compare_button.setObjectName("compareButton")
-        self.compare_button.setDefaultAction(self.compare_action)
-        self.compare_button.setToolButtonStyle(QtCore.Qt.ToolButtonTextOnly)
-        self.compare_button.setText("Compare")
+        self.compare_button = button("compareButton", "Compare", self.compare_action.trigger, "")
         self.reopen_button = button("reopenRunButton", "Reopen", self.reopen_current,
                                     "Open the run's latest checkpoint, as File ▸ Open does")
         self.rename_button = button("renameRunButton", "Rename", self.rename_current, "Give the run another name")
         self.delete_button = button("deleteRunButton", "Delete…", self.delete_current,
                                     "Delete the run's folder (after asking); a checkpoint file is only taken off the list")
         self.refresh_button = button("refreshRunsButton", "Refresh", self.refresh, "Read the runs again")
-        for b in (self.compare_button, self.reopen_button, self.rename_button, self.delete_button):
+        for b in (self.compare_button, self.reopen_button, self.rename_button):
             d.controls.addWidget(b)
         d.controls.addStretch(1)
-        d.controls.addWidget(self.refresh_button)
+        d.exports.addWidget(self.delete_button)
+        d.exports.addWidget(self.refresh_button)
 
         t = self.table = QtWidgets.QTableWidget(0, len(COLUMNS))
         t.setObjectName("runsTable")
@@ -194,7 +196,7 @@ class RunsPanelTool(QtCore.QObject):
             t.setHorizontalHeaderItem(col, head)
         header = t.horizontalHeader()
         header.setSectionResizeMode(QtWidgets.QHeaderView.ResizeToContents)
-        header.setSectionResizeMode(NAME, QtWidgets.QHeaderView.Stretch)
+        header.setStretchLastSection(True)
         header.setSortIndicator(UPDATED, QtCore.Qt.DescendingOrder)
         t.setSortingEnabled(True)
         self.empty_label = QtWidgets.QLabel(EMPTY_TEXT)
@@ -280,8 +282,8 @@ class RunsPanelTool(QtCore.QObject):
 
     # ---------------------------------------------------------------- listing
     def schedule_refresh(self) -> None:
-        """Read the runs again shortly (several requests in a row give one listing), if the panel is shown."""
-        if self.dock.is_open:
+        """Read the runs again shortly (requests meanwhile join that listing), if the panel is shown."""
+        if self.dock.is_open and not self._timer.isActive():
             self._timer.start()
 
     @Slot()
@@ -309,7 +311,11 @@ class RunsPanelTool(QtCore.QObject):
     def _on_batches(self, _batches: Any) -> None:
         """A training here has begun writing its folder: list it as soon as it exists."""
         run_dir = self.s.run_dir
-        if run_dir is not None and self._row_of(run_dir) is None and not self._timer.isActive():
+        if run_dir is None or self._timer.isActive() or self._row_of(run_dir) is not None:
+            return
+        tries = self._looked_for.get(run_dir, 0)
+        if tries < LOOK_FOR_RUN_TRIES and self.dock.is_open:
+            self._looked_for[run_dir] = tries + 1
             self.schedule_refresh()
 
     @Slot(object, object, object)
@@ -522,6 +528,7 @@ class RunsPanelTool(QtCore.QObject):
         if len(checked) > n:
             tip += f"; {len(checked) - n} checked without a checkpoint yet are left out"
         self.compare_action.setEnabled(ok)
+        self.compare_button.setEnabled(ok)
         self.compare_action.setToolTip(tip)
         self.compare_action.setStatusTip(tip)
         self.compare_button.setToolTip(tip)

@@ -101,7 +101,7 @@ def open_panel(qtbot, w) -> QtWidgets.QTableWidget:
 
 def relist(qtbot, w) -> list:
     with qtbot.waitSignal(w.runs_panel.listed, timeout=20000) as got:
-        qtbot.mouseClick(find(w, QtWidgets.QPushButton, "refreshRunsButton"), QtCore.Qt.LeftButton)
+        qtbot.mouseClick(find(w, QtWidgets.QAbstractButton, "refreshRunsButton"), QtCore.Qt.LeftButton)
     return got.args[0]
 
 
@@ -186,7 +186,7 @@ def test_rename_stores_the_name_in_the_run_folder(qtbot, tmp_path, monkeypatch, 
         assert item.flags() & QtCore.Qt.ItemIsEditable
         # The Rename button opens the name's editor; what is typed there is stored.
         table.setCurrentCell(item.row(), RP.EPOCHS)
-        qtbot.mouseClick(find(w, QtWidgets.QPushButton, "renameRunButton"), QtCore.Qt.LeftButton)
+        qtbot.mouseClick(find(w, QtWidgets.QAbstractButton, "renameRunButton"), QtCore.Qt.LeftButton)
         assert table.state() == QtWidgets.QAbstractItemView.EditingState
         editor = table.focusWidget()
         assert isinstance(editor, QtWidgets.QLineEdit)
@@ -212,7 +212,7 @@ def test_delete_removes_the_folder_after_asking(qtbot, tmp_path, monkeypatch, ma
     w = make_window(qtbot)
     try:
         table = open_panel(qtbot, w)
-        delete = find(w, QtWidgets.QPushButton, "deleteRunButton")
+        delete = find(w, QtWidgets.QAbstractButton, "deleteRunButton")
         table.setCurrentCell(row_of(table, "ae-run"), RP.STATUS)
         asked: list = []
         answer(monkeypatch, QtWidgets.QMessageBox.Cancel, asked)
@@ -243,7 +243,7 @@ def test_a_folder_that_cannot_be_deleted_is_named_and_nothing_else_goes(qtbot, t
             PermissionError, PermissionError(13, "Permission denied"), None)))
         answer(monkeypatch, QtWidgets.QMessageBox.Yes)
         with qtbot.waitSignal(w.runs_panel.listed, timeout=20000):
-            qtbot.mouseClick(find(w, QtWidgets.QPushButton, "deleteRunButton"), QtCore.Qt.LeftButton)
+            qtbot.mouseClick(find(w, QtWidgets.QAbstractButton, "deleteRunButton"), QtCore.Qt.LeftButton)
         text = w.message_bar.text.text()
         assert w.message_bar.level == "error" and str(root / "ae-run") in text and "Permission denied" in text
         assert (root / "ae-run" / CONFIG).is_file() and set(rows(table)) == {"ae-run"}
@@ -295,7 +295,7 @@ def test_compare_is_enabled_with_two_to_four_checked_runs(qtbot, tmp_path, monke
         table = open_panel(qtbot, w)
         panel = w.runs_panel
         action = find(w, QtGui.QAction, "compareAction")
-        button = find(w, QtWidgets.QToolButton, "compareButton")
+        button = find(w, QtWidgets.QAbstractButton, "compareButton")
         assert table.rowCount() == 6
 
         def check(name, on=True):
@@ -372,7 +372,7 @@ def test_an_opened_checkpoint_joins_the_list_and_is_remembered(qtbot, tmp_path, 
         asked: list = []
         answer(monkeypatch, QtWidgets.QMessageBox.Yes, asked)
         table.setCurrentCell(0, RP.NAME)
-        qtbot.mouseClick(find(w, QtWidgets.QPushButton, "deleteRunButton"), QtCore.Qt.LeftButton)
+        qtbot.mouseClick(find(w, QtWidgets.QAbstractButton, "deleteRunButton"), QtCore.Qt.LeftButton)
         assert "is not deleted" in asked[0][2] and ckpt.is_file() and table.rowCount() == 0
         assert w.runs_panel.remembered() == []
         # Opened again, it is back; once its file is gone it leaves the list.
@@ -392,7 +392,7 @@ def test_reopen_opens_the_runs_latest_checkpoint(qtbot, tmp_path, monkeypatch, m
     s = w.session
     try:
         table = open_panel(qtbot, w)
-        reopen = find(w, QtWidgets.QPushButton, "reopenRunButton")
+        reopen = find(w, QtWidgets.QAbstractButton, "reopenRunButton")
         table.setCurrentCell(row_of(table, "vae-run"), RP.DATASET)
         assert reopen.isEnabled()
         qtbot.mouseClick(reopen, QtCore.Qt.LeftButton)
@@ -431,11 +431,11 @@ def test_the_run_training_here_is_marked_and_cannot_be_deleted(qtbot, tmp_path, 
         item = table.item(0, RP.STATUS)
         assert item.text() == "paused here" and item.font().bold()
         assert "Training in this window now" in item.toolTip()
-        assert not find(w, QtWidgets.QPushButton, "reopenRunButton").isEnabled() or table.currentRow() != 0
+        assert not find(w, QtWidgets.QAbstractButton, "reopenRunButton").isEnabled() or table.currentRow() != 0
         asked: list = []
         answer(monkeypatch, QtWidgets.QMessageBox.Yes, asked)
         table.setCurrentCell(0, RP.NAME)
-        qtbot.mouseClick(find(w, QtWidgets.QPushButton, "deleteRunButton"), QtCore.Qt.LeftButton)
+        qtbot.mouseClick(find(w, QtWidgets.QAbstractButton, "deleteRunButton"), QtCore.Qt.LeftButton)
         assert asked == [] and "training in this window" in w.message_bar.text.text()
         qtbot.wait(300)
         assert (root / table.item(0, RP.NAME).text() / CONFIG).is_file()
@@ -466,7 +466,7 @@ def test_a_followed_run_joins_the_list_marked_and_cannot_be_deleted(qtbot, tmp_p
         assert w.runs_panel.remembered() == [str(elsewhere / "vae-run")]
         answer(monkeypatch, QtWidgets.QMessageBox.Yes)
         table.setCurrentCell(0, RP.NAME)
-        qtbot.mouseClick(find(w, QtWidgets.QPushButton, "deleteRunButton"), QtCore.Qt.LeftButton)
+        qtbot.mouseClick(find(w, QtWidgets.QAbstractButton, "deleteRunButton"), QtCore.Qt.LeftButton)
         assert "followed in this window" in w.message_bar.text.text() and (elsewhere / "vae-run").is_dir()
         w.runs.stop()
         qtbot.waitUntil(lambda: table.item(0, RP.STATUS).text() == "finished", timeout=30000)
