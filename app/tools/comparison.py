@@ -30,7 +30,7 @@ import html
 import os
 import textwrap
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
@@ -59,6 +59,8 @@ __all__ = ["ComparedRun", "ComparisonWindow", "open_comparison", "MAX_RUNS", "MI
 
 MIN_RUNS = 2
 MAX_RUNS = 4
+#: The window's size when it opens (smaller on a smaller screen).
+DEFAULT_SIZE = (1280, 800)
 #: Held-out examples drawn on each map (the same ones in every map).
 MAP_EXAMPLES = 5000
 #: Prior draws decoded by each model, and the columns of their grids.
@@ -121,10 +123,10 @@ class _Run:
     views: _Views | None = None
     figures: "RunFigures | None" = None
     error: str = ""
+    views_error: str = ""
     figures_error: str = ""
     map: CompareMap | None = None
     prior_grid: ImageGrid | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -237,7 +239,14 @@ class ComparisonWindow(QtWidgets.QMainWindow):
         self._set_title([r.name for r in self.runs])
         self._build()
         window.installEventFilter(self)
-        self.resize(1280, 800)
+        app = QtCore.QCoreApplication.instance()
+        if app is not None:
+            app.aboutToQuit.connect(self.shutdown)
+        size = QtCore.QSize(*DEFAULT_SIZE)
+        screen = window.screen()
+        if screen is not None:  # never larger than the screen
+            size = size.boundedTo(screen.availableGeometry().size())
+        self.resize(size)
 
     # ----------------------------------------------------------------- build
     def _set_title(self, names: Sequence[str]) -> None:
@@ -414,7 +423,7 @@ class ComparisonWindow(QtWidgets.QMainWindow):
         total = max(1, len(self.runs) + 1 + 2 * max(1, len(self.active)))
         done = sum(1 for r in self.runs if r.opened is not None or r.error)
         done += 1 if self.dataset is not None else 0
-        done += sum(1 for r in self.active if r.views is not None or r.extra.get("views_failed"))
+        done += sum(1 for r in self.active if r.views is not None or r.views_error)
         done += sum(1.0 if (r.figures is not None or r.figures_error) else self._figure_progress.get(i, 0.0)
                     for i, r in enumerate(self.active))
         self.progress.setValue(int(1000 * min(1.0, done / total)))
@@ -649,7 +658,7 @@ class ComparisonWindow(QtWidgets.QMainWindow):
         run = self.active[reply.token]
         assert run.map is not None and run.prior_grid is not None
         if reply.error is not None:
-            run.extra["views_failed"] = True
+            run.views_error = reply.error
             run.map.set_message("Could not encode")
             self.message(f"Could not encode the examples with run {run.name}: {reply.error}")
         else:
@@ -716,7 +725,7 @@ class ComparisonWindow(QtWidgets.QMainWindow):
         if self._done:
             return
         for r in self.active:
-            if r.views is None and not r.extra.get("views_failed"):
+            if r.views is None and not r.views_error:
                 return
             if r.figures is None and not r.figures_error:
                 return
@@ -890,9 +899,15 @@ class ComparisonWindow(QtWidgets.QMainWindow):
 
     # ------------------------------------------------------------- close
     def eventFilter(self, obj: QtCore.QObject, event: QtCore.QEvent) -> bool:
-        if obj is self.w and event.type() == QtCore.QEvent.Type.Close:
-            # The main window decides in its own closeEvent; once it is gone from the screen, so is this one.
-            QtCore.QTimer.singleShot(0, self._follow_main_window)
+        if obj is self.w and not self._closed:
+            kind = event.type()
+            if kind == QtCore.QEvent.Type.Hide and not event.spontaneous():
+                # The main window was closed (or hidden by the program, not minimised): this one goes too,
+                # at once, before the program may quit.
+                self.close()
+            elif kind == QtCore.QEvent.Type.Close:
+                # The main window decides in its own closeEvent; once it is off the screen, so is this one.
+                QtCore.QTimer.singleShot(0, self._follow_main_window)
         return False
 
     @Slot()
@@ -905,12 +920,16 @@ class ComparisonWindow(QtWidgets.QMainWindow):
             self.deleteLater()  # its models and data go with it; a job still running keeps it until the main window goes
         event.accept()
 
+    @Slot()
     def shutdown(self, timeout_ms: int = 2000) -> bool:
         """Cancel and wait for this window's work; True when it all ended in time."""
         if self._closed:
             return True
         self._closed = True
-        self.w.removeEventFilter(self)
+        try:
+            self.w.removeEventFilter(self)
+        except RuntimeError:  # the main window is already gone
+            pass
         self.tasks.cancel_all()
         ok = self.latest.close(timeout_ms)
         ok = self.tasks.wait(timeout_ms) and ok

@@ -125,6 +125,12 @@ def test_three_runs_side_by_side(qtbot, win, ckpts, tmp_path, monkeypatch):
         assert table.item(elbo_row, k).toolTip() == TABLE_ROWS[elbo_row].tooltip
     assert table.isRowHidden(row_of("mig"))  # digits have no ground-truth factors
 
+    # At 1280 x 800 the maps share the top row and the table shows every column whole.
+    assert cw.size() == QtCore.QSize(1280, 800)
+    assert all(m.width() > 300 and m.height() > 250 for m in maps)
+    assert len({m.geometry().top() for m in maps}) == 1
+    assert not table.horizontalScrollBar().isVisible()
+
     # The same prior draws: equal for equal latent dims, the same first column otherwise.
     z = cw.prior_codes()
     np.testing.assert_array_equal(z["AE"], z["VAE"])
