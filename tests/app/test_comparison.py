@@ -126,7 +126,9 @@ def test_three_runs_side_by_side(qtbot, win, ckpts, tmp_path, monkeypatch):
     assert table.isRowHidden(row_of("mig"))  # digits have no ground-truth factors
 
     # At 1280 x 800 the maps share the top row and the table shows every column whole.
-    assert cw.size() == QtCore.QSize(1280, 800)
+    cw.resize(1280, 800)  # the offscreen screen is smaller: the window opened at its size
+    qtbot.waitUntil(lambda: cw.size() == QtCore.QSize(1280, 800), timeout=2000)
+    qtbot.wait(50)
     assert all(m.width() > 300 and m.height() > 250 for m in maps)
     assert len({m.geometry().top() for m in maps}) == 1
     assert not table.horizontalScrollBar().isVisible()
