@@ -199,6 +199,17 @@ class RunsPanelTool(QtCore.QObject):
         header.setStretchLastSection(True)
         header.setSortIndicator(UPDATED, QtCore.Qt.DescendingOrder)
         t.setSortingEnabled(True)
+        # The row's context menu: the buttons' actions, and the run's folder in the file manager.
+        t.setContextMenuPolicy(QtCore.Qt.ActionsContextMenu)
+        for text, slot, key in (("Reopen", self.reopen_current, None), ("Rename", self.rename_current, None),
+                                ("Delete…", self.delete_current, QtGui.QKeySequence.Delete),
+                                ("Show in file manager", self.reveal_current, None)):
+            act = QtGui.QAction(text, t)
+            if key is not None:
+                act.setShortcut(key)
+                act.setShortcutContext(QtCore.Qt.WidgetShortcut)
+            act.triggered.connect(slot)
+            t.addAction(act)
         self.empty_label = QtWidgets.QLabel(EMPTY_TEXT)
         self.empty_label.setObjectName("runsEmptyLabel")
         self.empty_label.setWordWrap(True)
@@ -634,6 +645,14 @@ class RunsPanelTool(QtCore.QObject):
                                            f"(in {run.directory}).")
             return
         self.w.open_path(run.checkpoint)
+
+    @Slot()
+    def reveal_current(self) -> None:
+        """Show the current run's folder (a plain checkpoint's: the folder it is in) in the file manager."""
+        run = self.current_run()
+        if run is not None:
+            folder = run.directory if run.directory is not None else os.path.dirname(run.key)
+            QtGui.QDesktopServices.openUrl(QtCore.QUrl.fromLocalFile(folder))
 
     @Slot()
     def delete_current(self) -> None:

@@ -196,6 +196,9 @@ def test_rename_stores_the_name_in_the_run_folder(qtbot, tmp_path, monkeypatch, 
         config = json.loads((root / "ae-run" / CONFIG).read_text())
         assert config["name"] == "autoencoder (beta 0)"
         assert set(rows(table)) == {"autoencoder (beta 0)"}
+        with qtbot.waitSignal(w.runs.runsListed, timeout=20000) as listed:  # File ▸ Runs shows the name too
+            w.runs.refresh_runs()
+        assert [e.label().split(" · ")[0] for e in listed.args[0]] == ["autoencoder (beta 0)"]
         # An empty name is refused and the old one stays.
         item = table.item(0, RP.NAME)
         item.setText("  ")
@@ -219,6 +222,9 @@ def test_delete_removes_the_folder_after_asking(qtbot, tmp_path, monkeypatch, ma
         qtbot.mouseClick(delete, QtCore.Qt.LeftButton)
         assert asked and asked[0][0] == "deleteRunDialog" and str(root / "ae-run") in asked[0][1]
         assert (root / "ae-run").is_dir()
+        table.setFocus()
+        qtbot.keyClick(table, QtCore.Qt.Key_Delete)  # the Delete key asks the same
+        assert len(asked) == 2 and asked[1] == asked[0] and (root / "ae-run").is_dir()
 
         answer(monkeypatch, QtWidgets.QMessageBox.Yes)
         with qtbot.waitSignal(w.runs_panel.listed, timeout=20000):
