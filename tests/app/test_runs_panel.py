@@ -437,10 +437,11 @@ def test_the_run_training_here_is_marked_and_cannot_be_deleted(qtbot, tmp_path, 
         item = table.item(0, RP.STATUS)
         assert item.text() == "paused here" and item.font().bold()
         assert "Training in this window now" in item.toolTip()
-        assert not find(w, QtWidgets.QAbstractButton, "reopenRunButton").isEnabled() or table.currentRow() != 0
+        table.setCurrentCell(0, RP.NAME)
+        reopen = find(w, QtWidgets.QAbstractButton, "reopenRunButton")
+        assert not reopen.isEnabled() and "on screen already (paused here)" in reopen.toolTip()
         asked: list = []
         answer(monkeypatch, QtWidgets.QMessageBox.Yes, asked)
-        table.setCurrentCell(0, RP.NAME)
         qtbot.mouseClick(find(w, QtWidgets.QAbstractButton, "deleteRunButton"), QtCore.Qt.LeftButton)
         assert asked == [] and "training in this window" in w.message_bar.text.text()
         qtbot.wait(300)
