@@ -344,7 +344,7 @@ class ComparisonWindow(QtWidgets.QMainWindow):
         rl.addWidget(self.selected_label)
         self.recon_grid = ImageGrid()
         self.recon_grid.setObjectName("compareReconstructions")
-        self.recon_grid.setMinimumHeight(70)
+        self.recon_grid.setMinimumHeight(120)
         self.recon_grid.setMaximumHeight(150)
         rl.addWidget(self.recon_grid)
         self.tabs = QtWidgets.QTabWidget()

@@ -221,7 +221,7 @@ class ExperimentsTool(QtCore.QObject):
         self.stop_action.setToolTip(tip)
         self.stop_action.setStatusTip(tip)
         self.stop_action.setEnabled(False)
-        self.menu = QtWidgets.QMenu("E&xperiment", w)
+        self.menu = QtWidgets.QMenu("&Experiment", w)
         self.menu.setObjectName("experimentMenu")
         self.menu.setToolTipsVisible(True)  # a disabled experiment says why
         self.menu.addAction(self.ae_vs_vae_action)

@@ -225,6 +225,8 @@ class RunsPanelTool(QtCore.QObject):
         toggle.setText("&Runs")
         toggle.setStatusTip("Show or hide the Runs panel: every run, to rename, reopen, delete and compare")
         w.view_menu.insertAction(w.log_action, toggle)
+        # Shown from the menu, the panel comes to the front of the tabs it shares.
+        toggle.triggered.connect(lambda checked: checked and w.show_tool_dock(d))
 
     def _wire(self) -> None:
         s = self.s

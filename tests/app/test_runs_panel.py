@@ -506,3 +506,21 @@ def test_a_damaged_checkpoint_is_listed_with_its_problem(tmp_path):
     bad.write_bytes(b"\x80\x04 a pickle")
     row = summarize_checkpoint(bad)
     assert row.status_text() == "unreadable" and str(bad) in row.error and row.checkpoint == str(bad)
+
+
+def test_view_runs_brings_the_panel_to_the_front_of_its_tabs(qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("LATENT_EXPLORER_RUNS", str(tmp_path / "none-yet"))
+    w = MainWindow(restore=False)
+    qtbot.addWidget(w)
+    w.resize(1400, 900)  # wide: the KL bars have their own dock, in front of the tool tabs
+    w.show()
+    qtbot.waitExposed(w)
+    try:
+        dock = find(w, QtWidgets.QDockWidget, "runsPanel")
+        with qtbot.waitSignal(w.runs_panel.listed, timeout=20000):
+            find(w, QtGui.QAction, "runsPanelAction").trigger()
+        assert w.monitor.kl_dock in w.tabifiedDockWidgets(dock)
+        qtbot.waitUntil(lambda: not dock.visibleRegion().isEmpty(), timeout=5000)
+        assert w.monitor.kl_dock.visibleRegion().isEmpty()
+    finally:
+        close_window(w)
