@@ -655,13 +655,17 @@ class MainWindow(QtWidgets.QMainWindow):
     def load_initial_dataset(self, key: str = "digits") -> None:
         """Select a dataset in the panel and load it."""
         combo = self.panel.datasetCombo
-        idx = combo.findData(key)
-        if idx < 0:
-            self.panel.add_dataset_entry(os.path.basename(key.rstrip("/")) or key, key)
+        # The panel's own signals are held (this loads once, below), not the combo's: the panel
+        # still enables the settings that belong to the choice (the Shapes count).
+        self.panel.blockSignals(True)
+        try:
             idx = combo.findData(key)
-        combo.blockSignals(True)
-        combo.setCurrentIndex(idx)
-        combo.blockSignals(False)
+            if idx < 0:
+                self.panel.add_dataset_entry(os.path.basename(key.rstrip("/")) or key, key)
+                idx = combo.findData(key)
+            combo.setCurrentIndex(idx)
+        finally:
+            self.panel.blockSignals(False)
         self.session.load_dataset(self.panel.dataset_settings())
 
     # ------------------------------------------------------------------ files

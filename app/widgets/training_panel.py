@@ -283,6 +283,9 @@ class TrainingPanel(QtWidgets.QWidget):
     notice = QtCore.Signal(str, str)  # level, text: something the user should know about their input
 
     PROGRESS_STEPS = 1000
+    #: A change of image size, binarization or shapes count reloads the dataset once the
+    #: values have rested this long, so that holding a spin box's arrow loads once.
+    RELOAD_DELAY_MS = 300
 
     def __init__(self, hidden_parser: Callable[[str], tuple[int, ...]],
                  parent: QtWidgets.QWidget | None = None) -> None:
@@ -298,6 +301,10 @@ class TrainingPanel(QtWidgets.QWidget):
         self._tips: dict[QtWidgets.QWidget, str] = {}  # their own tooltips, while the lock note is added
         self._devices: list[str] | None = None  # the CUDA GPUs' names; None until the owner says
         self._wanted: dict[str, str] = {}  # the device and precision applied before the devices were known
+        self._reload_timer = QtCore.QTimer(self)
+        self._reload_timer.setSingleShot(True)
+        self._reload_timer.setInterval(self.RELOAD_DELAY_MS)
+        self._reload_timer.timeout.connect(self._emit_reload)
 
         layout = QtWidgets.QVBoxLayout(self)
         layout.setContentsMargins(6, 6, 6, 6)
@@ -413,6 +420,10 @@ class TrainingPanel(QtWidgets.QWidget):
         self._add_row(form, "Shapes count", self.shapesCountSpin, "How many shape images to generate (Shapes dataset only)")
 
         self.datasetCombo.currentIndexChanged.connect(self._on_dataset_index)
+        # Each of these changes the data itself, so the dataset shown loads again with it.
+        self.sizeSpin.valueChanged.connect(self._schedule_reload)
+        self.binarizeCombo.currentIndexChanged.connect(self._schedule_reload)
+        self.shapesCountSpin.valueChanged.connect(self._on_shapes_count)
         self.openFolderButton.clicked.connect(self._ask_folder)
         self.openFileButton.clicked.connect(self._ask_file)
         return group
@@ -543,9 +554,9 @@ class TrainingPanel(QtWidgets.QWidget):
         self.resetButton.setObjectName("resetButton")
         self.resetButton.setToolTip("Forget the model and start fresh (unlocks the dataset and model settings)")
 
-        self.trainButton.clicked.connect(self.trainRequested)
+        self.trainButton.clicked.connect(self._on_train_clicked)
         self.pauseButton.clicked.connect(self.pauseToggled)
-        self.stopButton.clicked.connect(self.stopRequested)
+        self.stopButton.clicked.connect(self._on_stop_clicked)
         self.resetButton.clicked.connect(self.resetRequested)
 
         grid = QtWidgets.QGridLayout()
@@ -591,8 +602,39 @@ class TrainingPanel(QtWidgets.QWidget):
 
     def _on_dataset_index(self, _index: int) -> None:
         self._update_dependent_widgets()
+        self._reload_timer.stop()  # the new choice loads with the settings shown
         if not self._suppress:
             self.datasetChanged.emit(self.current_dataset_key())
+
+    def _on_shapes_count(self, _value: int) -> None:
+        if self.current_dataset_key() == "shapes":
+            self._schedule_reload()
+
+    def _schedule_reload(self, *_args: Any) -> None:
+        """The user changed a setting of the data: load the dataset shown again once the values rest."""
+        if self._suppress or self.signalsBlocked() or not self.current_dataset_key():
+            return
+        self._reload_timer.start()
+
+    def _emit_reload(self) -> None:
+        key = self.current_dataset_key()
+        if key and not self._suppress:
+            self.datasetChanged.emit(key)
+
+    def flush_dataset_change(self) -> None:
+        """Ask for the reload a recent change of a data setting is waiting for, now rather than later."""
+        if self._reload_timer.isActive():
+            self._reload_timer.stop()
+            self._emit_reload()
+
+    def _on_train_clicked(self) -> None:
+        # The data the user just set up loads first; the owner trains once it is there.
+        self.flush_dataset_change()
+        self.trainRequested.emit()
+
+    def _on_stop_clicked(self) -> None:
+        self._reload_timer.stop()  # Stop drops what would load as well as what loads
+        self.stopRequested.emit()
 
     def _on_arch_changed(self, _index: int) -> None:
         arch = self.archCombo.currentData()
@@ -783,6 +825,7 @@ class TrainingPanel(QtWidgets.QWidget):
         emitted: the caller already knows what it applied.
         """
         self._suppress = True
+        self._reload_timer.stop()  # the applied settings replace a change still waiting to load
         try:
             if dataset:
                 source = dataset.get("source")
@@ -870,6 +913,8 @@ class TrainingPanel(QtWidgets.QWidget):
         loading = state == "loading"
 
         self.datasetGroup.setEnabled(state in ("idle", "loading"))
+        if state not in ("idle", "loading"):
+            self._reload_timer.stop()  # the data settings are locked now: nothing of theirs loads
         self.modelGroup.setEnabled(state in ("idle", "loading"))
         self._set_locked(has_model)
         self.trainingGroup.setEnabled(not busy)

@@ -526,3 +526,146 @@ def test_a_gpu_checkpoint_opened_without_cuda_says_it_continues_on_the_cpu(qtbot
     assert w.session.trainer.device.type == "cpu"
     assert not [text for level, text in said if level == "error"]
     w.session.shutdown(3000)
+
+
+# ------------------------------------------------ data settings reload the dataset shown
+
+def _emissions(panel) -> list[dict]:
+    """What datasetChanged asks to load, each time it is emitted."""
+    seen: list[dict] = []
+    panel.datasetChanged.connect(lambda key: seen.append({**panel.dataset_settings(), "key": key}))
+    return seen
+
+
+def _rest(panel, qtbot) -> None:
+    """Wait past the panel's reload delay."""
+    qtbot.wait(panel.RELOAD_DELAY_MS + 200)
+
+
+@pytest.fixture
+def shapes_panel(panel, qtbot):
+    with qtbot.waitSignal(panel.datasetChanged, timeout=1000):
+        panel.datasetCombo.setCurrentIndex(panel.datasetCombo.findData("shapes"))
+    return panel
+
+
+def test_typing_a_shapes_count_loads_shapes_again_once(shapes_panel, qtbot):
+    panel = shapes_panel
+    seen = _emissions(panel)
+    type_into(qtbot, panel.shapesCountSpin, "737280")
+    qtbot.waitUntil(lambda: len(seen) == 1, timeout=2000)
+    _rest(panel, qtbot)
+    assert seen == [{"source": "shapes", "size": None, "binarize": "none", "n": 737280, "key": "shapes"}]
+
+
+def test_spinning_the_shapes_count_loads_once_it_rests(shapes_panel, qtbot):
+    panel = shapes_panel
+    seen = _emissions(panel)
+    panel.shapesCountSpin.setFocus()
+    for _ in range(3):
+        qtbot.keyClick(panel.shapesCountSpin, QtCore.Qt.Key.Key_Up)
+    assert panel.shapesCountSpin.value() == 23000
+    assert seen == []  # not yet: the user may still be spinning
+    qtbot.waitUntil(lambda: len(seen) == 1, timeout=2000)
+    _rest(panel, qtbot)
+    assert [s["n"] for s in seen] == [23000]
+
+
+@pytest.mark.parametrize("key", ["shapes", "digits", "/tmp/faces.npz"])
+def test_a_new_image_size_loads_the_dataset_shown_again(panel, qtbot, key):
+    if panel.datasetCombo.findData(key) < 0:
+        panel.add_dataset_entry("faces.npz", key)
+    panel.datasetCombo.setCurrentIndex(panel.datasetCombo.findData(key))
+    seen = _emissions(panel)
+    type_into(qtbot, panel.sizeSpin, "32")
+    qtbot.waitUntil(lambda: len(seen) == 1, timeout=2000)
+    panel.sizeSpin.setFocus()
+    qtbot.keyClick(panel.sizeSpin, QtCore.Qt.Key.Key_Down)
+    qtbot.waitUntil(lambda: len(seen) == 2, timeout=2000)
+    _rest(panel, qtbot)
+    assert [(s["key"], s["size"]) for s in seen] == [(key, 32), (key, 31)]
+
+
+def test_a_new_binarization_loads_the_dataset_shown_again(panel, qtbot):
+    panel.datasetCombo.setCurrentIndex(panel.datasetCombo.findData("digits"))
+    seen = _emissions(panel)
+    panel.binarizeCombo.setFocus()
+    qtbot.keyClick(panel.binarizeCombo, QtCore.Qt.Key.Key_Down)
+    qtbot.waitUntil(lambda: len(seen) == 1, timeout=2000)
+    _rest(panel, qtbot)
+    assert [(s["key"], s["binarize"]) for s in seen] == [("digits", "static")]
+
+
+def test_the_shapes_count_of_another_dataset_loads_nothing(panel, qtbot):
+    panel.datasetCombo.setCurrentIndex(panel.datasetCombo.findData("digits"))
+    assert not panel.shapesCountSpin.isEnabled()
+    with qtbot.assertNotEmitted(panel.datasetChanged, wait=panel.RELOAD_DELAY_MS + 200):
+        panel.shapesCountSpin.setValue(5000)
+
+
+def test_settings_shown_from_a_checkpoint_load_nothing(shapes_panel, qtbot):
+    panel = shapes_panel
+    with qtbot.assertNotEmitted(panel.datasetChanged, wait=panel.RELOAD_DELAY_MS + 200):
+        panel.apply_settings(dataset={"source": "shapes", "size": 48, "binarize": "dynamic", "n": 3000})
+        # As the main window shows a loaded checkpoint or the dataset it loaded.
+        panel.blockSignals(True)
+        panel.apply_settings(dataset={"source": "shapes", "size": 40, "binarize": "static", "n": 4000})
+        panel.add_dataset_entry("faces", "/tmp/faces")
+        panel.blockSignals(False)
+    assert panel.dataset_settings() == {"source": "/tmp/faces", "size": 40, "binarize": "static", "n": 4000}
+
+
+def test_checkpoint_settings_replace_a_change_waiting_to_load(shapes_panel, qtbot):
+    panel = shapes_panel
+    type_into(qtbot, panel.shapesCountSpin, "5000")
+    with qtbot.assertNotEmitted(panel.datasetChanged, wait=panel.RELOAD_DELAY_MS + 200):
+        panel.apply_settings(dataset={"source": "shapes", "n": 3000})
+
+
+def test_train_right_after_a_change_loads_the_new_data_first(shapes_panel, qtbot):
+    panel = shapes_panel
+    order: list[tuple] = []
+    panel.datasetChanged.connect(lambda key: order.append(("load", panel.dataset_settings()["size"])))
+    panel.trainRequested.connect(lambda: order.append(("train",)))
+    type_into(qtbot, panel.sizeSpin, "32")
+    qtbot.mouseClick(panel.trainButton, QtCore.Qt.MouseButton.LeftButton)
+    _rest(panel, qtbot)
+    assert order == [("load", 32), ("train",)]
+
+
+def test_stop_drops_a_change_waiting_to_load(shapes_panel, qtbot):
+    panel = shapes_panel
+    panel.set_state("loading")
+    type_into(qtbot, panel.sizeSpin, "32")
+    with qtbot.assertNotEmitted(panel.datasetChanged, wait=panel.RELOAD_DELAY_MS + 200):
+        with qtbot.waitSignal(panel.stopRequested, timeout=1000):
+            qtbot.mouseClick(panel.stopButton, QtCore.Qt.MouseButton.LeftButton)
+
+
+def test_the_data_settings_are_disabled_while_a_model_trains(shapes_panel, qtbot):
+    panel = shapes_panel
+    type_into(qtbot, panel.shapesCountSpin, "5000")
+    with qtbot.assertNotEmitted(panel.datasetChanged, wait=panel.RELOAD_DELAY_MS + 200):
+        panel.set_state("training")
+    for name in ("sizeSpin", "binarizeCombo", "shapesCountSpin", "datasetCombo"):
+        assert not panel.findChild(QtWidgets.QWidget, name).isEnabled(), name
+
+
+def test_the_window_loads_shapes_again_with_the_new_count_and_size(qtbot):
+    from app.main_window import MainWindow
+
+    w = MainWindow(restore=False)
+    qtbot.addWidget(w)
+    w.show()
+    panel = w.panel
+    panel.apply_settings(dataset={"n": 300})
+    with qtbot.waitSignal(w.session.datasetLoaded, timeout=60000):
+        w.load_initial_dataset("shapes")
+    assert w.session.dataset.n == 300
+    assert panel.shapesCountSpin.isEnabled(), "the count belongs to the Shapes the window started with"
+    type_into(qtbot, panel.findChild(QtWidgets.QSpinBox, "shapesCountSpin"), "400")
+    qtbot.waitUntil(lambda: w.session.dataset.n == 400, timeout=60000)
+    type_into(qtbot, panel.findChild(QtWidgets.QSpinBox, "sizeSpin"), "16")
+    qtbot.waitUntil(lambda: tuple(w.session.dataset.input_shape)[-2:] == (16, 16), timeout=60000)
+    assert w.session.dataset.n == 400 and not w.session.loading_dataset
+    w.session.shutdown(3000)
