@@ -214,11 +214,21 @@ class TaskRunner(QtCore.QObject):
         self.pool = QtCore.QThreadPool(self)
         self.pool.setMaxThreadCount(max_threads)
         self._tasks: set[Task] = set()
+        self._closed = False  # cancel_all was called: the owner is shutting down
 
     def start(self, fn: Callable[..., Any], on_done: Callable[[Any], None], on_failed: Callable[[str], None],
               on_progress: Callable[[float, str], None] | None = None) -> Task:
-        """Run ``fn(progress, cancelled)`` in the pool.  The callbacks must be slots of QObjects in the GUI thread."""
+        """Run ``fn(progress, cancelled)`` in the pool.  The callbacks must be slots of QObjects in the GUI thread.
+
+        After ``cancel_all`` the job is not run: the task comes back cancelled
+        (a queued signal delivered while the owner shuts down must not start
+        work that would outlive it).
+        """
         task = Task(fn)
+        if self._closed:
+            task.cancel()
+            task.finished_event.set()
+            return task
         task.signals.done.connect(on_done)
         task.signals.failed.connect(on_failed)
         if on_progress is not None:
@@ -235,6 +245,8 @@ class TaskRunner(QtCore.QObject):
         self._tasks = {t for t in self._tasks if not t.finished_event.is_set()}
 
     def cancel_all(self) -> None:
+        """Cancel every job, and run no job started from now on (the owner is shutting down)."""
+        self._closed = True
         for t in list(self._tasks):
             t.cancel()
 

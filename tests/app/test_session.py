@@ -719,3 +719,19 @@ def test_speed_shows_for_fast_batches_too(parts):
     assert p["samples_per_s"] == pytest.approx(8 / 0.004, rel=1e-6)
     # One epoch of 100 batches is left, and two epoch ends (this one's and the last one's).
     assert p["eta_s"] == pytest.approx(100 * 0.004 + 2 * 0.1, rel=1e-6)
+
+
+def test_a_task_runner_runs_nothing_started_after_cancel_all(qtbot):
+    """Closing cancels the jobs; a job a queued signal starts after that never runs (it would outlive the window)."""
+    from app.worker import TaskRunner
+
+    runner = TaskRunner()
+    ran = []
+    first = runner.start(lambda progress, cancelled: ran.append("before"), print, print)
+    qtbot.waitUntil(lambda: first.finished_event.is_set(), timeout=5000)
+    runner.cancel_all()
+    late = runner.start(lambda progress, cancelled: ran.append("after"), print, print)
+    assert late.cancelled and late.finished_event.is_set()
+    assert runner.wait(2000)
+    qtbot.wait(50)
+    assert ran == ["before"]
