@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import re
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -468,20 +469,67 @@ class RunLister:
         return RunListing(ordered, gone, error)
 
 
-def delete_run_folder(directory: str | os.PathLike) -> None:
-    """Delete a run folder and everything in it; refuses (ValueError) a folder that is no run folder.
+#: The files a run writes (``vae_core.runs``): its config, its events, checkpoints, and the temporary
+#: files of atomic writes (``.latest.ckpt.x1y2.tmp``) a killed writer may leave.
+_RUN_WRITES = re.compile(r"^(config\.json|events\.jsonl|[^/]*\.ckpt|\..+\.tmp)$")
+#: ``vae_core.runs.FORMAT``: the ``format`` of a run's config.json.
+RUN_FORMAT = "latent-explorer-run"
 
-    Raises OSError (naming the path that could not be removed) when the
-    file system refuses; what was removed before stays removed.
+
+def _written_by_a_run(folder: str) -> bool:
+    """The folder's config.json is a run's (its ``format``), or without one its events.jsonl starts with an event."""
+    import json
+
+    config = os.path.join(folder, RUN_FILES[0])
+    if os.path.isfile(config):
+        try:
+            with open(config, encoding="utf-8") as f:
+                loaded = json.load(f)
+        except (OSError, ValueError):
+            return False
+        return isinstance(loaded, dict) and loaded.get("format") == RUN_FORMAT
+    try:
+        with open(os.path.join(folder, RUN_FILES[1]), encoding="utf-8") as f:
+            first = next((line for line in f if line.strip()), "")
+        event = json.loads(first)
+    except (OSError, ValueError):
+        return False
+    return isinstance(event, dict) and "kind" in event
+
+
+def delete_run_folder(directory: str | os.PathLike) -> None:
+    """Delete a run folder and everything in it; refuses (ValueError) anything else.
+
+    Only a folder that a run wrote is deleted: its config.json is a run's
+    (or, without one, its events.jsonl holds run events), and it holds
+    nothing but what a run writes (config, events, checkpoints, temporary
+    files of atomic writes).  A folder with other files or subfolders in it
+    is refused, naming them, so that a mistaken runs folder never costs a
+    user their files.  Raises OSError (naming the path that could not be
+    removed) when the file system refuses; what was removed before stays
+    removed.
     """
     import shutil
 
     folder = os.path.abspath(directory)
-    if not is_run_folder(folder):
-        raise ValueError(f"{folder} is not a run folder (it has no {' or '.join(RUN_FILES)}); nothing was deleted")
+    if not is_run_folder(folder) or not _written_by_a_run(folder):
+        raise ValueError(f"{folder} is not a run folder (it has no run's {' or '.join(RUN_FILES)}); "
+                         "nothing was deleted")
+    try:
+        entries = sorted(os.listdir(folder))
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot read {folder}: {_why(exc)}") from exc
+    foreign = [n for n in entries if not (_RUN_WRITES.match(n) and os.path.isfile(os.path.join(folder, n)))]
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise ValueError(f"{folder} holds files a run does not write ({shown}); nothing was deleted. "
+                         "Remove the folder yourself if you mean to.")
 
     def failed(_fn: Any, path: str, exc: Any) -> None:
         err = exc[1] if isinstance(exc, tuple) else exc
         raise OSError(getattr(err, "errno", None), f"cannot remove {path}: {_why(err)}") from err
 
-    shutil.rmtree(folder, onerror=failed)
+    if sys.version_info >= (3, 12):
+        shutil.rmtree(folder, onexc=failed)
+    else:
+        shutil.rmtree(folder, onerror=failed)

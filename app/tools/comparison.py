@@ -467,10 +467,14 @@ class ComparisonWindow(QtWidgets.QMainWindow):
             self._finish_without("None of the runs' checkpoints could be read.")
             return
         current = getattr(getattr(self.w, "session", None), "dataset", None)
-        if current is not None and all(r.input_shape == tuple(current.input_shape) for r in opened):
+        first = opened[0]
+        # The window's data serves when it is the data the first run was trained on (the same spec, so
+        # the same held-out split): other images of the same size would score the models on data
+        # they never saw, or on examples they trained on.
+        if (current is not None and all(r.input_shape == tuple(current.input_shape) for r in opened)
+                and _same_data(current.spec, first.opened.checkpoint.dataset_spec)):
             self._use_dataset(current)
             return
-        first = opened[0]
         spec = dict(first.opened.checkpoint.dataset_spec)
         self._stage = f"Reading the data of {first.name}"
         self._update_progress()
@@ -953,9 +957,49 @@ class _ProgressRelay(QtCore.QObject):
         self.reported.emit(self._k, fraction, text)
 
 
+def _same_data(spec: Any, checkpoint_spec: Any) -> bool:
+    """Whether a dataset's spec and a checkpoint's recorded one name the same data, split and all."""
+    from vae_core.data import DatasetSpec
+
+    try:
+        mine = spec.to_dict() if hasattr(spec, "to_dict") else DatasetSpec.from_dict(dict(spec)).to_dict()
+        theirs = DatasetSpec.from_dict(dict(checkpoint_spec)).to_dict()
+    except Exception:  # a spec that cannot be read names no data we can vouch for
+        return False
+    for d in (mine, theirs):
+        if d.get("source") != "shapes":
+            d.pop("n", None)  # the number of shapes to draw: no part of any other dataset
+    return mine == theirs
+
+
+def distinct_names(runs: Sequence[ComparedRun]) -> list[ComparedRun]:
+    """``runs`` with names told apart: a name given twice gets its run folder's (or file's) name after it, then a number."""
+    counts: dict[str, int] = {}
+    for r in runs:
+        counts[r.name] = counts.get(r.name, 0) + 1
+    out: list[ComparedRun] = []
+    taken: set[str] = set()
+    for r in runs:
+        name = r.name
+        if counts[name] > 1:
+            where = os.path.basename((r.directory or r.checkpoint).rstrip(os.sep)) or r.checkpoint
+            name = f"{r.name} ({where})"
+        base, k = name, 2
+        while name in taken:
+            name = f"{base} {k}"
+            k += 1
+        taken.add(name)
+        out.append(r if name == r.name else ComparedRun(name, r.checkpoint, r.directory))
+    return out
+
+
 def open_comparison(window: "MainWindow", runs: Sequence[ComparedRun]) -> ComparisonWindow:
-    """Open (and return) a comparison of 2 to 4 ``runs`` beside ``window``; the work runs in the background."""
-    runs = list(runs)
+    """Open (and return) a comparison of 2 to 4 ``runs`` beside ``window``; the work runs in the background.
+
+    Runs given the same name are told apart (their folder's name is added), since the
+    curves, the table and the CSV name each run.
+    """
+    runs = distinct_names(list(runs))
     if not MIN_RUNS <= len(runs) <= MAX_RUNS:
         raise ValueError(f"compare {MIN_RUNS} to {MAX_RUNS} runs, not {len(runs)}")
     cw = ComparisonWindow(window, runs)

@@ -221,3 +221,16 @@ def test_two_to_four_runs(win, ckpts):
         open_comparison(win, [ComparedRun("VAE", ckpts["VAE"])])
     with pytest.raises(ValueError):
         open_comparison(win, [ComparedRun(str(i), ckpts["VAE"]) for i in range(5)])
+
+
+def test_runs_are_scored_on_their_own_data_and_told_apart_by_name(qtbot, win, ckpts):
+    # The window shows digits binarised: images of the same size, but not the data the runs learnt.
+    with qtbot.waitSignal(win.session.datasetLoaded, timeout=60000):
+        win.session.load_dataset({"source": "digits", "binarize": "static"})
+    shown = win.session.dataset
+    cw = opened(qtbot, win, [ComparedRun("VAE", ckpts["AE"]), ComparedRun("VAE", ckpts["VAE"])])
+    assert cw.dataset is not shown and cw.dataset.spec.binarize == "none"
+    names = [r.name for r in cw.runs]
+    assert names == ["VAE (ae.ckpt)", "VAE (vae.ckpt)"]
+    table = find(cw, QtWidgets.QTableWidget, "compareTable")
+    assert [table.horizontalHeaderItem(c).text() for c in range(table.columnCount())] == names

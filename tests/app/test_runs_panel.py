@@ -524,3 +524,35 @@ def test_view_runs_brings_the_panel_to_the_front_of_its_tabs(qtbot, tmp_path, mo
         assert w.monitor.kl_dock.visibleRegion().isEmpty()
     finally:
         close_window(w)
+
+
+def test_a_folder_that_only_looks_like_a_run_is_never_deleted(tmp_path, made_runs):
+    # A config.json of something else (a model folder of another tool, a project).
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / CONFIG).write_text('{"model_type": "bert"}')
+    (project / "weights.bin").write_bytes(b"precious")
+    with pytest.raises(ValueError, match="not a run folder"):
+        delete_run_folder(project)
+    assert (project / "weights.bin").is_file()
+    # A real run folder that a user also put their own files in.
+    run = tmp_path / "run"
+    shutil.copytree(made_runs / "ae-run", run)
+    (run / "notes.txt").write_text("mine")
+    (run / "plots").mkdir()
+    with pytest.raises(ValueError, match="notes.txt, plots"):
+        delete_run_folder(run)
+    assert (run / "notes.txt").is_file() and (run / CONFIG).is_file()
+    # What a run writes, a temporary file of a killed save included, goes.
+    (run / "notes.txt").unlink()
+    (run / "plots").rmdir()
+    (run / ".latest.ckpt.ab12cd.tmp").write_bytes(b"half")
+    delete_run_folder(run)
+    assert not run.exists()
+
+
+def test_the_window_knows_the_engines_run_format():
+    from app.run_folders import LATEST_CHECKPOINT, RUN_FILES, RUN_FORMAT
+    from vae_core import runs
+
+    assert RUN_FORMAT == runs.FORMAT and RUN_FILES == (runs.CONFIG, runs.EVENTS) and LATEST_CHECKPOINT == runs.LATEST
