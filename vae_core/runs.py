@@ -7,6 +7,10 @@ A run folder holds three kinds of file, and nothing else is needed to follow it:
   "dataset" (spec, name, label names, image shape, number of examples),
   "world_size", "ranks"}`` and, once the run is named (``set_run_name``),
   ``"name"``; written atomically whenever the run starts (keeping the name).
+  Every rewrite (``RunWriter.start``, ``set_run_name``) reads and replaces
+  it while holding an advisory lock on ``.config.json.lock`` beside it, so
+  that a rename landing while a run starts is not lost; the lock file is
+  removed when it is released.
 * ``events.jsonl``: one JSON object a line, appended as the run goes, each
   line written whole and flushed (and synced to disk for epochs and status
   changes).  Every object has ``kind`` and ``time`` (Unix seconds):
@@ -37,7 +41,9 @@ possibly over NFS, sshfs or a synced folder), ``read_run`` reads one whole.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import errno
 import json
 import math
 import os
@@ -45,7 +51,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from .checkpoint import Checkpoint, atomic_write_bytes, checkpoint_bytes, checkpoint_from_bytes, dataset_record
 from .errors import CheckpointError, ConfigError
@@ -56,6 +62,20 @@ CONFIG = "config.json"
 EVENTS = "events.jsonl"
 LATEST = "latest.ckpt"
 _EPOCH_FILE = re.compile(r"^epoch-(\d+)\.ckpt$")
+#: The advisory lock file of a folder's config.json (present only while a writer holds it).
+CONFIG_LOCK = ".config.json.lock"
+#: How long a writer of config.json waits for another one's lock before it gives up (seconds).
+LOCK_TIMEOUT_S = 10.0
+_LOCK_POLL_S = 0.01
+
+try:  # POSIX: an flock is dropped by the kernel when its holder dies, even on kill -9
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: msvcrt's byte locks end with their process too
+    fcntl = None  # type: ignore[assignment]
+    import msvcrt
+
+#: errno values of a file system that has no locks (some network mounts): writers go on without one.
+_NO_LOCKS = {getattr(errno, n) for n in ("ENOLCK", "EOPNOTSUPP", "ENOTSUP", "ENOSYS", "EINVAL") if hasattr(errno, n)}
 
 
 def epoch_checkpoint_name(epoch: int) -> str:
@@ -94,6 +114,106 @@ def _epoch_files(directory: Path) -> list[tuple[int, Path]]:
         if m:
             found.append((int(m.group(1)), directory / name))
     return sorted(found)
+
+
+def _try_lock(fd: int) -> bool:
+    """Lock ``fd`` exclusively without waiting: True when locked, False when another holder has it."""
+    if fcntl is not None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+    os.lseek(fd, 0, os.SEEK_SET)  # pragma: no cover - Windows
+    try:  # pragma: no cover - Windows
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+    except OSError as exc:  # pragma: no cover - Windows
+        if exc.errno in (errno.EACCES, getattr(errno, "EDEADLOCK", errno.EDEADLK)):
+            return False
+        raise
+    return True  # pragma: no cover - Windows
+
+
+def _unlock(fd: int) -> None:
+    if fcntl is not None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return
+    os.lseek(fd, 0, os.SEEK_SET)  # pragma: no cover - Windows
+    msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)  # pragma: no cover - Windows
+
+
+def _is_the_file_at(fd: int, path: Path) -> bool:
+    """``fd`` is still the file ``path`` names (a holder releasing the lock removes the file)."""
+    try:
+        st_path = os.stat(path)
+    except FileNotFoundError:
+        return False
+    st = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (st_path.st_dev, st_path.st_ino)
+
+
+@contextlib.contextmanager
+def config_lock(directory: str | os.PathLike) -> Iterator[None]:
+    """Hold the advisory lock of ``directory``'s config.json (``CONFIG_LOCK``) while the block runs.
+
+    Every read-modify-write of a run's config.json happens under it, across
+    threads and processes.  A holder that dies releases it (the system drops
+    its lock) and the file it leaves is taken over; a holder that keeps it
+    longer than ``LOCK_TIMEOUT_S`` makes this raise OSError (ETIMEDOUT)
+    naming the lock file.  On a file system without locks the block runs
+    without one.  The holder removes the file as it releases the lock; one
+    waiting on the removed file sees that and locks the new one instead.
+    Raises OSError when the lock file cannot be created.
+    """
+    path = Path(directory) / CONFIG_LOCK
+    deadline = time.monotonic() + LOCK_TIMEOUT_S
+    held: int | None = None
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            locked = _try_lock(fd)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in _NO_LOCKS:
+                break
+            raise
+        if locked and _is_the_file_at(fd, path):
+            held = fd
+            break
+        if locked:
+            _unlock(fd)
+        os.close(fd)
+        if time.monotonic() >= deadline:
+            raise OSError(errno.ETIMEDOUT, f"{path} is held by another writer of {CONFIG} for more than "
+                                           f"{LOCK_TIMEOUT_S:g} s; {CONFIG} was not changed")
+        time.sleep(_LOCK_POLL_S)
+    try:
+        yield
+    finally:
+        if held is not None:
+            _release(held, path)
+
+
+def _release(fd: int, path: Path) -> None:
+    if fcntl is not None:
+        # Removed while still locked: a waiter that opened it finds it gone once it gets the lock.
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        try:
+            _unlock(fd)
+        finally:
+            os.close(fd)
+        return
+    try:  # pragma: no cover - Windows: an open file cannot be removed, so it goes after closing
+        _unlock(fd)
+    finally:
+        os.close(fd)
+    with contextlib.suppress(OSError):  # pragma: no cover - Windows: another writer has it open
+        os.unlink(path)
+
+
+def _config_bytes(config: dict[str, Any]) -> bytes:
+    return (json.dumps(_plain(config), indent=2) + "\n").encode("utf-8")
 
 
 class RunWriter:
@@ -156,18 +276,10 @@ class RunWriter:
         """Write ``config.json`` and the "started" event; ``ranks`` describes every process of the run."""
         t = self.trainer
         config_path = self.directory / CONFIG
-        created = _now_iso()
-        name = None
-        try:
-            previous = json.loads(config_path.read_text(encoding="utf-8"))
-            created = str(previous.get("created", created))
-            name = previous.get("name")
-        except (OSError, ValueError, AttributeError):
-            pass
         config = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
-            "created": created,
+            "created": _now_iso(),
             "updated": _now_iso(),
             "model_config": t.model_config.to_dict(),
             "train_config": t.train_config.to_dict(),
@@ -175,9 +287,18 @@ class RunWriter:
             "world_size": len(ranks),
             "ranks": ranks,
         }
-        if isinstance(name, str) and name.strip():
-            config["name"] = name
-        atomic_write_bytes(config_path, (json.dumps(_plain(config), indent=2) + "\n").encode("utf-8"))
+        # The previous config's creation time and name are read and the new one written under the
+        # lock, so that a rename (set_run_name) in between is carried over rather than lost.
+        with config_lock(self.directory):
+            try:
+                previous = json.loads(config_path.read_text(encoding="utf-8"))
+                config["created"] = str(previous.get("created", config["created"]))
+                name = previous.get("name")
+            except (OSError, ValueError, AttributeError):
+                name = None
+            if isinstance(name, str) and name.strip():
+                config["name"] = name
+            atomic_write_bytes(config_path, _config_bytes(config))
         where = f"{len(ranks)} process{'es' if len(ranks) != 1 else ''}"
         if resumed_from is None:
             message = f"started on {where}"
@@ -451,13 +572,16 @@ def set_run_name(directory: str | os.PathLike, name: str) -> None:
     if not text:
         raise ConfigError("a run's name must not be empty")
     path = Path(directory) / CONFIG
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the run's config ({exc.strerror or exc})") from exc
-    except ValueError as exc:
-        raise ConfigError(f"{path}: the run's config is not valid JSON ({exc})") from exc
-    if not isinstance(config, dict) or config.get("format") != FORMAT:
-        raise ConfigError(f"{path}: not a Latent Explorer run config")
-    config["name"] = text
-    atomic_write_bytes(path, (json.dumps(_plain(config), indent=2) + "\n").encode("utf-8"))
+    if not path.is_file():
+        raise ConfigError(f"{path}: cannot read the run's config (there is no such file)")
+    with config_lock(directory):  # read and replaced with no other writer in between (RunWriter.start)
+        try:
+            config = json.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read the run's config ({exc.strerror or exc})") from exc
+        except ValueError as exc:
+            raise ConfigError(f"{path}: the run's config is not valid JSON ({exc})") from exc
+        if not isinstance(config, dict) or config.get("format") != FORMAT:
+            raise ConfigError(f"{path}: not a Latent Explorer run config")
+        config["name"] = text
+        atomic_write_bytes(path, _config_bytes(config))

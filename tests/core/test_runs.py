@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import subprocess
+import sys
+import threading
 
 import numpy as np
 import pytest
@@ -15,7 +18,8 @@ from vae_core.checkpoint import checkpoint_bytes, load_checkpoint
 from vae_core.data import DatasetSpec, load_dataset
 from vae_core.distributed import process_info
 from vae_core.errors import CheckpointError
-from vae_core.runs import CONFIG, EVENTS, LATEST, RunFollower, RunWriter, read_run
+from vae_core import runs
+from vae_core.runs import CONFIG, CONFIG_LOCK, EVENTS, LATEST, RunFollower, RunWriter, config_lock, read_run, set_run_name
 from vae_core.training import Trainer
 
 RANKS = [{"rank": 0, "host": "here", "pid": 1, "device": "cpu"}]
@@ -215,6 +219,117 @@ def test_read_run_of_a_folder_that_is_not_a_run(tmp_path):
     record = read_run(tmp_path)
     assert record.config is None and record.events == [] and record.status is None and record.updated is None
     assert record.checkpoint is None
+
+
+def test_a_rename_while_a_run_starts_is_not_lost(dataset, tmp_path, monkeypatch):
+    """set_run_name lands between start's read of config.json and its replace: the new name survives."""
+    trainer = make_trainer(dataset)
+    with RunWriter(tmp_path, trainer) as w:
+        w.start(RANKS)
+    set_run_name(tmp_path, "first")
+    real_write, real_try = runs.atomic_write_bytes, runs._try_lock
+    contended = threading.Event()
+    renamer: list[threading.Thread] = []
+    errors: list[BaseException] = []
+
+    def rename() -> None:
+        try:
+            set_run_name(tmp_path, "second")
+        except BaseException as exc:  # reported by the test
+            errors.append(exc)
+
+    def try_lock(fd):
+        locked = real_try(fd)
+        if not locked:
+            contended.set()
+        return locked
+
+    def write(path, data):
+        if not renamer:  # start has read config.json ("first") and is about to replace it
+            t = threading.Thread(target=rename)
+            renamer.append(t)
+            t.start()
+            # Without the lock the rename completes now, and the replace below would undo it.
+            while not contended.is_set() and t.is_alive():
+                t.join(0.01)
+        real_write(path, data)
+
+    monkeypatch.setattr(runs, "_try_lock", try_lock)
+    monkeypatch.setattr(runs, "atomic_write_bytes", write)
+    with RunWriter(tmp_path, trainer) as w:
+        w.start(RANKS)
+    renamer[0].join(10)
+    assert not errors and not renamer[0].is_alive()
+    assert contended.is_set(), "the rename waited for the start's write"
+    config = json.loads((tmp_path / CONFIG).read_text())
+    assert config["name"] == "second" and config["format"] == "latent-explorer-run"
+    assert not (tmp_path / CONFIG_LOCK).exists(), "the lock file goes with the lock"
+
+
+def test_concurrent_renames_and_starts_leave_a_valid_config_with_the_last_name(dataset, tmp_path):
+    trainer = make_trainer(dataset)
+    with RunWriter(tmp_path, trainer) as w:
+        w.start(RANKS)
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(6)
+
+    def renames(k: int) -> None:
+        try:
+            barrier.wait()
+            for i in range(15):
+                set_run_name(tmp_path, f"name {k}-{i}")
+        except BaseException as exc:
+            errors.append(exc)
+
+    def starts() -> None:
+        try:
+            barrier.wait()
+            for _ in range(10):
+                with RunWriter(tmp_path, trainer) as w:
+                    w.start(RANKS)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=renames, args=(k,)) for k in range(4)]
+    threads += [threading.Thread(target=starts) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors and not any(t.is_alive() for t in threads)
+    set_run_name(tmp_path, "last")
+    with RunWriter(tmp_path, trainer) as w:
+        w.start(RANKS)
+    config = json.loads((tmp_path / CONFIG).read_text())
+    assert config["name"] == "last" and config["format"] == "latent-explorer-run"
+    assert config["model_config"] == trainer.model_config.to_dict()
+    assert sorted(os.listdir(tmp_path)) == [CONFIG, EVENTS], "no lock or temporary file is left"
+
+
+def test_a_lock_left_by_a_crashed_holder_is_taken_over_and_a_held_one_times_out(tmp_path, monkeypatch):
+    (tmp_path / CONFIG).write_text(json.dumps({"format": "latent-explorer-run", "format_version": 1}))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from vae_core.runs import config_lock\n"
+         "with config_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(60)", str(tmp_path)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        holder.kill()  # dies holding the lock, leaving its file
+        holder.wait(10)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+    assert (tmp_path / CONFIG_LOCK).exists()
+    set_run_name(tmp_path, "after a crash")
+    assert read_run(tmp_path).name == "after a crash" and not (tmp_path / CONFIG_LOCK).exists()
+
+    monkeypatch.setattr(runs, "LOCK_TIMEOUT_S", 0.2)
+    with config_lock(tmp_path):  # another writer holds it
+        with pytest.raises(OSError, match=r"\.config\.json\.lock.*0\.2 s"):
+            set_run_name(tmp_path, "blocked")
+    assert read_run(tmp_path).name == "after a crash"
+    set_run_name(tmp_path, "free again")
+    assert read_run(tmp_path).name == "free again"
 
 
 def test_process_info_names_this_process():
