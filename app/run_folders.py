@@ -470,8 +470,9 @@ class RunLister:
 
 
 #: The files a run writes (``vae_core.runs``): its config, its events, checkpoints, and the temporary
-#: files of atomic writes (``.latest.ckpt.x1y2.tmp``) a killed writer may leave.
-_RUN_WRITES = re.compile(r"^(config\.json|events\.jsonl|[^/]*\.ckpt|\..+\.tmp)$")
+#: files of atomic writes (``.latest.ckpt.x1y2.tmp``) and the config's lock file (``.config.json.lock``)
+#: a killed writer may leave.
+_RUN_WRITES = re.compile(r"^(config\.json|events\.jsonl|[^/]*\.ckpt|\..+\.tmp|\.config\.json\.lock)$")
 #: ``vae_core.runs.FORMAT``: the ``format`` of a run's config.json.
 RUN_FORMAT = "latent-explorer-run"
 

@@ -12,7 +12,11 @@ batch size and learning rate, seed 0, and warm-up and free bits off, so that
 tools live), writes its own run folder (``app.run_folders``) and is named
 there ("AE (β = 0)", "β = 0.5", ...).  When the last one has finished, the
 comparison of them all opens (``app.tools.comparison``) and the window keeps
-the last run's model on screen.
+the last run's model on screen.  The names are written, and the runs'
+checkpoints looked for, on a worker thread (``app.worker.LatestWins``): run
+folders may lie on a network file system, and the window never waits on
+one.  A name that cannot be written is said in a warning naming the folder,
+and the experiment goes on.
 
 An experiment needs the runs folder: its runs are kept there, listed by the
 Runs panel and compared from their ``latest.ckpt``.  A window that records no
@@ -38,6 +42,7 @@ from vae_core.errors import VAEError
 
 from ..run_folders import ENV_RUNS, LATEST_CHECKPOINT
 from ..session import EMPTY, IDLE, LOADING, PAUSED, TRAINED, TRAINING
+from ..worker import LatestWins
 
 if TYPE_CHECKING:
     from vae_core.data import Dataset
@@ -52,6 +57,9 @@ DEFAULT_BETAS = "0, 0.5, 1, 4"
 MIN_RUNS, MAX_RUNS = 2, 4
 #: Every run of an experiment trains with this seed.
 SEED = 0
+#: Kinds of the worker's requests: naming a run folder (followed by the folder), looking for the checkpoints.
+NAME_KIND = "name:"
+CHECK_KIND = "check"
 
 AE_VS_VAE_TIP = ("Train an autoencoder (β = 0) and a VAE (β = 1) with the same model, seed and epochs, "
                  "one after another, then compare them side by side")
@@ -96,7 +104,7 @@ class PlannedRun:
     beta: float
     name: str
     directory: str | None = None  # its run folder, once the run has started
-    named: bool = False  # its name is in the folder's config.json
+    named: bool = False  # its name was sent to be written in the folder's config.json
 
 
 @dataclass
@@ -204,6 +212,11 @@ class ExperimentsTool(QtCore.QObject):
         self.s = window.session
         self.experiment: Experiment | None = None
         self._dialog: ExperimentDialog | None = None
+        self._checking: Experiment | None = None  # the experiment whose checkpoints the worker looks for
+        # Writes the runs' names and looks for their checkpoints, off the GUI thread.
+        self._worker = LatestWins(self)
+        self._worker.done.connect(self._on_worker_done)
+        self._worker.failed.connect(self._on_worker_failed)
         self._build()
         self._wire()
         self._update_actions()
@@ -433,15 +446,49 @@ class ExperimentsTool(QtCore.QObject):
             self._name(exp.current)  # its config.json is written before the first batch
 
     def _name(self, run: PlannedRun) -> None:
+        """Write the run's name in its folder's config.json, on the worker thread (``_on_worker_done`` follows)."""
         if run.named or run.directory is None:
             return
         run.named = True
-        from vae_core.runs import set_run_name
+        directory, name = run.directory, run.name
 
-        try:
-            set_run_name(run.directory, run.name)
-        except (VAEError, OSError) as exc:
-            self.w.show_message("warning", f"Could not name the run folder {run.directory} “{run.name}”: {exc}")
+        def job() -> tuple[str, str, str | None]:
+            from vae_core.runs import set_run_name
+
+            try:
+                set_run_name(directory, name)
+            except (VAEError, OSError) as exc:
+                why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                return directory, name, why
+            return directory, name, None
+
+        self._worker.submit(NAME_KIND + directory, job)
+
+    @Slot(str, object)
+    def _on_worker_done(self, kind: str, value: Any) -> None:
+        if kind.startswith(NAME_KIND):
+            directory, name, why = value
+            if why is not None:
+                self._name_not_written(directory, f"“{name}”: {why}")
+                return
+            panel = getattr(self.w, "runs_panel", None)
+            if panel is not None:
+                panel.schedule_refresh()  # the panel lists the run by its new name
+        elif kind == CHECK_KIND:
+            self._on_checked(value)
+
+    @Slot(str, str)
+    def _on_worker_failed(self, kind: str, text: str) -> None:
+        if kind.startswith(NAME_KIND):
+            self._name_not_written(kind[len(NAME_KIND):], text)
+        elif kind == CHECK_KIND and self.experiment is not None and self.experiment is self._checking:
+            self._checking = None
+            self._end("error", f"The experiment's runs were trained, but their checkpoints could not be looked "
+                               f"for: {text}. Compare them from the Runs panel.")
+
+    def _name_not_written(self, directory: str, why: str) -> None:
+        self.w.show_message("warning", f"Could not name the run folder {directory} {why}. The experiment goes on; "
+                                       "the run keeps its folder's name (rename it in the Runs panel).")
 
     @Slot(str)
     def _on_state(self, state: str) -> None:
@@ -495,8 +542,21 @@ class ExperimentsTool(QtCore.QObject):
                 f"{'are' if len(done) != 1 else 'is'} kept: compare them from the Runs panel.")
 
     def _compare(self, exp: Experiment) -> None:
-        missing = [r for r in exp.runs if r.directory is None
-                   or not os.path.isfile(os.path.join(r.directory, LATEST_CHECKPOINT))]
+        """Look for every run's checkpoint on the worker thread (after the names), then compare them."""
+        folders = [r.directory for r in exp.runs]
+
+        def job() -> list[bool]:
+            return [d is not None and os.path.isfile(os.path.join(d, LATEST_CHECKPOINT)) for d in folders]
+
+        self._checking = exp
+        self._worker.submit(CHECK_KIND, job)
+
+    def _on_checked(self, found: list[bool]) -> None:
+        exp = self._checking
+        self._checking = None
+        if exp is None or exp is not self.experiment:
+            return  # stopped, ended or the window closes meanwhile
+        missing = [r for r, ok in zip(exp.runs, found) if not ok]
         if missing:
             where = ", ".join(f"{r.name} ({r.directory})" for r in missing)
             self._end("error", f"The experiment's runs were trained, but {where} has no {LATEST_CHECKPOINT} "
@@ -563,12 +623,16 @@ class ExperimentsTool(QtCore.QObject):
         self.stop_button.show()
 
     def close(self) -> bool:
-        """The window closes: no further run starts (the window's shutdown stops the one training)."""
+        """The window closes: no further run starts (the window's shutdown stops the one training).
+
+        Waits for a name being written; True when that ended in time.
+        """
         self.experiment = None
+        self._checking = None
         if self._dialog is not None:
             self._dialog.close()
             self._dialog = None
-        return True
+        return self._worker.close()
 
 
 def install(window: "MainWindow") -> ExperimentsTool:

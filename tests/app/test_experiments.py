@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import re
 import sys
+import threading
 import types
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,6 +108,11 @@ def config(folder: Path) -> dict:
     return json.loads((folder / "config.json").read_text())
 
 
+def wait_named(qtbot, folder: Path, name: str) -> None:
+    """The name is written on a worker thread: wait for it to reach the folder's config.json."""
+    qtbot.waitUntil(lambda: config(folder).get("name") == name, timeout=10000)
+
+
 def events(folder: Path) -> list[dict]:
     return [json.loads(line) for line in (folder / "events.jsonl").read_text().splitlines()]
 
@@ -169,7 +176,8 @@ def test_autoencoder_vs_vae_trains_two_named_runs_one_after_another_and_compares
         assert tc["warmup"] == "none" and tc["free_bits"] == 0.0 and tc["seed"] == 0 and tc["epochs"] == 1
         assert config(f)["model_config"] == config(first)["model_config"]
         assert [e["status"] for e in events(f) if e["kind"] == "status"][-1] == "finished"
-    assert [config(f).get("name") for f in made] == ["AE (β = 0)", "VAE (β = 1)"]
+    wait_named(qtbot, first, "AE (β = 0)")
+    wait_named(qtbot, second, "VAE (β = 1)")
     assert events(first)[-1]["time"] <= events(second)[0]["time"], "one after another"
     names, checkpoints, directories = compared[0]
     assert len(compared) == 1 and names == ["AE (β = 0)", "VAE (β = 1)"]
@@ -228,7 +236,8 @@ def test_stopping_the_training_by_hand_ends_the_experiment(qtbot, win, runs, com
     said = win.message_bar.text.text()
     assert "experiment ended" in said and "β = 0" in said and re.search(r"stopped after \d+ of its 10000 epochs", said), said
     made = folders(runs)
-    assert len(made) == 1 and config(made[0]).get("name") == "β = 0", "no further run started"
+    assert len(made) == 1, "no further run started"
+    wait_named(qtbot, made[0], "β = 0")
     assert s.state == TRAINED and s.trainer.train_config.beta == 0.0, "the stopped run stays on screen"
 
 
@@ -245,8 +254,38 @@ def test_stop_experiment_stops_the_training_and_the_rest(qtbot, win, runs, compa
     assert not compared and not stop.isEnabled() and action(win, "aeVsVaeAction").isEnabled()
     assert "Experiment stopped" in win.statusBar().currentMessage()
     made = folders(runs)
-    assert len(made) == 1 and config(made[0]).get("name") == "AE (β = 0)"
+    assert len(made) == 1
+    wait_named(qtbot, made[0], "AE (β = 0)")
     assert s.state == TRAINED and s.trainer.train_config.beta == 0.0, "the stopped run stays on screen"
+
+
+def test_names_are_written_off_the_gui_thread_and_one_that_fails_is_a_warning_naming_the_folder(
+        qtbot, win, runs, compared, monkeypatch):
+    import vae_core.runs
+
+    real = vae_core.runs.set_run_name
+    calls: list[tuple[str, bool]] = []
+
+    def set_run_name(directory, name):
+        calls.append((name, threading.current_thread() is threading.main_thread()))
+        if name == "AE (β = 0)":
+            raise OSError(errno.EACCES, "Permission denied")
+        real(directory, name)
+
+    said: list[tuple[str, str]] = []
+    show = win.show_message
+    monkeypatch.setattr(win, "show_message", lambda level, text: (said.append((level, text)), show(level, text)))
+    monkeypatch.setattr(vae_core.runs, "set_run_name", set_run_name)
+    start(qtbot, open_dialog(qtbot, win, "aeVsVaeAction", "experimentDialog"))
+    qtbot.waitUntil(lambda: bool(compared), timeout=120000)
+    first, second = folders(runs)
+    wait_named(qtbot, second, "VAE (β = 1)")
+    assert calls == [("AE (β = 0)", False), ("VAE (β = 1)", False)], "each name written once, never on the GUI thread"
+    assert "name" not in config(first)
+    warnings = [text for level, text in said if level == "warning"]
+    assert len(warnings) == 1 and str(first) in warnings[0] and "Permission denied" in warnings[0], said
+    assert "experiment goes on" in warnings[0]
+    assert compared[0][0] == ["AE (β = 0)", "VAE (β = 1)"], "the experiment went on to the comparison"
 
 
 def test_an_unsaved_model_is_asked_about_first(qtbot, win, runs, compared, monkeypatch):
