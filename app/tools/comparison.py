@@ -21,7 +21,9 @@ message naming it) and shows:
 Everything heavy (reading checkpoints and data, encoding, decoding, the
 figures) runs on the window's own task pool and decoding thread
 (``app.worker``); the GUI thread only asks and draws.  Closing the window
-cancels its work; closing the main window closes it.
+cancels its work and hides it at once (it is deleted once its running jobs
+have ended); closing the main window closes it, and waits a bounded time for
+those jobs.
 """
 
 from __future__ import annotations
@@ -76,6 +78,10 @@ MAX_LEGEND_CLASSES = 20
 TABLE_LABEL_CHARS = 26
 #: Pixels between tiles of the image strips.
 GRID_PAD = 2
+#: How long the main window's close or the program's end waits for the window's jobs, in ms.
+SHUTDOWN_WAIT_MS = 2000
+#: How often a closed window asks whether its jobs have ended, in ms.
+REAP_INTERVAL_MS = 50
 #: The attribute of the main window that holds its open comparison windows.
 WINDOWS_ATTR = "comparison_windows"
 
@@ -166,6 +172,16 @@ def _open_run(path: str) -> _Opened:
     return _Opened(ckpt, encoder, decoder, _curve(ckpt))
 
 
+def _never() -> bool:
+    return False
+
+
+def _replying(token: int, fn: Callable[[], Any]) -> Callable[[], Reply]:
+    """A request for ``LatestWins``: ``Reply(token, fn())``, or ``Reply(token, error=message)`` when ``fn`` raises."""
+    tagged = Tagged(token, lambda _progress, _cancelled: fn())
+    return lambda: tagged(None, _never)
+
+
 def _tiles(images: Sequence[np.ndarray] | np.ndarray, ncols: int) -> tuple[np.ndarray, int, int]:
     """Images tiled ``ncols`` a row -> (grid, rows, columns) as ``ImageGrid.set_grid`` takes them."""
     from vae_core.explore import compose_grid
@@ -228,14 +244,17 @@ class ComparisonWindow(QtWidgets.QMainWindow):
         self._pair_seed = 0
         self._tokens = {"recon": 0, "interp": 0}  # the newest request of each kind on the decoding thread
         self._pending_loads = 0
-        self._closed = False
+        self._closed = False  # closed: its work is cancelled and nothing more is shown
+        self._released = False  # its work has ended and it is deleted
         self._done = False
         self._stage = ""
         self._figure_progress: dict[int, float] = {}
         self.tasks = TaskRunner(self, max_threads=2)
         self.latest = LatestWins(self)
-        self.latest.done.connect(self._on_latest)
-        self.latest.failed.connect(self._on_latest_failed)
+        self.latest.done.connect(self._on_latest)  # every job replies with its token, failures included
+        self._reaper = QtCore.QTimer(self)
+        self._reaper.setInterval(REAP_INTERVAL_MS)
+        self._reaper.timeout.connect(self._reap)
         self._set_title([r.name for r in self.runs])
         self._build()
         window.installEventFilter(self)
@@ -490,7 +509,7 @@ class ComparisonWindow(QtWidgets.QMainWindow):
 
     @Slot(float, str)
     def _on_dataset_progress(self, fraction: float, text: str) -> None:
-        if text:
+        if text and not self._closed:
             self._stage = f"Data: {text} {100 * fraction:.0f}%"
             self._update_progress()
 
@@ -752,7 +771,7 @@ class ComparisonWindow(QtWidgets.QMainWindow):
     @Slot(int)
     def select_example(self, index: int) -> None:
         """Select example ``index`` of the data: ringed in every map, reconstructed by every model."""
-        if self.dataset is None or not 0 <= int(index) < self.dataset.n:
+        if self._closed or self.dataset is None or not 0 <= int(index) < self.dataset.n:
             return
         self.selected = int(index)
         for run in self.active:
@@ -771,14 +790,14 @@ class ComparisonWindow(QtWidgets.QMainWindow):
         self._tokens["recon"] += 1
         token = self._tokens["recon"]
 
-        def job() -> tuple[int, Any]:
+        def job() -> tuple[np.ndarray, int, int]:
             tiles = [image_for_display(image)]
             for enc, dec in models:
                 mu, _ = enc.encode(image)
                 tiles.append(decoded_for_display(dec.decode(mu[None]))[0])
-            return token, _tiles(tiles, len(tiles))
+            return _tiles(tiles, len(tiles))
 
-        self.latest.submit("recon", job)
+        self.latest.submit("recon", _replying(token, job))
 
     # --------------------------------------------------- interpolation
     def _sync_end_buttons(self) -> None:
@@ -788,7 +807,7 @@ class ComparisonWindow(QtWidgets.QMainWindow):
 
     def set_end(self, end: int) -> None:
         """Make the selected example end ``end`` (0: A, 1: B) of the interpolation."""
-        if self.selected is None or self.pair is None:
+        if self._closed or self.selected is None or self.pair is None:
             return
         a, b = self.pair
         self.pair = (self.selected, b) if end == 0 else (a, self.selected)
@@ -796,7 +815,7 @@ class ComparisonWindow(QtWidgets.QMainWindow):
 
     def new_pair(self) -> None:
         """Interpolate between two other held-out examples."""
-        if self.dataset is None or not len(self.examples):
+        if self._closed or self.dataset is None or not len(self.examples):
             return
         self._pair_seed += 1
         self.pair = default_pair(self.dataset, self.examples, self._pair_seed)
@@ -814,7 +833,7 @@ class ComparisonWindow(QtWidgets.QMainWindow):
         self._tokens["interp"] += 1
         token = self._tokens["interp"]
 
-        def job() -> tuple[int, Any]:
+        def job() -> tuple[np.ndarray, int, int]:
             from vae_core.compare import interpolation_codes
 
             rows = []
@@ -822,15 +841,19 @@ class ComparisonWindow(QtWidgets.QMainWindow):
                 mu, _ = enc.encode(images)
                 codes = interpolation_codes(mu[0], mu[1], INTERPOLATION_STEPS)
                 rows.append(decoded_for_display(dec.decode(codes)))
-            return token, _tiles(np.concatenate(rows), INTERPOLATION_STEPS)
+            return _tiles(np.concatenate(rows), INTERPOLATION_STEPS)
 
-        self.latest.submit("interp", job)
+        self.latest.submit("interp", _replying(token, job))
 
     @Slot(str, object)
-    def _on_latest(self, kind: str, result: tuple[int, Any]) -> None:
-        token, (grid, nrows, ncols) = result
-        if self._closed or token != self._tokens.get(kind):
-            return  # a newer request of this kind is on its way
+    def _on_latest(self, kind: str, reply: Reply) -> None:
+        if self._closed or reply.token != self._tokens.get(kind):
+            return  # a newer request of this kind is on its way: its result or its failure is what counts
+        if reply.error is not None:
+            what = "the reconstructions" if kind == "recon" else "the interpolation"
+            self.message(f"Could not decode {what}: {reply.error}")
+            return
+        grid, nrows, ncols = reply.value
         if kind == "recon":
             self.recon_grid.set_grid(grid, nrows, ncols, pad=GRID_PAD,
                                      col_labels=["Original", *[r.name for r in self.active]])
@@ -839,12 +862,6 @@ class ComparisonWindow(QtWidgets.QMainWindow):
             labels[0], labels[-1] = "A", "B"
             self.interp_grid.set_grid(grid, nrows, ncols, pad=GRID_PAD, row_labels=[r.name for r in self.active],
                                       col_labels=labels)
-
-    @Slot(str, str)
-    def _on_latest_failed(self, kind: str, text: str) -> None:
-        if not self._closed:
-            what = "the reconstructions" if kind == "recon" else "the interpolation"
-            self.message(f"Could not decode {what}: {text}")
 
     # ---------------------------------------------------------- for tests
     def maps(self) -> list[CompareMap]:
@@ -902,13 +919,18 @@ class ComparisonWindow(QtWidgets.QMainWindow):
         return True
 
     # ------------------------------------------------------------- close
+    # Closing the window cancels its work and hides it at once; the GUI thread never waits for a job
+    # the user closed it on (an IWAE batch or reading a dataset cannot stop mid-call).  A timer then
+    # asks, without blocking, whether the task pool and the decoding thread have finished, and deletes
+    # the window once they have.  Only when the main window closes or the program quits does
+    # ``shutdown`` wait, for a bounded time, so that no job outlives the program.
     def eventFilter(self, obj: QtCore.QObject, event: QtCore.QEvent) -> bool:
-        if obj is self.w and not self._closed:
+        if obj is self.w and not self._released:
             kind = event.type()
             if kind == QtCore.QEvent.Type.Hide and not event.spontaneous():
                 # The main window was closed (or hidden by the program, not minimised): this one goes too,
                 # at once, before the program may quit.
-                self.close()
+                self._close_with_main_window()
             elif kind == QtCore.QEvent.Type.Close:
                 # The main window decides in its own closeEvent; once it is off the screen, so is this one.
                 QtCore.QTimer.singleShot(0, self._follow_main_window)
@@ -916,30 +938,66 @@ class ComparisonWindow(QtWidgets.QMainWindow):
 
     @Slot()
     def _follow_main_window(self) -> None:
-        if not self._closed and not self.w.isVisible():
-            self.close()
+        if not self._released and not self.w.isVisible():
+            self._close_with_main_window()
+
+    def _close_with_main_window(self) -> None:
+        self.shutdown()
+        self.close()
 
     def closeEvent(self, event: QtGui.QCloseEvent) -> None:
-        if self.shutdown():
-            self.deleteLater()  # its models and data go with it; a job still running keeps it until the main window goes
+        self._cancel_work()
         event.accept()
 
-    @Slot()
-    def shutdown(self, timeout_ms: int = 2000) -> bool:
-        """Cancel and wait for this window's work; True when it all ended in time."""
+    def _cancel_work(self) -> None:
+        """Cancel every job, show nothing more, and delete the window once its jobs have ended (no waiting)."""
         if self._closed:
-            return True
+            return
         self._closed = True
+        self.tasks.cancel_all()
+        self.latest.close(0)  # drops waiting requests and takes no more; one running ends on its own
+        opened = getattr(self.w, WINDOWS_ATTR, None)
+        if isinstance(opened, list) and self in opened:
+            opened.remove(self)
+        self._reaper.start()
+
+    def _work_ended(self) -> bool:
+        return self.latest.close(0) and self.tasks.wait(0)
+
+    @Slot()
+    def _reap(self) -> None:
+        """Delete the closed window (its models and data go with it) once none of its jobs runs."""
+        if self._released or not self._work_ended():
+            return
+        self._released = True
+        self._reaper.stop()
         try:
             self.w.removeEventFilter(self)
         except RuntimeError:  # the main window is already gone
             pass
-        self.tasks.cancel_all()
+        app = QtCore.QCoreApplication.instance()
+        if app is not None:
+            try:
+                app.aboutToQuit.disconnect(self.shutdown)
+            except (RuntimeError, TypeError):
+                pass
+        self.deleteLater()
+
+    @Slot()
+    def shutdown(self, timeout_ms: int = SHUTDOWN_WAIT_MS) -> bool:
+        """Cancel this window's work and wait for it, ``timeout_ms`` at most in all; True when it all ended in time.
+
+        For the main window's close and the program's end; closing this window alone waits for nothing.
+        """
+        self._cancel_work()
+        if self._released:
+            return True
+        timer = QtCore.QElapsedTimer()
+        timer.start()
         ok = self.latest.close(timeout_ms)
-        ok = self.tasks.wait(timeout_ms) and ok
-        opened = getattr(self.w, WINDOWS_ATTR, None)
-        if isinstance(opened, list) and self in opened:
-            opened.remove(self)
+        ok = self.tasks.wait(max(0, timeout_ms - timer.elapsed())) and ok
+        if ok:
+            self._reap()
         return ok
 
 

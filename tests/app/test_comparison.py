@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import csv
+import threading
+import time
 
 import numpy as np
 import pytest
+import shiboken6
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from app.main_window import MainWindow
@@ -234,3 +237,106 @@ def test_runs_are_scored_on_their_own_data_and_told_apart_by_name(qtbot, win, ck
     assert names == ["VAE (ae.ckpt)", "VAE (vae.ckpt)"]
     table = find(cw, QtWidgets.QTableWidget, "compareTable")
     assert [table.horizontalHeaderItem(c).text() for c in range(table.columnCount())] == names
+
+
+def test_closing_while_jobs_run_returns_at_once(qtbot, win, ckpts, monkeypatch):
+    import vae_core.compare
+
+    real_compare_run = vae_core.compare.compare_run
+    figures_started, figures_ended = [], []
+
+    def slow_compare_run(*args, **kwargs):
+        figures_started.append(time.monotonic())
+        time.sleep(3.0)  # an IWAE batch: not cancellable mid-call
+        try:
+            return real_compare_run(*args, **kwargs)
+        finally:
+            figures_ended.append(time.monotonic())
+
+    monkeypatch.setattr(vae_core.compare, "compare_run", slow_compare_run)
+    cw = open_comparison(win, [ComparedRun("AE", ckpts["AE"]), ComparedRun("VAE", ckpts["VAE"])])
+    qtbot.waitUntil(lambda: len(figures_started) == 2 and all(r.views is not None for r in cw.active),
+                    timeout=TIMEOUT_MS)
+
+    # A reconstruction that fails after a while is running on the decoding thread when the window closes.
+    recon_started, recon_ended = threading.Event(), threading.Event()
+
+    def slow_failing_encode(image):
+        recon_started.set()
+        time.sleep(3.0)
+        recon_ended.set()
+        raise RuntimeError("late failure")
+
+    monkeypatch.setattr(cw.active[0].opened.encoder, "encode", slow_failing_encode)
+    cw.select_example(int(cw.examples[0]))
+    qtbot.waitUntil(recon_started.is_set, timeout=5000)
+    messages = cw.messages
+
+    t0 = time.monotonic()
+    assert cw.close()
+    assert time.monotonic() - t0 < 0.5
+    assert cw.is_closed and not cw.isVisible()
+    assert cw not in win.comparison_windows
+    assert win.isVisible()  # the main window stays
+    assert shiboken6.isValid(cw)  # kept while its jobs run
+
+    qtbot.waitUntil(lambda: not shiboken6.isValid(cw), timeout=15000)
+    assert recon_ended.is_set() and len(figures_ended) == 2  # deleted only once every job had ended
+    assert messages == []  # the late failure and the late figures were not shown
+
+
+def test_a_stale_failure_is_not_shown(qtbot, win, ckpts, monkeypatch):
+    cw = opened(qtbot, win, [ComparedRun("AE", ckpts["AE"]), ComparedRun("VAE", ckpts["VAE"])])
+    assert cw.messages == []
+    encoder = cw.active[0].opened.encoder
+    real_encode = encoder.encode
+    first_started = threading.Event()
+    calls = []
+
+    def encode(image):
+        calls.append(1)
+        if len(calls) == 1:  # the first request fails, after the second was made
+            first_started.set()
+            time.sleep(0.5)
+            raise RuntimeError("stale failure")
+        return real_encode(image)
+
+    monkeypatch.setattr(encoder, "encode", encode)
+    recon = find(cw, QtWidgets.QWidget, "compareReconstructions")
+    version = recon.image_version()
+    cw.select_example(int(cw.examples[0]))
+    qtbot.waitUntil(first_started.is_set, timeout=5000)
+    cw.select_example(int(cw.examples[1]))  # the newer request, which succeeds
+    qtbot.waitUntil(lambda: recon.image_version() > version, timeout=10000)
+    assert len(calls) == 2
+    assert cw.messages == []
+
+    # The newest request's own failure is shown.
+    def failing(image):
+        raise RuntimeError("current failure")
+
+    monkeypatch.setattr(encoder, "encode", failing)
+    cw.select_example(int(cw.examples[2]))
+    qtbot.waitUntil(lambda: bool(cw.messages), timeout=10000)
+    assert "reconstructions" in cw.messages[-1] and "current failure" in cw.messages[-1]
+    assert recon.image_version() > version
+
+
+def test_the_main_window_closing_waits_for_a_closed_windows_job(qtbot, win, ckpts, monkeypatch):
+    cw = opened(qtbot, win, [ComparedRun("AE", ckpts["AE"]), ComparedRun("VAE", ckpts["VAE"])])
+    started, ended = threading.Event(), threading.Event()
+
+    def slow_encode(image):
+        started.set()
+        time.sleep(1.0)
+        ended.set()
+        raise RuntimeError("late failure")
+
+    monkeypatch.setattr(cw.active[0].opened.encoder, "encode", slow_encode)
+    cw.select_example(int(cw.examples[0]))
+    qtbot.waitUntil(started.is_set, timeout=5000)
+    cw.close()  # returns at once, the job still running
+    assert not ended.is_set() and shiboken6.isValid(cw)
+    win.close_without_asking()  # the program is ending: its close waits (a bounded time) for the job
+    assert ended.is_set()
+    qtbot.waitUntil(lambda: not shiboken6.isValid(cw), timeout=5000)
