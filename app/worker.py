@@ -118,9 +118,11 @@ class TrainThread(QtCore.QThread):
                     self.modelsReady.emit(load_models(trainer.snapshot()))
                     self.epochEnded.emit(ev)
                 elif kind == "status":
-                    self.statusChanged.emit(ev)
                     if ev.status == "diverged":
+                        # The rolled-back weights reach the window before the pause does, so that
+                        # whatever the paused window decodes comes from them.
                         self.modelsReady.emit(load_models(trainer.snapshot()))
+                    self.statusChanged.emit(ev)
                 elif kind == "change":
                     self.settingChanged.emit(ev)
             if pending:

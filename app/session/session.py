@@ -722,6 +722,8 @@ class Session(QtCore.QObject):
             self._diverged_text = f"Training paused: {ev.message}"
             self.message.emit("error", self._diverged_text)
             self.markerAdded.emit(ev.step, ROLLBACK_MARKER)
+            if self.decoder is not None:
+                self._refresh_decoded()  # with the rolled-back weights, which arrived just before
 
     @Slot(object)
     def _on_change(self, ev: ChangeEvent) -> None:

@@ -735,3 +735,23 @@ def test_a_task_runner_runs_nothing_started_after_cancel_all(qtbot):
     assert runner.wait(2000)
     qtbot.wait(50)
     assert ran == ["before"]
+
+
+def test_a_divergence_decodes_the_shown_point_again_with_the_rolled_back_weights(parts):
+    s, tasks, decoding, rec = parts
+    ds = loaded(s, tasks)
+    thread = start(s)
+    thread.trainerReady.emit(FakeTrainer(s))
+    thread.modelsReady.emit(models())
+    thread.epochEnded.emit(FakeEpoch(1, 5, codes_for(ds), np.zeros((ds.n, 2), np.float32)))
+    s.map.refresh()
+    tasks.finish_all()
+    s.decode_at(0.25, 0.5)
+    decoding.run_all()
+    # The worker sends the restored weights, then the pause: the point is decoded anew with them.
+    restored = models(step=9)
+    thread.modelsReady.emit(restored)
+    assert not decoding.waiting, "still training: nothing is decoded again yet"
+    thread.statusChanged.emit(FakeStatus("diverged", "the loss became NaN", 12))
+    assert s.state == PAUSED and s.decoder is restored[1]
+    assert list(decoding.waiting) == ["point"]
