@@ -718,12 +718,13 @@ def prior_draws(latent_dim: int, n: int, seed: int = 0) -> np.ndarray:
 
 
 def interpolation_codes(a: np.ndarray, b: np.ndarray, steps: int) -> np.ndarray:
-    """``steps`` codes on the straight line from ``a`` to ``b`` (both included), float32 (steps, d)."""
-    a = np.asarray(a, dtype=np.float64).reshape(-1)
-    b = np.asarray(b, dtype=np.float64).reshape(-1)
-    if a.shape != b.shape:
-        raise ConfigError(f"the two codes have different sizes ({a.shape[0]} and {b.shape[0]})")
-    if steps < 2:
-        raise ConfigError(f"an interpolation needs at least 2 steps, got {steps}")
-    t = np.linspace(0.0, 1.0, int(steps))[:, None]
-    return ((1.0 - t) * a + t * b).astype(np.float32)
+    """``steps`` codes on the straight line from ``a`` to ``b`` (both included), float32 (steps, d).
+
+    ``vae_core.explore.interpolate`` in its linear mode, with its complaints as ConfigError.
+    """
+    from .explore import interpolate
+
+    try:
+        return interpolate(a, b, steps, mode="linear")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc

@@ -242,10 +242,8 @@ class ExperimentsTool(QtCore.QObject):
         self.menu.addSeparator()
         self.menu.addAction(self.stop_action)
         # Compare the runs checked in the Runs panel (installed before this tool).
-        panel = getattr(w, "runs_panel", None)
-        if panel is not None and getattr(panel, "compare_action", None) is not None:
-            self.menu.addSeparator()
-            self.menu.addAction(panel.compare_action)
+        self.menu.addSeparator()
+        self.menu.addAction(w.runs_panel.compare_action)
         w.menuBar().insertMenu(w.view_menu.menuAction(), self.menu)
         for act in (self.ae_vs_vae_action, self.sweep_action, self.stop_action):
             w.addAction(act)

@@ -18,7 +18,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtGui, QtWidgets
 
-from .latent_view import class_colour
+from .latent_view import class_colour, theme_legend
 
 __all__ = ["CompareCurves", "CompareMap", "RUN_COLOURS", "circle_points"]
 
@@ -43,6 +43,17 @@ def circle_points(origin: Sequence[float], radius: float, n: int = CIRCLE_VERTIC
     """x and y of a closed polygon of ``n`` vertices on the circle of ``radius`` around ``origin``."""
     t = np.linspace(0.0, 2.0 * np.pi, n)
     return float(origin[0]) + radius * np.cos(t), float(origin[1]) + radius * np.sin(t)
+
+
+
+def _style_plot(plot: pg.PlotWidget, bg: QtGui.QColor, fg: QtGui.QColor) -> None:
+    """The theme's background and the axes' lines and numbers in its foreground colour."""
+    plot.setBackground(bg)
+    pen = pg.mkPen(fg)
+    for side in ("left", "bottom"):
+        ax = plot.plotItem.getAxis(side)
+        ax.setPen(pen)
+        ax.setTextPen(pen)
 
 
 class CompareMap(pg.PlotWidget):
@@ -248,12 +259,7 @@ class CompareMap(pg.PlotWidget):
 
     def _apply_theme(self) -> None:
         bg, fg = _theme(self.palette())
-        self.setBackground(bg)
-        pen = pg.mkPen(fg)
-        for side in ("left", "bottom"):
-            ax = self.plotItem.getAxis(side)
-            ax.setPen(pen)
-            ax.setTextPen(pen)
+        _style_plot(self, bg, fg)
         self.set_axis_labels(*self._axes)
         self._apply_title()
         self._style_circles()
@@ -376,24 +382,11 @@ class CompareCurves(pg.PlotWidget):
 
     def _apply_theme(self) -> None:
         bg, fg = _theme(self.palette())
-        self.setBackground(bg)
-        pen = pg.mkPen(fg)
-        for side in ("left", "bottom"):
-            ax = self.plotItem.getAxis(side)
-            ax.setPen(pen)
-            ax.setTextPen(pen)
+        _style_plot(self, bg, fg)
         self.set_axis_labels(*self._labels)
         if self._title:
             self.set_title(self._title)
-        legend_bg = QtGui.QColor(bg)
-        legend_bg.setAlpha(200)
-        legend_pen = QtGui.QColor(fg)
-        legend_pen.setAlpha(60)
-        self._legend.setBrush(legend_bg)
-        self._legend.setPen(legend_pen)
-        self._legend.setLabelTextColor(fg)
-        for _, label in self._legend.items:
-            label.setText(label.text, color=fg)
+        theme_legend(self._legend, bg, fg)
         for _, dots in self._items.values():
             dots.setPen(pg.mkPen(bg, width=1.2))
 

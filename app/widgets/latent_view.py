@@ -300,6 +300,19 @@ class _MapViewBox(pg.ViewBox):
         super().mouseClickEvent(ev)
 
 
+def theme_legend(legend: pg.LegendItem, bg: QtGui.QColor | str, fg: QtGui.QColor | str) -> None:
+    """Give a legend the theme's colours: a translucent background, a faint frame, labels in ``fg``."""
+    legend_bg = QtGui.QColor(bg)
+    legend_bg.setAlpha(200)
+    legend_pen = QtGui.QColor(fg)
+    legend_pen.setAlpha(60)
+    legend.setBrush(legend_bg)
+    legend.setPen(legend_pen)
+    legend.setLabelTextColor(fg)
+    for _, label in legend.items:
+        label.setText(label.text, color=fg)
+
+
 def class_colour(label: int) -> QtGui.QColor:
     """Colour for class ``label``; negative labels are unlabelled."""
     if label < 0:
@@ -2159,16 +2172,7 @@ class LatentView(QtWidgets.QWidget):
         self._far_text.update()
 
     def _apply_legend_theme(self) -> None:
-        bg, fg = self._bg(), self._fg()
-        legend_bg = QtGui.QColor(bg)
-        legend_bg.setAlpha(200)
-        legend_pen = QtGui.QColor(fg)
-        legend_pen.setAlpha(60)
-        self._legend.setBrush(legend_bg)
-        self._legend.setPen(legend_pen)
-        self._legend.setLabelTextColor(fg)
-        for _, label in self._legend.items:
-            label.setText(label.text, color=fg)
+        theme_legend(self._legend, self._bg(), self._fg())
 
     def selection_colour(self) -> QtGui.QColor:
         """Colour of the selected example's square (the palette's accent)."""
